@@ -1,0 +1,131 @@
+"""Keeps the Domain rows true to what libvirt says.
+
+Used by the watcher (events and the periodic full read) and by tasks after they change a
+domain. A domain that libvirt no longer knows is marked gone, never deleted: its
+operations are its history.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid as uuidlib
+
+from django.db import transaction
+from django.utils import timezone
+
+from . import hypervisor
+from .hypervisor import DomainFacts, HypervisorError
+from .models import Domain, Host
+
+log = logging.getLogger(__name__)
+
+_FIELDS = (
+    "name",
+    "state",
+    "state_reason",
+    "libvirt_id",
+    "vcpus",
+    "memory_kib",
+    "max_memory_kib",
+    "persistent",
+    "autostart",
+    "has_managed_save",
+    "snapshot_count",
+)
+
+
+def _values(facts: DomainFacts) -> dict:
+    return {
+        "name": facts.name,
+        "state": facts.state,
+        "state_reason": facts.state_reason,
+        "libvirt_id": facts.id,
+        "vcpus": facts.vcpus,
+        "memory_kib": facts.memory_kib,
+        "max_memory_kib": facts.max_memory_kib,
+        "persistent": facts.persistent,
+        "autostart": facts.autostart,
+        "has_managed_save": facts.has_managed_save,
+        "snapshot_count": facts.snapshot_count,
+    }
+
+
+def _apply(row: Domain, facts: DomainFacts, now) -> bool:
+    """Copy `facts` onto `row`; True if anything the user sees changed."""
+    changed = row.gone_at is not None
+    for field, value in _values(facts).items():
+        if getattr(row, field) != value:
+            setattr(row, field, value)
+            changed = True
+    row.gone_at = None
+    row.last_seen_at = now
+    return changed
+
+
+def _mark_reachable(host: Host, error: str = "") -> None:
+    now = timezone.now()
+    if error:
+        Host.objects.filter(pk=host.pk).update(last_error=error)
+    else:
+        Host.objects.filter(pk=host.pk).update(last_seen_at=now, last_error="")
+
+
+def reconcile_host(host: Host) -> int:
+    """Read every domain of `host` and bring the inventory in line; returns changes."""
+    try:
+        all_facts = hypervisor.list_domains(host.uri)
+    except HypervisorError as exc:
+        _mark_reachable(host, exc.message)
+        raise
+    _mark_reachable(host)
+    now = timezone.now()
+    seen = {uuidlib.UUID(f.uuid): f for f in all_facts}
+    changes = 0
+    with transaction.atomic():
+        rows = {d.uuid: d for d in Domain.objects.filter(host=host)}
+        to_update = []
+        for uuid, facts in seen.items():
+            row = rows.get(uuid)
+            if row is None:
+                Domain.objects.create(
+                    host=host,
+                    uuid=uuid,
+                    first_seen_at=now,
+                    last_seen_at=now,
+                    **_values(facts),
+                )
+                changes += 1
+            elif _apply(row, facts, now):
+                to_update.append(row)
+        if to_update:
+            Domain.objects.bulk_update(to_update, [*_FIELDS, "gone_at", "last_seen_at"])
+            changes += len(to_update)
+        gone = [u for u, row in rows.items() if u not in seen and row.gone_at is None]
+        if gone:
+            changes += Domain.objects.filter(host=host, uuid__in=gone).update(
+                gone_at=now, libvirt_id=None
+            )
+    return changes
+
+
+def refresh_domain(host: Host, uuid: str | uuidlib.UUID) -> Domain | None:
+    """Re-read one domain after an event or an operation; None if it is gone."""
+    uuid = uuidlib.UUID(str(uuid))
+    try:
+        facts = hypervisor.domain_facts(host.uri, str(uuid))
+    except HypervisorError as exc:
+        if exc.no_such_domain:
+            Domain.objects.filter(host=host, uuid=uuid, gone_at__isnull=True).update(
+                gone_at=timezone.now(), libvirt_id=None
+            )
+            return None
+        raise
+    now = timezone.now()
+    row, created = Domain.objects.get_or_create(
+        host=host,
+        uuid=uuid,
+        defaults={**_values(facts), "first_seen_at": now, "last_seen_at": now},
+    )
+    if not created and _apply(row, facts, now):
+        row.save()
+    return row

@@ -1,0 +1,307 @@
+"""Hosts, teams, the domain inventory, operations and audit events.
+
+The models know nothing of libvirt: state codes are libvirt's numbers copied here as plain
+constants so that the inventory can be filtered with SQL alone.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+
+class Host(models.Model):
+    name = models.SlugField(_("name"), max_length=64, unique=True)
+    uri = models.CharField(_("libvirt URI"), max_length=500)
+    enabled = models.BooleanField(_("enabled"), default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    # Written by the inventory watcher: when the host last answered and, if it does not
+    # answer now, libvirt's error.
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Team(models.Model):
+    name = models.CharField(_("name"), max_length=100, unique=True)
+    slug = models.SlugField(max_length=100, unique=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Role(models.TextChoices):
+    VIEWER = "viewer", _("viewer")
+    OPERATOR = "operator", _("operator")
+    ADMIN = "admin", _("team admin")
+
+
+# Which roles may do what. Superusers may do everything and see everything.
+ACTION_ROLES: dict[str, set[str]] = {
+    "view": {Role.VIEWER, Role.OPERATOR, Role.ADMIN},
+    "operate": {Role.OPERATOR, Role.ADMIN},
+    "admin": {Role.ADMIN},
+}
+
+
+class Membership(models.Model):
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.VIEWER)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "team"], name="one_role_per_team")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.team} as {self.role}"
+
+
+def teams_for(user, action: str = "view"):
+    """The teams in which `user` holds a role allowing `action`."""
+    if user.is_superuser:
+        return Team.objects.all()
+    if not user.is_authenticated:
+        return Team.objects.none()
+    return Team.objects.filter(
+        memberships__user=user, memberships__role__in=ACTION_ROLES[action]
+    ).distinct()
+
+
+# libvirt's virDomainState numbers.
+class State(models.IntegerChoices):
+    NOSTATE = 0, _("no state")
+    RUNNING = 1, _("running")
+    BLOCKED = 2, _("blocked")
+    PAUSED = 3, _("paused")
+    SHUTDOWN = 4, _("shutting down")
+    SHUTOFF = 5, _("shut off")
+    CRASHED = 6, _("crashed")
+    PMSUSPENDED = 7, _("suspended by guest power management")
+
+
+# The fourteen listAllDomains filters, in libvirt's groups. Inside a group the filters
+# are alternatives (OR); across groups they must all hold (AND) — as libvirt combines
+# VIR_CONNECT_LIST_DOMAINS_* flags.
+LIST_FILTER_GROUPS: list[dict[str, tuple[str, Q]]] = [
+    {
+        "active": (_("active"), Q(libvirt_id__isnull=False)),
+        "inactive": (_("inactive"), Q(libvirt_id__isnull=True)),
+    },
+    {
+        "persistent": (_("persistent"), Q(persistent=True)),
+        "transient": (_("transient"), Q(persistent=False)),
+    },
+    {
+        "running": (_("running"), Q(state=State.RUNNING)),
+        "paused": (_("paused"), Q(state=State.PAUSED)),
+        "shutoff": (_("shut off"), Q(state=State.SHUTOFF)),
+        "other": (
+            _("other state"),
+            ~Q(state__in=[State.RUNNING, State.PAUSED, State.SHUTOFF]),
+        ),
+    },
+    {
+        "managed_save": (_("managed save"), Q(has_managed_save=True)),
+        "no_managed_save": (_("no managed save"), Q(has_managed_save=False)),
+    },
+    {
+        "autostart": (_("autostart"), Q(autostart=True)),
+        "no_autostart": (_("no autostart"), Q(autostart=False)),
+    },
+    {
+        "has_snapshot": (_("has snapshot"), Q(snapshot_count__gt=0)),
+        "no_snapshot": (_("no snapshot"), Q(snapshot_count=0)),
+    },
+]
+LIST_FILTERS = {key: item for group in LIST_FILTER_GROUPS for key, item in group.items()}
+
+
+class DomainQuerySet(models.QuerySet):
+    def for_user(self, user, action: str = "view") -> DomainQuerySet:
+        """Narrow to the domains `user` may act on with `action`.
+
+        The one place permission is decided (DESIGN rule 4). Domains of no team are for
+        superusers only; staff without a team see nothing.
+        """
+        if user.is_superuser:
+            return self
+        if not user.is_authenticated:
+            return self.none()
+        return self.filter(
+            team__memberships__user=user,
+            team__memberships__role__in=ACTION_ROLES[action],
+        ).distinct()
+
+    def present(self) -> DomainQuerySet:
+        return self.filter(gone_at__isnull=True)
+
+    def with_list_filters(self, keys: list[str]) -> DomainQuerySet:
+        """Apply listAllDomains filters the way libvirt combines them."""
+        qs = self
+        for group in LIST_FILTER_GROUPS:
+            chosen = [group[k][1] for k in keys if k in group]
+            if chosen:
+                either = Q()
+                for q in chosen:
+                    either |= q
+                qs = qs.filter(either)
+        return qs
+
+
+class Domain(models.Model):
+    """One libvirt domain as last seen; identity is (host, UUID)."""
+
+    host = models.ForeignKey(Host, on_delete=models.PROTECT, related_name="domains")
+    uuid = models.UUIDField(_("UUID"))
+    name = models.CharField(_("name"), max_length=255)
+    state = models.IntegerField(_("state"), choices=State.choices, default=State.NOSTATE)
+    state_reason = models.CharField(_("reason"), max_length=64, blank=True)
+    # libvirt's ID while the domain runs; None when it is inactive.
+    libvirt_id = models.IntegerField(_("ID"), null=True, blank=True)
+    vcpus = models.PositiveIntegerField(_("vCPUs"), default=0)
+    memory_kib = models.PositiveBigIntegerField(_("memory"), default=0)
+    max_memory_kib = models.PositiveBigIntegerField(_("maximum memory"), default=0)
+    persistent = models.BooleanField(_("persistent"), default=True)
+    autostart = models.BooleanField(_("autostart"), default=False)
+    has_managed_save = models.BooleanField(_("managed save"), default=False)
+    snapshot_count = models.PositiveIntegerField(_("snapshots"), default=0)
+    team = models.ForeignKey(
+        Team, null=True, blank=True, on_delete=models.SET_NULL, related_name="domains"
+    )
+    first_seen_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    # Set when libvirt no longer knows the domain; the row and its history stay.
+    gone_at = models.DateTimeField(null=True, blank=True)
+
+    objects = DomainQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "host__name"]
+        constraints = [models.UniqueConstraint(fields=["host", "uuid"], name="domain_identity")]
+        indexes = [
+            models.Index(fields=["name"]),
+            models.Index(fields=["state"]),
+            models.Index(fields=["team", "name"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} on {self.host.name}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.libvirt_id is not None
+
+    @property
+    def memory_mib(self) -> int:
+        return self.memory_kib // 1024
+
+    @property
+    def max_memory_mib(self) -> int:
+        return self.max_memory_kib // 1024
+
+
+class OperationKind(models.TextChoices):
+    START = "start", _("start")
+    SHUTDOWN = "shutdown", _("shut down")
+    DESTROY = "destroy", _("force off")
+    REBOOT = "reboot", _("reboot")
+    SUSPEND = "suspend", _("suspend")
+    RESUME = "resume", _("resume")
+    AUTOSTART_ON = "autostart_on", _("autostart on")
+    AUTOSTART_OFF = "autostart_off", _("autostart off")
+    UNDEFINE = "undefine", _("undefine")
+
+
+class OperationStatus(models.TextChoices):
+    QUEUED = "queued", _("queued")
+    RUNNING = "running", _("running")
+    SUCCEEDED = "succeeded", _("succeeded")
+    FAILED = "failed", _("failed")
+    CANCELLED = "cancelled", _("cancelled")
+    # Turned down before any work: wrong state, no permission, host down, domain busy.
+    REFUSED = "refused", _("refused")
+
+
+ACTIVE_STATUSES = (OperationStatus.QUEUED, OperationStatus.RUNNING)
+
+
+class Operation(models.Model):
+    """The record of one user action: its audit row and its progress."""
+
+    kind = models.CharField(max_length=32, choices=OperationKind.choices)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        on_delete=models.SET_NULL,
+        related_name="operations",
+    )
+    domain = models.ForeignKey(
+        Domain, null=True, on_delete=models.PROTECT, related_name="operations"
+    )
+    # The target as it was at the time: names change, hosts change on migration.
+    host = models.ForeignKey(Host, null=True, on_delete=models.PROTECT)
+    domain_uuid = models.UUIDField(null=True)
+    domain_name = models.CharField(max_length=255, blank=True)
+    team = models.ForeignKey(Team, null=True, on_delete=models.SET_NULL)
+    params = models.JSONField(default=dict, blank=True)
+    status = models.CharField(
+        max_length=16, choices=OperationStatus.choices, default=OperationStatus.QUEUED
+    )
+    progress = models.PositiveSmallIntegerField(default=0)  # percent
+    message = models.TextField(blank=True)  # plain words for the user
+    error = models.TextField(blank=True)  # libvirt's own message
+    error_code = models.IntegerField(null=True, blank=True)
+    task_id = models.CharField(max_length=64, blank=True)
+    request_id = models.CharField(max_length=64, blank=True)
+    xml_before = models.TextField(blank=True)
+    xml_after = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["domain", "status"])]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.kind} {self.domain_name} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status not in ACTIVE_STATUSES
+
+    @property
+    def duration(self):
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None
+
+
+class AuditEvent(models.Model):
+    """What happened that is not an operation on a domain: logins, roles, hosts."""
+
+    kind = models.CharField(max_length=32)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.SET_NULL)
+    summary = models.CharField(max_length=500)
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.summary}"

@@ -1,0 +1,38 @@
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("domains/", views.domain_list, name="domain_list"),
+    path("domains/<slug:host>/<str:uuid>/", views.domain_detail, name="domain_detail"),
+    path(
+        "domains/<slug:host>/<str:uuid>/confirm/<slug:action>/",
+        views.domain_confirm,
+        name="domain_confirm",
+    ),
+    path(
+        "domains/<slug:host>/<str:uuid>/do/<slug:action>/",
+        views.domain_action,
+        name="domain_action",
+    ),
+    path(
+        "domains/<slug:host>/<str:uuid>/team/",
+        views.domain_assign,
+        name="domain_assign",
+    ),
+    path("operations/<int:pk>/", views.operation_detail, name="operation_detail"),
+    path("activity/", views.activity, name="activity"),
+    path("hosts/", views.host_list, name="host_list"),
+    path("hosts/new/", views.host_create, name="host_create"),
+    path("hosts/<slug:host>/", views.host_detail, name="host_detail"),
+    path("hosts/<slug:host>/edit/", views.host_edit, name="host_edit"),
+    path("hosts/<slug:host>/enabled/", views.host_set_enabled, name="host_set_enabled"),
+    path("teams/", views.team_list, name="team_list"),
+    path("teams/<slug:team>/", views.team_detail, name="team_detail"),
+    path("teams/<slug:team>/members/", views.team_member_set, name="team_member_set"),
+    path(
+        "teams/<slug:team>/members/<int:user_id>/remove/",
+        views.team_member_remove,
+        name="team_member_remove",
+    ),
+]

@@ -1,0 +1,1 @@
+# Templates, requests and quotas arrive with the provisioning issue.

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# `make demo`: the whole panel on this machine, with two fake libvirt hosts (alpha, beta).
+#
+# Starts the hosts and Redis, migrates, starts the inventory watcher and a Celery worker in
+# the background (logs in $RUN_DIR/logs/), seeds demo data and serves with gunicorn until
+# Ctrl-C; then everything it started is stopped. The SQLite database (db.sqlite3 unless
+# DATABASE_URL says otherwise) survives, so running it again keeps users and history.
+set -euo pipefail
+# shellcheck source=scripts/run-dir.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/run-dir.sh"
+cd "$ROOT_DIR"
+SCRIPTS=$ROOT_DIR/scripts
+PORT=${VMPANEL_PORT:-8000}
+LOGS=$RUN_DIR/logs
+PIDS=$RUN_DIR/demo
+
+if pid_alive "$(read_pid "$PIDS/gunicorn.pid")" gunicorn; then
+  die "a demo of this checkout is already running (gunicorn pid $(read_pid "$PIDS/gunicorn.pid")); run 'make stop' first"
+fi
+
+"$SCRIPTS/install.sh"
+
+# shellcheck disable=SC2317 # only reached through the traps below
+cleanup() {
+  trap - INT TERM EXIT
+  echo "demo.sh: stopping gunicorn, worker, watcher, hosts and redis" >&2
+  "$SCRIPTS/stop.sh" || true
+  wait 2>/dev/null || true # reap our children
+}
+# INT/TERM only exit; the EXIT trap does the stopping, whichever way we leave (including a
+# failed step under set -e).
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Leftovers of a demo killed with -9 would hold the port or the hosts.
+"$SCRIPTS/stop.sh"
+mkdir -p -- "$LOGS" "$PIDS"
+
+# bg NAME CMD...: start CMD in the background in its own session (so stop.sh can end its
+# whole process group, and a Ctrl-C reaches only this script, which then stops things in
+# order), log to $LOGS/NAME.log, record its pid. setsid does not fork here (a background job
+# of a script is no process group leader), so $! is the process itself.
+bg() {
+  local name=$1
+  shift
+  setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+  echo $! >"$PIDS/$name.pid"
+}
+
+# expect_alive NAME WORD: fail with the log tail when a background process died at start.
+expect_alive() {
+  if ! pid_alive "$(read_pid "$PIDS/$1.pid")" "$2"; then
+    tail -n 30 "$LOGS/$1.log" >&2 || true
+    die "$1 exited at start; see $LOGS/$1.log"
+  fi
+}
+
+ALPHA=$("$SCRIPTS/testhost.sh" start alpha)
+BETA=$("$SCRIPTS/testhost.sh" start beta)
+"$SCRIPTS/redis.sh" start
+export REDIS_URL="redis://127.0.0.1:${VMPANEL_REDIS_PORT:-6391}/0"
+export VMPANEL_HOSTS="alpha=$ALPHA,beta=$BETA"
+# Background logs should appear as they happen, not when a buffer fills.
+export PYTHONUNBUFFERED=1
+
+.venv/bin/python manage.py migrate --noinput
+.venv/bin/python manage.py collectstatic --noinput
+
+# The watcher first: the test-driver daemons forget their domains when their last client
+# disconnects, so it must hold its connections before seed_demo creates domains.
+bg watcher .venv/bin/python manage.py watch_inventory
+bg worker .venv/bin/celery -A vmpanel worker --loglevel=INFO --concurrency=2
+sleep 1
+expect_alive watcher watch_inventory
+expect_alive worker celery
+
+# Re-runnable: the hosts come back empty each time while the database remembers.
+.venv/bin/python manage.py seed_demo
+
+# gunicorn in the foreground of the terminal (its log is printed here), yet started as a job
+# we wait for: bash runs a trap only once a foreground command returns, but interrupts `wait`
+# at once. Its own session, like the others, so stop.sh ends master and workers together.
+echo
+echo "vmpanel is at http://127.0.0.1:$PORT/  (other logs: $LOGS; Ctrl-C stops everything)"
+setsid .venv/bin/gunicorn vmpanel.wsgi --bind "127.0.0.1:$PORT" --workers 2 \
+  --access-logfile - </dev/null &
+echo $! >"$PIDS/gunicorn.pid"
+status=0
+wait $! || status=$?
+exit "$status"

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Set up a fresh Debian 12 machine for vmpanel: system packages, then .venv.
+#
+#   scripts/install.sh [--postgresql]      (or VMPANEL_INSTALL_POSTGRESQL=1)
+#
+# Idempotent and quick when everything is in place, because `make demo` and `make test` run it
+# every time: apt is only called for packages that are missing, pip only when requirements.txt
+# changed since the last successful install.
+set -euo pipefail
+ROOT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)
+cd "$ROOT_DIR"
+
+PACKAGES=(
+  libvirt-daemon libvirt-clients # libvirtd hosting the test driver; virsh for poking at it
+  libvirt-dev pkg-config gcc python3-dev # libvirt-python builds against the system libvirt
+  python3-venv
+  redis-server # Celery broker; we run our own instance, the package just provides the binary
+  chromium     # the browser tests drive Debian's Chromium, no downloaded browsers
+)
+# PostgreSQL only on request: CI proves the panel on it; the demo and dev use SQLite.
+if [ "${1:-}" = --postgresql ] || [ "${VMPANEL_INSTALL_POSTGRESQL:-}" = 1 ]; then
+  PACKAGES+=(postgresql)
+fi
+
+SUDO=()
+[ "$(id -u)" -eq 0 ] || SUDO=(sudo)
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  if [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" != "install ok installed" ]; then
+    missing+=("$pkg")
+  fi
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install.sh: installing ${missing[*]}"
+  "${SUDO[@]}" apt-get update
+  # No recommends: libvirt-daemon would otherwise pull in the system daemon, QEMU and more.
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "install.sh: creating .venv"
+  "${PYTHON:-python3}" -m venv .venv
+fi
+# The stamp is touched only after pip succeeded, so a failed install is retried next time.
+STAMP=.venv/.installed
+if [ ! -e "$STAMP" ] || [ requirements.txt -nt "$STAMP" ]; then
+  echo "install.sh: installing requirements.txt into .venv"
+  .venv/bin/pip install --disable-pip-version-check -r requirements.txt
+  touch "$STAMP"
+fi

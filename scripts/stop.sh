@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Stop whatever the demo of this checkout left running: gunicorn, Celery worker, inventory
+# watcher (by the pid files demo.sh writes), then every test host, then Redis.
+#
+#   scripts/stop.sh [--clean]     (--clean also removes the run folder and generated files)
+#
+# demo.sh calls this from its exit trap, and `make stop` calls it after a demo that was killed
+# too hard to clean up after itself (kill -9, a closed terminal).
+set -euo pipefail
+# shellcheck source=scripts/run-dir.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/run-dir.sh"
+SCRIPTS=$ROOT_DIR/scripts
+
+# The panel processes first: they hold connections to the hosts and to Redis.
+# Each was started in its own process group, so the worker's pool children go with it.
+for proc in gunicorn:gunicorn worker:celery watcher:watch_inventory; do
+  pid_file=$RUN_DIR/demo/${proc%%:*}.pid
+  pid=$(read_pid "$pid_file")
+  [ -z "$pid" ] || stop_pid "$pid" "${proc#*:}" group || true
+  rm -f -- "$pid_file"
+done
+
+if [ -d "$RUN_DIR/hosts" ]; then
+  for host_dir in "$RUN_DIR"/hosts/*/; do
+    [ -d "$host_dir" ] || continue
+    "$SCRIPTS/testhost.sh" stop "$(basename -- "$host_dir")"
+  done
+fi
+"$SCRIPTS/redis.sh" stop
+
+if [ "${1:-}" = --clean ]; then
+  # The database (db.sqlite3) and .venv stay: they are data and a slow download.
+  rm -rf -- "$RUN_DIR" "$ROOT_DIR/staticfiles" "$ROOT_DIR/.pytest_cache" \
+    "$ROOT_DIR/.ruff_cache" "$ROOT_DIR/test-results"
+fi

@@ -1,0 +1,47 @@
+"""Probes: /healthz says the process and database are up; /readyz that the panel can work."""
+
+from django.conf import settings
+from django.db import connection
+from django.http import JsonResponse
+
+from domains import hypervisor
+from domains.hypervisor import HypervisorError
+from domains.models import Host
+
+
+def healthz(request):
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception as exc:  # any database failure means not healthy
+        return JsonResponse({"status": "fail", "database": str(exc)}, status=503)
+    return JsonResponse({"status": "ok", "database": "ok"})
+
+
+def readyz(request):
+    import redis
+
+    from vmpanel.celery import app
+
+    checks: dict[str, str] = {}
+    try:
+        redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2).ping()
+        checks["redis"] = "ok"
+    except Exception as exc:  # redis-py raises several kinds
+        checks["redis"] = f"fail: {exc}"
+    if checks["redis"] == "ok":
+        try:
+            replies = app.control.ping(timeout=1.0) or []
+            checks["worker"] = "ok" if replies else "fail: no worker answered"
+        except Exception as exc:  # broker trouble
+            checks["worker"] = f"fail: {exc}"
+    else:
+        checks["worker"] = "fail: no broker"
+    for host in Host.objects.filter(enabled=True):
+        try:
+            hypervisor.ping(host.uri)
+            checks[f"host:{host.name}"] = "ok"
+        except HypervisorError as exc:
+            checks[f"host:{host.name}"] = f"fail: {exc.message}"
+    ok = all(v == "ok" for v in checks.values())
+    return JsonResponse({"status": "ok" if ok else "fail", **checks}, status=200 if ok else 503)
