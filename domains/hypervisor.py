@@ -353,6 +353,16 @@ def domain_facts(uri: str, uuid: str) -> DomainFacts:
     return _call(uri, read)
 
 
+def domain_exists(uri: str, uuid: str) -> bool:
+    try:
+        _call(uri, lambda conn: _lookup(conn, uuid))
+    except HypervisorError as exc:
+        if exc.no_such_domain:
+            return False
+        raise
+    return True
+
+
 def domain_detail(uri: str, uuid: str, secure: bool = False) -> DomainDetail:
     """Live facts for the detail page, with the XML (SECURE only when asked)."""
 

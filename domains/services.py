@@ -16,6 +16,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from vmpanel.middleware import current_request_id
 
@@ -63,55 +64,55 @@ LIFECYCLE: dict[str, LifecycleSpec] = {
     OperationKind.START: LifecycleSpec(
         "operate",
         lambda d: _inactive(d) and d.persistent,
-        "{name} is {state}; only a shut-off persistent domain can be started.",
+        gettext_noop("{name} is {state}; only a shut-off persistent domain can be started."),
         "domains.tasks.start_domain_task",
     ),
     OperationKind.SHUTDOWN: LifecycleSpec(
         "operate",
         lambda d: d.state == State.RUNNING,
-        "{name} is {state}; only a running domain can be shut down.",
+        gettext_noop("{name} is {state}; only a running domain can be shut down."),
         "domains.tasks.shutdown_domain_task",
     ),
     OperationKind.DESTROY: LifecycleSpec(
         "operate",
         lambda d: d.is_active,
-        "{name} is {state}; only a domain that is on can be forced off.",
+        gettext_noop("{name} is {state}; only a domain that is on can be forced off."),
         "domains.tasks.destroy_domain_task",
     ),
     OperationKind.REBOOT: LifecycleSpec(
         "operate",
         lambda d: d.state == State.RUNNING,
-        "{name} is {state}; only a running domain can be rebooted.",
+        gettext_noop("{name} is {state}; only a running domain can be rebooted."),
         "domains.tasks.reboot_domain_task",
     ),
     OperationKind.SUSPEND: LifecycleSpec(
         "operate",
         lambda d: d.state == State.RUNNING,
-        "{name} is {state}; only a running domain can be suspended.",
+        gettext_noop("{name} is {state}; only a running domain can be suspended."),
         "domains.tasks.suspend_domain_task",
     ),
     OperationKind.RESUME: LifecycleSpec(
         "operate",
         lambda d: d.state == State.PAUSED,
-        "{name} is {state}; only a paused domain can be resumed.",
+        gettext_noop("{name} is {state}; only a paused domain can be resumed."),
         "domains.tasks.resume_domain_task",
     ),
     OperationKind.AUTOSTART_ON: LifecycleSpec(
         "operate",
         lambda d: d.persistent and not d.autostart,
-        "{name} is transient or starts with its host already.",
+        gettext_noop("{name} is transient or starts with its host already."),
         "domains.tasks.set_autostart_task",
     ),
     OperationKind.AUTOSTART_OFF: LifecycleSpec(
         "operate",
         lambda d: d.persistent and d.autostart,
-        "{name} does not start with its host.",
+        gettext_noop("{name} does not start with its host."),
         "domains.tasks.set_autostart_task",
     ),
     OperationKind.UNDEFINE: LifecycleSpec(
         "admin",
         lambda d: d.persistent,
-        "{name} is transient: it has no configuration to undefine.",
+        gettext_noop("{name} is transient: it has no configuration to undefine."),
         "domains.tasks.undefine_domain_task",
     ),
 }

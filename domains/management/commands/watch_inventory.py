@@ -99,11 +99,19 @@ class Watcher:
     def run(self, once: bool = False) -> None:
         hypervisor.start_event_loop()
         while not self.stopping:
-            close_old_connections()
-            self.check_hosts()
-            if once:
-                return
-            self.drain_events(self.pass_seconds)
+            try:
+                close_old_connections()
+                self.check_hosts()
+                if once:
+                    return
+                self.drain_events(self.pass_seconds)
+            except Exception:
+                # The watcher keeps the test-driver worlds alive and the inventory
+                # fresh: a database hiccup must not end it. Log, pause, go on.
+                if once:
+                    raise
+                log.exception("watcher pass failed; going on")
+                time.sleep(1)
 
 
 class Command(BaseCommand):

@@ -1,0 +1,166 @@
+"""Seed the demo: hosts, people, teams and domains in every state the test driver shows.
+
+Safe to run again: people and teams are kept, and domains are only (re)made on hosts that
+lack them — a test-driver daemon starts empty every time it starts.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid as uuidlib
+from dataclasses import dataclass
+
+from django.contrib.auth.models import User
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+
+from domains import domxml, hypervisor, inventory
+from domains.hypervisor import HypervisorError
+from domains.models import Domain, Host, Membership, Role, Team
+
+PASSWORD = os.environ.get("VMPANEL_DEMO_PASSWORD", "vmpanel-demo")
+
+TEAMS = {
+    "platform": "Platform",
+    "research": "Research",
+}
+
+# username → (team slug or None, role); the superuser is separate.
+PEOPLE = {
+    "paula": ("platform", Role.ADMIN),
+    "oscar": ("platform", Role.OPERATOR),
+    "vera": ("platform", Role.VIEWER),
+    "rita": ("research", Role.ADMIN),
+    "otto": ("research", Role.OPERATOR),
+    "val": ("research", Role.VIEWER),
+    "nemo": (None, None),
+}
+
+
+@dataclass(frozen=True)
+class DemoDomain:
+    host: str
+    name: str
+    team: str
+    state: str  # running | paused | shutoff | transient | managed_save
+    vcpus: int = 1
+    memory_mib: int = 512
+    autostart: bool = False
+    snapshot: bool = False
+
+    @property
+    def uuid(self) -> str:
+        # The same UUID every run, so a re-seed finds what the last one made.
+        return str(uuidlib.uuid5(uuidlib.NAMESPACE_URL, f"vmpanel-demo/{self.host}/{self.name}"))
+
+
+DOMAINS = [
+    DemoDomain("alpha", "web-1", "platform", "running", 2, 1024, autostart=True),
+    DemoDomain("alpha", "web-2", "platform", "running", 2, 1024),
+    DemoDomain("alpha", "db-1", "platform", "paused", 4, 4096, snapshot=True),
+    DemoDomain("alpha", "build-1", "platform", "shutoff", 2, 2048),
+    DemoDomain("alpha", "scratch-1", "platform", "transient", 1, 256),
+    DemoDomain("alpha", "batch-1", "research", "managed_save", 2, 2048),
+    DemoDomain("alpha", "notebook-1", "research", "running", 2, 2048, snapshot=True),
+    DemoDomain("beta", "web-3", "platform", "running", 2, 1024, autostart=True),
+    DemoDomain("beta", "db-2", "platform", "shutoff", 4, 4096, snapshot=True),
+    DemoDomain("beta", "gpu-sim", "research", "running", 8, 8192, autostart=True),
+    DemoDomain("beta", "etl-1", "research", "paused", 2, 1024),
+    DemoDomain("beta", "archive", "research", "shutoff", 1, 512),
+    DemoDomain("beta", "probe", "research", "transient", 1, 128),
+    DemoDomain("beta", "report-1", "research", "managed_save", 1, 1024),
+]
+
+
+def parse_hosts(raw: str) -> dict[str, str]:
+    hosts = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        name, sep, uri = item.partition("=")
+        if not sep or not name or not uri:
+            raise CommandError(f"VMPANEL_HOSTS entries look like name=uri, not {item!r}")
+        hosts[name] = uri
+    return hosts
+
+
+def make_domain(uri: str, spec: DemoDomain) -> None:
+    """Create `spec` through libvirt and bring it to its state."""
+    xml = domxml.build_simple_domain(
+        domxml.SimpleDomain(
+            name=spec.name, uuid=spec.uuid, vcpus=spec.vcpus, memory_mib=spec.memory_mib
+        )
+    )
+    if spec.state == "transient":
+        hypervisor.create_xml(uri, xml)
+        return
+    hypervisor.define_xml(uri, xml)
+    if spec.snapshot:
+        hypervisor.create_snapshot(uri, spec.uuid, domxml.build_snapshot("before-upgrade"))
+    if spec.autostart:
+        hypervisor.set_autostart(uri, spec.uuid, True)
+    if spec.state in ("running", "paused", "managed_save"):
+        hypervisor.start(uri, spec.uuid)
+    if spec.state == "paused":
+        hypervisor.suspend(uri, spec.uuid)
+    if spec.state == "managed_save":
+        hypervisor.managed_save(uri, spec.uuid)
+
+
+class Command(BaseCommand):
+    help = "Create the demo's hosts, people, teams and domains (safe to run again)."
+
+    def handle(self, *args, **options):
+        hosts = parse_hosts(os.environ.get("VMPANEL_HOSTS", ""))
+        if not hosts:
+            raise CommandError("Set VMPANEL_HOSTS=name=uri,... (make demo does).")
+        teams = self.seed_people()
+        for name, uri in hosts.items():
+            host, _ = Host.objects.update_or_create(name=name, defaults={"uri": uri})
+            try:
+                self.seed_host(host, teams)
+            except HypervisorError as exc:
+                raise CommandError(f"host {name} ({uri}): {exc.message}") from None
+        self.print_logins()
+
+    @transaction.atomic
+    def seed_people(self) -> dict[str, Team]:
+        teams = {
+            slug: Team.objects.get_or_create(slug=slug, defaults={"name": name})[0]
+            for slug, name in TEAMS.items()
+        }
+        if not User.objects.filter(username="admin").exists():
+            User.objects.create_superuser("admin", "admin@example.com", PASSWORD)
+        for username, (team_slug, role) in PEOPLE.items():
+            user = User.objects.filter(username=username).first()
+            if user is None:
+                user = User.objects.create_user(username, f"{username}@example.com", PASSWORD)
+            if team_slug:
+                Membership.objects.get_or_create(
+                    user=user, team=teams[team_slug], defaults={"role": role}
+                )
+        return teams
+
+    def seed_host(self, host: Host, teams: dict[str, Team]) -> None:
+        made = 0
+        for spec in (d for d in DOMAINS if d.host == host.name):
+            if not hypervisor.domain_exists(host.uri, spec.uuid):
+                make_domain(host.uri, spec)
+                made += 1
+        inventory.reconcile_host(host)
+        # Give each demo domain its team, unless someone has already chosen another.
+        for spec in (d for d in DOMAINS if d.host == host.name):
+            Domain.objects.filter(host=host, uuid=spec.uuid, team__isnull=True).update(
+                team=teams[spec.team]
+            )
+        # The test driver's own "test" domain goes to the platform team.
+        Domain.objects.filter(host=host, name="test", team__isnull=True).update(
+            team=teams["platform"]
+        )
+        self.stdout.write(f"host {host.name}: {made} demo domains created")
+
+    def print_logins(self) -> None:
+        self.stdout.write("")
+        self.stdout.write(f"Logins (password for all: {PASSWORD}):")
+        self.stdout.write("  admin   superuser: everything, every host and domain")
+        for username, (team, role) in PEOPLE.items():
+            where = f"{role} of {TEAMS[team]}" if team else "no team: sees nothing"
+            self.stdout.write(f"  {username:<7} {where}")
