@@ -75,9 +75,8 @@ def teams_for(user, action: str = "view"):
         return Team.objects.all()
     if not user.is_authenticated:
         return Team.objects.none()
-    return Team.objects.filter(
-        memberships__user=user, memberships__role__in=ACTION_ROLES[action]
-    ).distinct()
+    # (user, team) is unique in Membership, so this join cannot repeat a team.
+    return Team.objects.filter(memberships__user=user, memberships__role__in=ACTION_ROLES[action])
 
 
 # libvirt's virDomainState numbers.
@@ -140,10 +139,8 @@ class DomainQuerySet(models.QuerySet):
             return self
         if not user.is_authenticated:
             return self.none()
-        return self.filter(
-            team__memberships__user=user,
-            team__memberships__role__in=ACTION_ROLES[action],
-        ).distinct()
+        # A subquery rather than a join: no duplicate rows, no DISTINCT over the list.
+        return self.filter(team__in=teams_for(user, action).values("pk"))
 
     def present(self) -> DomainQuerySet:
         return self.filter(gone_at__isnull=True)

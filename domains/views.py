@@ -1,67 +1,625 @@
-"""Placeholder views; the real ones are being written."""
+"""The panel's pages.
 
-from django.http import HttpResponse
+Views stay thin (DESIGN rule 2): find what the user may see, read a form, call one service,
+render. Every page works without JavaScript; when htmx asks (`request.htmx`), the same view
+answers with the fragment that changed only (NetBox's `htmx_partial`).
+"""
 
+from __future__ import annotations
 
-def domain_list(request, **kwargs):
-    return HttpResponse("todo")
+import re
+import time
+import uuid as uuidlib
+from datetime import timedelta
 
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db.models import Count, OuterRef, Q, Subquery
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.cache import patch_vary_headers
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
+from django_htmx.http import HttpResponseClientRedirect
 
-def domain_detail(request, **kwargs):
-    return HttpResponse("todo")
+from . import hypervisor, services
+from .forms import (
+    DOMAIN_SORTS,
+    ActivityFilterForm,
+    AssignForm,
+    DomainFilterForm,
+    HostForm,
+    MembershipForm,
+)
+from .hypervisor import HypervisorError
+from .models import (
+    AuditEvent,
+    Domain,
+    Host,
+    Membership,
+    Operation,
+    OperationKind,
+    Role,
+    Team,
+    teams_for,
+)
 
-
-def domain_confirm(request, **kwargs):
-    return HttpResponse("todo")
-
-
-def domain_action(request, **kwargs):
-    return HttpResponse("todo")
-
-
-def domain_assign(request, **kwargs):
-    return HttpResponse("todo")
-
-
-def operation_detail(request, **kwargs):
-    return HttpResponse("todo")
-
-
-def activity(request, **kwargs):
-    return HttpResponse("todo")
-
-
-def host_list(request, **kwargs):
-    return HttpResponse("todo")
-
-
-def host_create(request, **kwargs):
-    return HttpResponse("todo")
-
-
-def host_detail(request, **kwargs):
-    return HttpResponse("todo")
-
-
-def host_edit(request, **kwargs):
-    return HttpResponse("todo")
-
-
-def host_set_enabled(request, **kwargs):
-    return HttpResponse("todo")
-
-
-def team_list(request, **kwargs):
-    return HttpResponse("todo")
-
-
-def team_detail(request, **kwargs):
-    return HttpResponse("todo")
-
-
-def team_member_set(request, **kwargs):
-    return HttpResponse("todo")
+PAGE_SIZE = 50
+HISTORY_SIZE = 50
+# Actions that go through a confirmation page first.
+CONFIRM_ACTIONS = (OperationKind.DESTROY, OperationKind.UNDEFINE)
+# libvirt IDs are C ints: a longer number is not an ID (it may be a dash-less UUID).
+_ID_RE = re.compile(r"\d{1,10}")
+_MAX_ID = 2**31 - 1
 
 
-def team_member_remove(request, **kwargs):
-    return HttpResponse("todo")
+# --- helpers -----------------------------------------------------------------------
+
+
+def htmx_partial(request: HttpRequest) -> bool:
+    """Whether to answer with the fragment only: an htmx request that swaps a part.
+
+    Boosted requests and history restores replace the whole page, so they get it all.
+    """
+    htmx = getattr(request, "htmx", None)
+    return bool(htmx) and not htmx.boosted and not htmx.history_restore_request
+
+
+def _render(
+    request: HttpRequest,
+    page: str,
+    fragment: str,
+    context: dict,
+    status: int = 200,
+) -> HttpResponse:
+    """Render `page`, or only `fragment` for htmx; the answer varies with HX-Request."""
+    partial = htmx_partial(request)
+    context["fragment"] = partial
+    response = render(request, fragment if partial else page, context, status=status)
+    patch_vary_headers(response, ["HX-Request"])
+    return response
+
+
+def _parse_uuid(value: str) -> uuidlib.UUID:
+    try:
+        return uuidlib.UUID(value)
+    except (ValueError, AttributeError):
+        raise Http404(_("Not a valid UUID: %(value)s") % {"value": value}) from None
+
+
+def _visible_domain(request: HttpRequest, host: str, uuid: str) -> Domain:
+    """The domain (host name, UUID) if the user may see it, else 404 (DESIGN rule 4)."""
+    parsed = _parse_uuid(uuid)
+    domain = (
+        Domain.objects.for_user(request.user, "view")
+        .select_related("host", "team")
+        .filter(host__name=host, uuid=parsed)
+        .first()
+    )
+    if domain is None:
+        raise Http404(_("No such domain."))
+    return domain
+
+
+def _may(user, domain: Domain, action: str) -> bool:
+    return Domain.objects.for_user(user, action).filter(pk=domain.pk).exists()
+
+
+def _require_superuser(request: HttpRequest) -> None:
+    if not request.user.is_superuser:
+        raise PermissionDenied(_("Only superusers may manage hosts."))
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").lower() in ("1", "on", "yes", "true")
+
+
+def _domain_url(domain: Domain) -> str:
+    return reverse("domain_detail", args=[domain.host.name, str(domain.uuid)])
+
+
+# --- domain list -------------------------------------------------------------------
+
+
+def _search(qs, q: str):
+    """One box: an ID (per host, so every host's match), a UUID, or part of a name."""
+    q = q.strip()
+    if not q:
+        return qs
+    if _ID_RE.fullmatch(q) and int(q) <= _MAX_ID:
+        return qs.filter(libvirt_id=int(q))
+    try:
+        return qs.filter(uuid=uuidlib.UUID(q))
+    except ValueError:
+        return qs.filter(name__icontains=q)
+
+
+@require_safe
+def domain_list(request: HttpRequest) -> HttpResponse:
+    """The inventory: database only, a constant handful of queries whatever its size."""
+    user = request.user
+    hosts = list(Host.objects.only("name"))
+    teams = list(teams_for(user).only("name", "slug"))
+    form = DomainFilterForm(request.GET, hosts, teams)
+
+    qs = Domain.objects.for_user(user, "view").select_related("host", "team")
+    if not form.value("gone"):
+        qs = qs.present()
+    qs = qs.with_list_filters(form.value("f", []))
+    if host := form.value("host"):
+        qs = qs.filter(host__name=host)
+    if team := form.value("team"):
+        qs = qs.filter(team__slug=team)
+    qs = _search(qs, form.value("q", ""))
+
+    sort = form.value("sort") or "name"
+    column = DOMAIN_SORTS[sort.lstrip("-")]
+    order = f"-{column}" if sort.startswith("-") else column
+    qs = qs.order_by(order, "name", "host__name", "pk")
+
+    page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
+    context = {
+        "form": form,
+        "filter_groups": form.filter_groups(),
+        "page": page,
+        "domains": page.object_list,
+        "sort": sort,
+        "filtered": any(form.value(k) for k in ("q", "f", "host", "team", "gone")),
+    }
+    return _render(request, "domains/domain_list.html", "domains/_domain_table.html", context)
+
+
+# --- domain detail and actions -------------------------------------------------------
+
+
+def _detail_context(request: HttpRequest, domain: Domain) -> dict:
+    """Everything the detail page shows; the only libvirt call is a read."""
+    user = request.user
+    live = None
+    live_error = None
+    # A gone domain has nothing live to read, and a disabled host is left alone.
+    if domain.gone_at is None and domain.host.enabled:
+        try:
+            live = hypervisor.domain_detail(
+                domain.host.uri, str(domain.uuid), secure=_may(user, domain, "admin")
+            )
+        except HypervisorError as exc:
+            live_error = exc.message
+    actions = services.allowed_actions(user, domain)
+    history = list(Operation.objects.filter(domain=domain).select_related("user")[:HISTORY_SIZE])
+    context = {
+        "domain": domain,
+        "live": live,
+        "live_error": live_error,
+        "actions": [
+            {
+                "kind": kind,
+                "label": OperationKind(kind).label,
+                "confirm": kind in CONFIRM_ACTIONS,
+            }
+            for kind in actions
+        ],
+        "history": history,
+    }
+    if user.is_superuser and domain.gone_at is None:
+        context["assign_form"] = AssignForm(initial={"team": domain.team})
+    return context
+
+
+@require_safe
+def domain_detail(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
+    domain = _visible_domain(request, host, uuid)
+    context = _detail_context(request, domain)
+    return _render(request, "domains/domain_detail.html", "domains/_domain_panel.html", context)
+
+
+@require_safe
+def domain_confirm(request: HttpRequest, host: str, uuid: str, action: str) -> HttpResponse:
+    """Ask before forcing off or undefining; the form posts to domain_action."""
+    domain = _visible_domain(request, host, uuid)
+    if action not in CONFIRM_ACTIONS:
+        raise Http404(_("This action needs no confirmation."))
+    context = {
+        "domain": domain,
+        "action": action,
+        "action_label": OperationKind(action).label,
+        "available": action in services.allowed_actions(request.user, domain),
+    }
+    return render(request, "domains/domain_confirm.html", context)
+
+
+def _call_service(user, domain: Domain, action: str, data) -> Operation:
+    if action == OperationKind.START:
+        return services.start_domain(user, domain)
+    if action == OperationKind.SHUTDOWN:
+        return services.shutdown_domain(user, domain)
+    if action == OperationKind.DESTROY:
+        return services.destroy_domain(user, domain)
+    if action == OperationKind.REBOOT:
+        return services.reboot_domain(user, domain)
+    if action == OperationKind.SUSPEND:
+        return services.suspend_domain(user, domain)
+    if action == OperationKind.RESUME:
+        return services.resume_domain(user, domain)
+    if action == OperationKind.AUTOSTART_ON:
+        return services.set_autostart(user, domain, True)
+    if action == OperationKind.AUTOSTART_OFF:
+        return services.set_autostart(user, domain, False)
+    if action == OperationKind.UNDEFINE:
+        return services.undefine_domain(
+            user,
+            domain,
+            remove_managed_save=_truthy(data.get("remove_managed_save")),
+            remove_snapshots_metadata=_truthy(data.get("remove_snapshots_metadata")),
+        )
+    raise Http404(_("No such action."))
+
+
+def _wait_briefly(op: Operation) -> Operation:
+    """Give a quick operation a moment to finish so the answer can say how it went."""
+    deadline = time.monotonic() + settings.VMPANEL_QUICK_WAIT_SECONDS
+    while not op.is_finished and time.monotonic() < deadline:
+        time.sleep(0.1)
+        op.refresh_from_db()
+    return op
+
+
+def _flash_result(request: HttpRequest, op: Operation) -> None:
+    params = {"id": op.pk, "kind": op.get_kind_display(), "status": op.get_status_display()}
+    if op.status == "succeeded":
+        text = _("Operation #%(id)s %(kind)s: %(status)s.") % params
+        if op.message:
+            text = f"{text} {op.message}"
+        messages.success(request, text)
+        return
+    text = _("Operation #%(id)s %(kind)s: %(status)s.") % params
+    if op.message:
+        text = f"{text} {op.message}"
+    if op.error:
+        text = f"{text} " + _("libvirt said: %(error)s") % {"error": op.error}
+    messages.error(request, text)
+
+
+@require_POST
+def domain_action(request: HttpRequest, host: str, uuid: str, action: str) -> HttpResponse:
+    domain = _visible_domain(request, host, uuid)
+    if action not in services.LIFECYCLE:
+        raise Http404(_("No such action."))
+    if action in CONFIRM_ACTIONS and request.POST.get("confirm") != "yes":
+        return _see_other(
+            reverse("domain_confirm", args=[domain.host.name, str(domain.uuid), action])
+        )
+    try:
+        op = _call_service(request.user, domain, action, request.POST)
+    except services.ActionRefused as exc:
+        if exc.status == 404:
+            raise Http404(exc.message) from None
+        context = _detail_context(request, domain)
+        context["refusal"] = exc.message
+        context["refused_operation"] = exc.operation
+        return _render(
+            request,
+            "domains/domain_detail.html",
+            "domains/_domain_panel.html",
+            context,
+            status=exc.status,
+        )
+
+    op = _wait_briefly(op)
+    if not op.is_finished:
+        messages.info(
+            request,
+            _("Operation #%(id)s %(kind)s is still running.")
+            % {"id": op.pk, "kind": op.get_kind_display()},
+        )
+        url = reverse("operation_detail", args=[op.pk])
+        if htmx_partial(request):
+            return HttpResponseClientRedirect(url)
+        return _see_other(url)
+    _flash_result(request, op)
+    if htmx_partial(request):
+        # Answer with the refreshed panel straight away instead of a redirect to follow.
+        domain = Domain.objects.select_related("host", "team").get(pk=domain.pk)
+        return _render(
+            request,
+            "domains/domain_detail.html",
+            "domains/_domain_panel.html",
+            _detail_context(request, domain),
+        )
+    return _see_other(_domain_url(domain))
+
+
+def _see_other(url: str) -> HttpResponse:
+    """A 303: after a POST, the browser fetches the next page with GET."""
+    response = HttpResponse(status=303)
+    response["Location"] = url
+    return response
+
+
+@require_POST
+def domain_assign(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
+    domain = _visible_domain(request, host, uuid)
+    if not request.user.is_superuser:
+        raise PermissionDenied(_("Only superusers may assign domains to teams."))
+    form = AssignForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, _("No such team."))
+        return _see_other(_domain_url(domain))
+    try:
+        services.assign_domain(request.user, domain, form.cleaned_data["team"])
+    except services.ActionRefused as exc:
+        raise PermissionDenied(exc.message) from None
+    team = form.cleaned_data["team"]
+    if team is None:
+        messages.success(request, _("%(name)s now belongs to no team.") % {"name": domain.name})
+    else:
+        messages.success(
+            request,
+            _("%(name)s now belongs to team %(team)s.") % {"name": domain.name, "team": team},
+        )
+    return _see_other(_domain_url(domain))
+
+
+# --- operations and activity ---------------------------------------------------------
+
+
+@require_safe
+def operation_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    op = get_object_or_404(
+        Operation.objects.select_related("user", "host", "domain", "domain__host", "team"),
+        pk=pk,
+    )
+    user = request.user
+    visible = user.is_superuser or (
+        op.domain_id is not None
+        and Domain.objects.for_user(user, "view").filter(pk=op.domain_id).exists()
+    )
+    if not visible:
+        raise Http404(_("No such operation."))
+    context = {"op": op, "params": sorted(op.params.items())}
+    return _render(
+        request, "domains/operation_detail.html", "domains/_operation_status.html", context
+    )
+
+
+@require_safe
+def activity(request: HttpRequest) -> HttpResponse:
+    """Operations and audit events the user may see, newest first."""
+    user = request.user
+    teams = list(teams_for(user).only("name", "slug"))
+    form = ActivityFilterForm(request.GET, teams)
+
+    ops = Operation.objects.select_related("user", "host", "domain", "domain__host", "team")
+    if user.is_superuser:
+        events = AuditEvent.objects.select_related("user", "team")
+    else:
+        ops = ops.filter(team__in=teams_for(user))
+        events = AuditEvent.objects.select_related("user", "team").filter(
+            team__in=teams_for(user, "admin")
+        )
+    show_events = (
+        user.is_superuser or Membership.objects.filter(user=user, role=Role.ADMIN).exists()
+    )
+
+    if team := form.value("team"):
+        ops = ops.filter(team__slug=team)
+        events = events.filter(team__slug=team)
+    if username := form.value("user"):
+        ops = ops.filter(user__username__iexact=username)
+        events = events.filter(user__username__iexact=username)
+    if target := form.value("domain"):
+        match = Q(domain_name__icontains=target) | Q(domain__name__icontains=target)
+        try:
+            match |= Q(domain_uuid=uuidlib.UUID(target))
+        except ValueError:
+            match |= Q(domain_uuid__icontains=target)
+        ops = ops.filter(match)
+    if kind := form.value("kind"):
+        ops = ops.filter(kind=kind)
+    if status := form.value("status"):
+        ops = ops.filter(status=status)
+
+    context = {
+        "form": form,
+        "ops_page": Paginator(ops, PAGE_SIZE).get_page(request.GET.get("page")),
+        "show_events": show_events,
+        "events_page": Paginator(events, PAGE_SIZE).get_page(request.GET.get("epage"))
+        if show_events
+        else None,
+    }
+    return _render(request, "domains/activity.html", "domains/_activity_results.html", context)
+
+
+# --- hosts (superusers) --------------------------------------------------------------
+
+
+def _host_health(host: Host, now) -> tuple[str, str]:
+    """(css modifier, words) for how the host answered the watcher lately."""
+    stale_after = timedelta(seconds=max(60, 3 * settings.VMPANEL_RECONCILE_SECONDS))
+    if not host.enabled:
+        return "shutoff", _("disabled")
+    if host.last_error:
+        return "failed", _("does not answer")
+    if host.last_seen_at is None:
+        return "other", _("not seen yet")
+    if now - host.last_seen_at > stale_after:
+        return "paused", _("no news lately")
+    return "running", _("answers")
+
+
+@require_safe
+def host_list(request: HttpRequest) -> HttpResponse:
+    _require_superuser(request)
+    now = timezone.now()
+    hosts = list(
+        Host.objects.annotate(
+            domain_count=Count("domains", filter=Q(domains__gone_at__isnull=True))
+        ).order_by("name")
+    )
+    for host in hosts:
+        host.health_class, host.health = _host_health(host, now)
+    return render(request, "domains/host_list.html", {"hosts": hosts})
+
+
+def _host_form_page(request: HttpRequest, host: Host | None) -> HttpResponse:
+    form = HostForm(request.POST or None, instance=host)
+    if request.method == "POST" and form.is_valid():
+        new = form.save(commit=False)
+        try:
+            services.save_host(request.user, new)
+        except services.ActionRefused as exc:
+            if exc.status == 403:
+                raise PermissionDenied(exc.message) from None
+            form.add_error("uri", exc.message)
+        else:
+            messages.success(request, _("Host %(name)s saved.") % {"name": new.name})
+            return _see_other(reverse("host_detail", args=[new.name]))
+    return render(request, "domains/host_form.html", {"form": form, "host": host})
+
+
+@require_http_methods(["GET", "HEAD", "POST"])
+def host_create(request: HttpRequest) -> HttpResponse:
+    _require_superuser(request)
+    return _host_form_page(request, None)
+
+
+@require_http_methods(["GET", "HEAD", "POST"])
+def host_edit(request: HttpRequest, host: str) -> HttpResponse:
+    _require_superuser(request)
+    return _host_form_page(request, get_object_or_404(Host, name=host))
+
+
+@require_safe
+def host_detail(request: HttpRequest, host: str) -> HttpResponse:
+    _require_superuser(request)
+    obj = get_object_or_404(Host, name=host)
+    facts = None
+    error = None
+    if obj.enabled:
+        try:
+            facts = hypervisor.host_facts(obj.uri)
+        except HypervisorError as exc:
+            error = exc.message
+    obj.health_class, obj.health = _host_health(obj, timezone.now())
+    context = {
+        "host": obj,
+        "facts": facts,
+        "error": error,
+        "domain_count": obj.domains.filter(gone_at__isnull=True).count(),
+        "gone_count": obj.domains.filter(gone_at__isnull=False).count(),
+    }
+    return render(request, "domains/host_detail.html", context)
+
+
+@require_POST
+def host_set_enabled(request: HttpRequest, host: str) -> HttpResponse:
+    _require_superuser(request)
+    obj = get_object_or_404(Host, name=host)
+    enabled = _truthy(request.POST.get("enabled"))
+    try:
+        services.set_host_enabled(request.user, obj, enabled)
+    except services.ActionRefused as exc:
+        raise PermissionDenied(exc.message) from None
+    if enabled:
+        messages.success(request, _("Host %(name)s enabled.") % {"name": obj.name})
+    else:
+        messages.success(request, _("Host %(name)s disabled.") % {"name": obj.name})
+    return _see_other(reverse("host_detail", args=[obj.name]))
+
+
+# --- teams ---------------------------------------------------------------------------
+
+
+@require_safe
+def team_list(request: HttpRequest) -> HttpResponse:
+    user = request.user
+    teams = Team.objects.all() if user.is_superuser else Team.objects.filter(memberships__user=user)
+    my_role = Membership.objects.filter(team=OuterRef("pk"), user=user).values("role")[:1]
+    teams = teams.annotate(
+        my_role=Subquery(my_role),
+        member_count=Count("memberships", distinct=True),
+        domain_count=Count("domains", filter=Q(domains__gone_at__isnull=True), distinct=True),
+    ).order_by("name")
+    return render(request, "domains/team_list.html", {"teams": teams})
+
+
+def _visible_team(request: HttpRequest, slug: str) -> tuple[Team, Membership | None]:
+    """The team if the user is a member or a superuser (else 404), and their membership."""
+    team = get_object_or_404(Team, slug=slug)
+    membership = Membership.objects.filter(team=team, user=request.user).first()
+    if membership is None and not request.user.is_superuser:
+        raise Http404(_("No such team."))
+    return team, membership
+
+
+def _may_admin_team(request: HttpRequest, membership: Membership | None) -> bool:
+    return request.user.is_superuser or (membership is not None and membership.role == Role.ADMIN)
+
+
+def _team_page(
+    request: HttpRequest,
+    team: Team,
+    membership: Membership | None,
+    form: MembershipForm | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    can_admin = _may_admin_team(request, membership)
+    context = {
+        "team": team,
+        "membership": membership,
+        "members": team.memberships.select_related("user").order_by("user__username"),
+        "can_admin": can_admin,
+        "form": (form or MembershipForm()) if can_admin else None,
+        "domain_count": team.domains.filter(gone_at__isnull=True).count(),
+    }
+    return render(request, "domains/team_detail.html", context, status=status)
+
+
+@require_safe
+def team_detail(request: HttpRequest, team: str) -> HttpResponse:
+    obj, membership = _visible_team(request, team)
+    return _team_page(request, obj, membership)
+
+
+@require_POST
+def team_member_set(request: HttpRequest, team: str) -> HttpResponse:
+    obj, membership = _visible_team(request, team)
+    if not _may_admin_team(request, membership):
+        raise PermissionDenied(_("Only this team's admins may change its members."))
+    form = MembershipForm(request.POST)
+    if not form.is_valid():
+        return _team_page(request, obj, membership, form, status=400)
+    member = form.cleaned_data["member"]
+    role = form.cleaned_data["role"]
+    try:
+        services.set_membership(request.user, obj, member, role)
+    except services.ActionRefused as exc:
+        raise PermissionDenied(exc.message) from None
+    messages.success(
+        request,
+        _("%(user)s is now %(role)s in %(team)s.")
+        % {"user": member.username, "role": Role(role).label, "team": obj.name},
+    )
+    return _see_other(reverse("team_detail", args=[obj.slug]))
+
+
+@require_POST
+def team_member_remove(request: HttpRequest, team: str, user_id: int) -> HttpResponse:
+    obj, membership = _visible_team(request, team)
+    if not _may_admin_team(request, membership):
+        raise PermissionDenied(_("Only this team's admins may change its members."))
+    member = get_object_or_404(get_user_model(), pk=user_id)
+    try:
+        services.remove_membership(request.user, obj, member)
+    except services.ActionRefused as exc:
+        raise PermissionDenied(exc.message) from None
+    messages.success(
+        request,
+        _("%(user)s removed from %(team)s.") % {"user": member.username, "team": obj.name},
+    )
+    return _see_other(reverse("team_detail", args=[obj.slug]))

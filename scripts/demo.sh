@@ -68,23 +68,24 @@ export PYTHONUNBUFFERED=1
 .venv/bin/python manage.py collectstatic --noinput
 
 # The watcher first: the test-driver daemons forget their domains when their last client
-# disconnects, so it must hold its connections before seed_demo creates domains.
+# disconnects, so the watcher must hold a connection to each host before seed_demo's own
+# connection goes away. seed_demo registers the hosts, waits until the watcher has read
+# each one, and only then makes the demo domains (re-runnable: the hosts come back empty
+# each time while the database remembers).
 bg watcher .venv/bin/python manage.py watch_inventory
 bg worker .venv/bin/celery -A vmpanel worker --loglevel=INFO --concurrency=2
-sleep 1
+.venv/bin/python manage.py seed_demo
 expect_alive watcher watch_inventory
 expect_alive worker celery
-
-# Re-runnable: the hosts come back empty each time while the database remembers.
-.venv/bin/python manage.py seed_demo
 
 # gunicorn in the foreground of the terminal (its log is printed here), yet started as a job
 # we wait for: bash runs a trap only once a foreground command returns, but interrupts `wait`
 # at once. Its own session, like the others, so stop.sh ends master and workers together.
+# No control socket: its default path is in $HOME, shared by every checkout's demo.
 echo
 echo "vmpanel is at http://127.0.0.1:$PORT/  (other logs: $LOGS; Ctrl-C stops everything)"
 setsid .venv/bin/gunicorn vmpanel.wsgi --bind "127.0.0.1:$PORT" --workers 2 \
-  --access-logfile - </dev/null &
+  --access-logfile - --no-control-socket </dev/null &
 echo $! >"$PIDS/gunicorn.pid"
 status=0
 wait $! || status=$?

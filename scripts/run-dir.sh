@@ -33,8 +33,17 @@ chmod 0755 -- "$RUN_DIR"
 pid_alive() {
   local pid=$1 word=$2 cmdline
   [[ $pid =~ ^[0-9]+$ ]] || return 1
-  cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+  cmdline=$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline") || return 1
   [[ $cmdline == *"$word"* ]]
+}
+
+# proc_running PID: PID exists and is not a zombie. For a child we just forked, whose command
+# line is still the forking shell's until it execs.
+proc_running() {
+  local stat
+  stat=$(cat 2>/dev/null "/proc/$1/stat") || return 1
+  stat=${stat##*) } # the state letter follows the command name, which may hold anything
+  [ "${stat%% *}" != Z ]
 }
 
 # read_pid FILE: the pid in FILE, or nothing.

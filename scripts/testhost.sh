@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A private libvirtd hosting libvirt's test driver: one daemon = one fake "host" of the panel.
 #
-#   scripts/testhost.sh start|stop|status|uri NAME
+#   scripts/testhost.sh start|stop|status|uri|clients NAME
 #
 # Why a daemon at all: test:///default in-process is private to one process, while Django, the
 # Celery worker and the inventory watcher must see the same world. Clients connect with
@@ -18,7 +18,7 @@ set -euo pipefail
 # shellcheck source=scripts/run-dir.sh
 . "$(dirname -- "${BASH_SOURCE[0]}")/run-dir.sh"
 
-usage() { die "usage: $(basename -- "$0") start|stop|status|uri NAME"; }
+usage() { die "usage: $(basename -- "$0") start|stop|status|uri|clients NAME"; }
 [ $# -eq 2 ] || usage
 CMD=$1 NAME=$2
 # NAME becomes a path and part of VMPANEL_HOSTS: keep it tame.
@@ -94,7 +94,13 @@ CONF
       return 0
     fi
     # Dead already (bad config, lock held by another daemon): no point waiting 10 s.
-    pid_alive "$launched" libvirtd || break
+    if ! proc_running "$launched"; then
+      local status=0
+      wait "$launched" || status=$?
+      echo "$(basename -- "$0"): libvirtd for host '$NAME' exited at start (status $status)" >&2
+      log_tail
+      exit 1
+    fi
     sleep 0.1
   done
   echo "$(basename -- "$0"): libvirtd for host '$NAME' did not create $SOCK within 10 s" >&2
@@ -124,5 +130,10 @@ status)
   fi
   ;;
 uri) echo "$URI" ;;
+clients)
+  # How many client connections the daemon holds: with none, the world is about to reset.
+  # (Each accepted connection is a socket whose local address is our socket path.)
+  ss -xH state connected src "$SOCK" | wc -l
+  ;;
 *) usage ;;
 esac

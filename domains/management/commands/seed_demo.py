@@ -7,12 +7,14 @@ lack them — a test-driver daemon starts empty every time it starts.
 from __future__ import annotations
 
 import os
+import time
 import uuid as uuidlib
 from dataclasses import dataclass
 
 from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
+from django.utils import timezone
 
 from domains import domxml, hypervisor, inventory
 from domains.hypervisor import HypervisorError
@@ -113,13 +115,37 @@ class Command(BaseCommand):
         if not hosts:
             raise CommandError("Set VMPANEL_HOSTS=name=uri,... (make demo does).")
         teams = self.seed_people()
-        for name, uri in hosts.items():
-            host, _ = Host.objects.update_or_create(name=name, defaults={"uri": uri})
+        started = timezone.now()
+        rows = [
+            Host.objects.update_or_create(name=name, defaults={"uri": uri})[0]
+            for name, uri in hosts.items()
+        ]
+        self.wait_for_watcher(rows, started)
+        for host in rows:
             try:
                 self.seed_host(host, teams)
             except HypervisorError as exc:
-                raise CommandError(f"host {name} ({uri}): {exc.message}") from None
+                raise CommandError(f"host {host.name} ({host.uri}): {exc.message}") from None
         self.print_logins()
+
+    def wait_for_watcher(self, hosts: list[Host], since, timeout: float = 20) -> None:
+        """Wait until the watcher has read every host since `since`.
+
+        A test-driver daemon forgets its domains when its last client disconnects, so
+        domains made here survive this command only if the watcher holds a connection.
+        """
+        deadline = time.monotonic() + timeout
+        pks = [h.pk for h in hosts]
+        while time.monotonic() < deadline:
+            waiting = Host.objects.filter(pk__in=pks).exclude(last_seen_at__gte=since)
+            if not waiting.exists():
+                return
+            time.sleep(0.2)
+        self.stderr.write(
+            "The inventory watcher has not read every host yet (is manage.py "
+            "watch_inventory running?). Without it the test-driver hosts forget the "
+            "demo domains when this command ends."
+        )
 
     @transaction.atomic
     def seed_people(self) -> dict[str, Team]:

@@ -1,0 +1,26 @@
+# Entry points; the work is in scripts/ (see README.md).
+# Extra pytest arguments: make test ARGS="-k start -x"
+.PHONY: install demo test lint format stop clean
+
+install:
+	scripts/install.sh
+
+demo:
+	scripts/demo.sh
+
+test:
+	scripts/test.sh $(ARGS)
+
+lint:
+	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+
+format:
+	.venv/bin/ruff format . && .venv/bin/ruff check --fix .
+
+# Stops what a demo left behind (it normally stops everything itself on Ctrl-C).
+stop:
+	scripts/stop.sh
+
+# Also removes the run folder, collected static files and caches; keeps db.sqlite3 and .venv.
+clean:
+	scripts/stop.sh --clean

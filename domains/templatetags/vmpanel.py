@@ -1,0 +1,108 @@
+"""Small helpers for the panel's templates: badges, units, sort links."""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+
+from django import template
+from django.utils.translation import gettext as _
+
+from domains.models import OperationStatus, Role, State
+
+register = template.Library()
+
+_STATE_CLASSES = {
+    State.RUNNING: "running",
+    State.PAUSED: "paused",
+    State.PMSUSPENDED: "paused",
+    State.SHUTOFF: "shutoff",
+    State.CRASHED: "failed",
+}
+
+_STATUS_CLASSES = {
+    OperationStatus.QUEUED: "queued",
+    OperationStatus.RUNNING: "running-op",
+    OperationStatus.SUCCEEDED: "running",
+    OperationStatus.FAILED: "failed",
+    OperationStatus.CANCELLED: "shutoff",
+    OperationStatus.REFUSED: "paused",
+}
+
+
+@register.filter
+def state_class(domain) -> str:
+    """CSS modifier of a domain's state badge; a gone domain is struck through."""
+    if getattr(domain, "gone_at", None) is not None:
+        return "gone"
+    state = domain if isinstance(domain, int) else domain.state
+    return _STATE_CLASSES.get(state, "other")
+
+
+@register.filter
+def status_class(status: str) -> str:
+    """CSS modifier of an operation's status badge."""
+    return _STATUS_CLASSES.get(status, "other")
+
+
+@register.filter
+def mib(kib) -> int:
+    """KiB (libvirt's unit) to whole MiB."""
+    try:
+        return int(kib) // 1024
+    except (TypeError, ValueError):
+        return 0
+
+
+@register.filter
+def minutes(delta) -> int:
+    """A timedelta in whole minutes, rounded up (for "try again in N minutes")."""
+    if not isinstance(delta, timedelta):
+        return 0
+    return max(1, math.ceil(delta.total_seconds() / 60))
+
+
+@register.filter
+def role_label(value: str) -> str:
+    try:
+        return Role(value).label
+    except ValueError:
+        return value or ""
+
+
+@register.simple_tag(takes_context=True)
+def sort_querystring(context, key: str) -> str:
+    """The current query string with `sort` set to `key`, reversed if already sorted by it.
+
+    The page number is dropped: a new order starts at page one.
+    """
+    request = context["request"]
+    params = request.GET.copy()
+    current = params.get("sort") or "name"
+    params["sort"] = f"-{key}" if current == key else key
+    params.pop("page", None)
+    return "?" + params.urlencode()
+
+
+@register.simple_tag(takes_context=True)
+def sort_arrow(context, key: str) -> str:
+    current = context["request"].GET.get("sort") or "name"
+    if current == key:
+        return "▲"
+    if current == f"-{key}":
+        return "▼"
+    return ""
+
+
+@register.filter
+def yesno_word(value) -> str:
+    return _("yes") if value else _("no")
+
+
+@register.filter
+def state_label(state) -> str:
+    """The words for a libvirt state number (for live facts, which are plain numbers)."""
+    try:
+        return State(int(state)).label
+    except (TypeError, ValueError):
+        return _("unknown")
