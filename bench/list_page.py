@@ -62,7 +62,8 @@ def host_script(*args: str) -> str:
         capture_output=True,
         text=True,
     )
-    return out.stdout.strip().splitlines()[-1]
+    lines = out.stdout.strip().splitlines()
+    return lines[-1] if lines else ""
 
 
 def main() -> None:
@@ -82,9 +83,9 @@ def main() -> None:
     django.setup()
     from django.contrib.auth.models import User
     from django.core.management import call_command
+    from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
-    from django.db import connection
 
     from domains import domxml, inventory
     from domains.models import Domain, Host, Membership, Team
@@ -100,7 +101,9 @@ def main() -> None:
     count_libvirt_calls()
 
     defined = 0
-    print(f"{'domains':>8} {'median ms':>10} {'p90 ms':>8} {'libvirt calls/req':>18} {'SQL/req':>8}")
+    print(
+        f"{'domains':>8} {'median ms':>10} {'p90 ms':>8} {'libvirt calls/req':>18} {'SQL/req':>8}"
+    )
     results = {}
     for size in sizes:
         t0 = time.monotonic()

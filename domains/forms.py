@@ -41,6 +41,13 @@ DOMAIN_SORTS = {
 }
 
 
+class LenientMultipleChoiceField(forms.MultipleChoiceField):
+    """Drops unknown values instead of failing the whole field."""
+
+    def to_python(self, value) -> list[str]:
+        return [v for v in super().to_python(value) if self.valid_value(v)]
+
+
 class DomainFilterForm(forms.Form):
     q = forms.CharField(
         label=_("Search"),
@@ -50,7 +57,7 @@ class DomainFilterForm(forms.Form):
             attrs={"type": "search", "placeholder": _("name, UUID or ID"), "autocomplete": "off"}
         ),
     )
-    f = forms.MultipleChoiceField(
+    f = LenientMultipleChoiceField(
         label=_("Filters"),
         required=False,
         choices=[(key, label) for key, (label, _q) in LIST_FILTERS.items()],

@@ -23,12 +23,12 @@ libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 _connections: dict[str, libvirt.virConnect] = {}
 _lock = threading.Lock()
 
-# Errors where the same call may work a moment later.
+# Errors where the same call may work a moment later. Not VIR_ERR_INTERNAL_ERROR: libvirt
+# uses it for lasting refusals too ("domain is already running").
 _RETRYABLE_CODES = {
     libvirt.VIR_ERR_SYSTEM_ERROR,
     libvirt.VIR_ERR_RPC,
     libvirt.VIR_ERR_NO_CONNECT,
-    libvirt.VIR_ERR_INTERNAL_ERROR,
     libvirt.VIR_ERR_OPERATION_TIMEOUT,
     libvirt.VIR_ERR_AGENT_UNRESPONSIVE,
 }
@@ -52,7 +52,7 @@ class HypervisorError(Exception):
     @property
     def hint(self) -> str:
         """What the user can do about it, in plain words."""
-        return _HINTS.get(self.code, "")
+        return _HINTS.get(self.code, "libvirt refused this; its message says why.")
 
     @property
     def no_such_domain(self) -> bool:

@@ -237,7 +237,18 @@ def request_lifecycle(
 def _queue(task_name: str, op: Operation) -> None:
     from vmpanel.celery import app
 
-    app.send_task(task_name, args=[op.pk], task_id=op.task_id)
+    try:
+        app.send_task(task_name, args=[op.pk], task_id=op.task_id)
+    except Exception as exc:  # broker down: kombu raises several kinds
+        # Never leave a queued operation that no worker will ever see: the domain would
+        # stay "busy" for good.
+        log.error("operation %s not queued: %s", op.pk, exc)
+        Operation.objects.filter(pk=op.pk, status=OperationStatus.QUEUED).update(
+            status=OperationStatus.FAILED,
+            message=_("The task queue does not answer; nothing was done. Try again later."),
+            error=str(exc),
+            finished_at=timezone.now(),
+        )
 
 
 def start_domain(user: User, domain: Domain) -> Operation:

@@ -92,6 +92,8 @@ def run_operation(operation_id: int, work: Callable[[Operation], str]) -> None:
         for attempt in range(RETRIES + 1):
             try:
                 message = work(op)
+                # The inventory first, so whoever sees "succeeded" sees the new state.
+                _refresh_inventory(op)
                 _finish(op, OperationStatus.SUCCEEDED, message)
                 break
             except HypervisorError as exc:
@@ -106,10 +108,15 @@ def run_operation(operation_id: int, work: Callable[[Operation], str]) -> None:
         raise
     finally:
         lock.release()
-        try:
-            inventory.refresh_domain(op.host, op.domain_uuid)
-        except HypervisorError as exc:
-            log.warning("operation %s: inventory not refreshed: %s", op.pk, exc)
+    if op.status != OperationStatus.SUCCEEDED:
+        _refresh_inventory(op)  # a failure may have changed the state too
+
+
+def _refresh_inventory(op: Operation) -> None:
+    try:
+        inventory.refresh_domain(op.host, op.domain_uuid)
+    except HypervisorError as exc:
+        log.warning("operation %s: inventory not refreshed: %s", op.pk, exc)
 
 
 def _uri_uuid(op: Operation) -> tuple[str, str]:

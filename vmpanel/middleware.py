@@ -2,6 +2,7 @@ import contextvars
 import uuid
 
 from django.contrib.auth.views import redirect_to_login
+from django.http import HttpResponse
 
 # The request id travels from the request into the Operation row and so into the task.
 current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
@@ -34,5 +35,13 @@ class LoginRequiredMiddleware:
 
     def __call__(self, request):
         if not request.user.is_authenticated and not request.path.startswith(PUBLIC_PREFIXES):
+            if request.headers.get("HX-Request"):
+                # A fragment request after the session expired: send the whole page to the
+                # login form instead of swapping the form into a table cell.
+                response = HttpResponse(status=204)
+                response["HX-Redirect"] = redirect_to_login(
+                    request.headers.get("HX-Current-URL") or "/"
+                ).url
+                return response
             return redirect_to_login(request.get_full_path())
         return self.get_response(request)
