@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import libvirt
+from django.utils.translation import gettext, gettext_noop
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,9 @@ class HypervisorError(Exception):
     @property
     def hint(self) -> str:
         """What the user can do about it, in plain words."""
-        return _HINTS.get(self.code, "libvirt refused this; its message says why.")
+        return gettext(
+            _HINTS.get(self.code, gettext_noop("libvirt refused this; its message says why."))
+        )
 
     @property
     def no_such_domain(self) -> bool:
@@ -64,16 +67,21 @@ class HypervisorError(Exception):
 
 
 _HINTS = {
-    libvirt.VIR_ERR_OPERATION_INVALID: "The domain's state does not allow this now; "
-    "reload the page to see its current state.",
-    libvirt.VIR_ERR_NO_DOMAIN: "The domain no longer exists on this host.",
-    libvirt.VIR_ERR_NO_CONNECT: "The host does not answer; try again when it is back.",
-    libvirt.VIR_ERR_SYSTEM_ERROR: "The host does not answer; try again when it is back.",
-    libvirt.VIR_ERR_RPC: "The connection to the host broke; try again.",
-    libvirt.VIR_ERR_OPERATION_UNSUPPORTED: "This host's hypervisor cannot do this.",
-    libvirt.VIR_ERR_NO_SUPPORT: "This host's hypervisor cannot do this.",
-    libvirt.VIR_ERR_XML_ERROR: "Correct the domain XML and try again.",
-    libvirt.VIR_ERR_OPERATION_TIMEOUT: "The host is busy; try again in a moment.",
+    libvirt.VIR_ERR_OPERATION_INVALID: gettext_noop(
+        "The domain's state does not allow this now; reload the page to see its current state."
+    ),
+    libvirt.VIR_ERR_NO_DOMAIN: gettext_noop("The domain no longer exists on this host."),
+    libvirt.VIR_ERR_NO_CONNECT: gettext_noop(
+        "The host does not answer; try again when it is back."
+    ),
+    libvirt.VIR_ERR_SYSTEM_ERROR: gettext_noop(
+        "The host does not answer; try again when it is back."
+    ),
+    libvirt.VIR_ERR_RPC: gettext_noop("The connection to the host broke; try again."),
+    libvirt.VIR_ERR_OPERATION_UNSUPPORTED: gettext_noop("This host's hypervisor cannot do this."),
+    libvirt.VIR_ERR_NO_SUPPORT: gettext_noop("This host's hypervisor cannot do this."),
+    libvirt.VIR_ERR_XML_ERROR: gettext_noop("Correct the domain XML and try again."),
+    libvirt.VIR_ERR_OPERATION_TIMEOUT: gettext_noop("The host is busy; try again in a moment."),
 }
 
 

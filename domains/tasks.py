@@ -18,6 +18,7 @@ from celery.signals import worker_process_init
 from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from . import hypervisor, inventory
 from .hypervisor import HypervisorError
@@ -85,7 +86,7 @@ def run_operation(operation_id: int, work: Callable[[Operation], str]) -> None:
         _finish(
             op,
             OperationStatus.FAILED,
-            "Another operation holds this domain; try again when it has finished.",
+            _("Another operation holds this domain; try again when it has finished."),
         )
         return
     try:
@@ -104,7 +105,7 @@ def run_operation(operation_id: int, work: Callable[[Operation], str]) -> None:
                 _finish(op, OperationStatus.FAILED, exc.hint, exc)
                 break
     except Exception as exc:  # record the unexpected too, then let Celery log it
-        _finish(op, OperationStatus.FAILED, f"Unexpected error: {exc}")
+        _finish(op, OperationStatus.FAILED, _("Unexpected error: %(error)s") % {"error": exc})
         raise
     finally:
         lock.release()
@@ -127,7 +128,7 @@ def _uri_uuid(op: Operation) -> tuple[str, str]:
 def start_domain_task(operation_id: int) -> None:
     def work(op: Operation) -> str:
         hypervisor.start(*_uri_uuid(op), paused=bool(op.params.get("paused")))
-        return "Started."
+        return _("Started.")
 
     run_operation(operation_id, work)
 
@@ -136,7 +137,7 @@ def start_domain_task(operation_id: int) -> None:
 def shutdown_domain_task(operation_id: int) -> None:
     def work(op: Operation) -> str:
         hypervisor.shutdown(*_uri_uuid(op))
-        return "Shutdown requested; the guest powers off when its OS is done."
+        return _("Shutdown requested; the guest powers off when its OS is done.")
 
     run_operation(operation_id, work)
 
@@ -145,7 +146,7 @@ def shutdown_domain_task(operation_id: int) -> None:
 def destroy_domain_task(operation_id: int) -> None:
     def work(op: Operation) -> str:
         hypervisor.destroy(*_uri_uuid(op))
-        return "Forced off."
+        return _("Forced off.")
 
     run_operation(operation_id, work)
 
@@ -154,7 +155,7 @@ def destroy_domain_task(operation_id: int) -> None:
 def reboot_domain_task(operation_id: int) -> None:
     def work(op: Operation) -> str:
         hypervisor.reboot(*_uri_uuid(op))
-        return "Reboot requested."
+        return _("Reboot requested.")
 
     run_operation(operation_id, work)
 
@@ -163,7 +164,7 @@ def reboot_domain_task(operation_id: int) -> None:
 def suspend_domain_task(operation_id: int) -> None:
     def work(op: Operation) -> str:
         hypervisor.suspend(*_uri_uuid(op))
-        return "Suspended."
+        return _("Suspended.")
 
     run_operation(operation_id, work)
 
@@ -172,7 +173,7 @@ def suspend_domain_task(operation_id: int) -> None:
 def resume_domain_task(operation_id: int) -> None:
     def work(op: Operation) -> str:
         hypervisor.resume(*_uri_uuid(op))
-        return "Resumed."
+        return _("Resumed.")
 
     run_operation(operation_id, work)
 
@@ -182,7 +183,7 @@ def set_autostart_task(operation_id: int) -> None:
     def work(op: Operation) -> str:
         enabled = bool(op.params.get("enabled"))
         hypervisor.set_autostart(*_uri_uuid(op), enabled)
-        return "Starts with its host." if enabled else "No longer starts with its host."
+        return _("Starts with its host.") if enabled else _("No longer starts with its host.")
 
     run_operation(operation_id, work)
 
@@ -199,6 +200,6 @@ def undefine_domain_task(operation_id: int) -> None:
             managed_save=bool(op.params.get("remove_managed_save")),
             snapshots_metadata=bool(op.params.get("remove_snapshots_metadata")),
         )
-        return "Undefined."
+        return _("Undefined.")
 
     run_operation(operation_id, work)
