@@ -86,3 +86,77 @@ def domain_name(xml: str) -> str:
     if not name:
         raise XMLError("The XML names no domain.")
     return name
+
+
+@dataclass(frozen=True)
+class Identity:
+    name: str
+    uuid: str
+    memory_kib: int
+
+
+_UNITS = {"b": 1 / 1024, "bytes": 1 / 1024, "k": 1, "kib": 1, "kb": 1000 / 1024}
+_UNITS.update({"m": 1024, "mib": 1024, "mb": 1e6 / 1024, "g": 1024**2, "gib": 1024**2})
+_UNITS.update({"gb": 1e9 / 1024, "t": 1024**3, "tib": 1024**3, "tb": 1e12 / 1024})
+
+
+def _kib(el) -> int:
+    if el is None or not (el.text or "").strip():
+        return 0
+    unit = (el.get("unit") or "KiB").lower()
+    return int(int(el.text.strip()) * _UNITS.get(unit, 1))
+
+
+def identity(xml: str) -> Identity:
+    """Name, UUID and memory of a domain XML (a saved image's, say)."""
+    root = parse(xml)
+    return Identity(
+        name=root.findtext("name") or "",
+        uuid=(root.findtext("uuid") or "").strip(),
+        memory_kib=_kib(root.find("memory")),
+    )
+
+
+@dataclass(frozen=True)
+class Disk:
+    target: str  # vda, hdc …
+    device: str  # disk, cdrom, floppy, lun
+    source: str  # a file or block path; "" for an empty CD-ROM or a network disk
+    format: str  # qcow2, raw …
+    readonly: bool
+
+
+def disks(xml: str) -> list[Disk]:
+    """The domain's disks as migration and storage checks need them."""
+    result = []
+    for disk in parse(xml).iterfind("devices/disk"):
+        source = disk.find("source")
+        path = ""
+        if source is not None:
+            path = source.get("file") or source.get("dev") or ""
+        driver = disk.find("driver")
+        target = disk.find("target")
+        result.append(
+            Disk(
+                target=target.get("dev", "") if target is not None else "",
+                device=disk.get("device", "disk"),
+                source=path,
+                format=driver.get("type", "raw") if driver is not None else "raw",
+                readonly=disk.find("readonly") is not None,
+            )
+        )
+    return result
+
+
+def build_volume(name: str, capacity_bytes: int, fmt: str) -> str:
+    """A storage volume of `capacity_bytes` in format `fmt` (for copy-storage targets)."""
+    root = etree.Element("volume")
+    _sub(root, "name", name)
+    _sub(root, "capacity", capacity_bytes, unit="bytes")
+    target = _sub(root, "target")
+    _sub(target, "format", type=fmt)
+    return to_string(root)
+
+
+def pool_target_path(xml: str) -> str:
+    return (parse(xml).findtext("target/path") or "").rstrip("/")

@@ -150,15 +150,19 @@ def forget_all() -> None:
             _drop(uri)
 
 
-def _call(uri: str, fn: Callable[[libvirt.virConnect], object]):
-    """Run `fn(conn)`, reconnecting once if the connection turned out to be broken."""
+def _call(uri: str, fn: Callable[[libvirt.virConnect], object], reconnect: bool = True):
+    """Run `fn(conn)`, reconnecting once if the connection turned out to be broken.
+
+    `reconnect=False` for long jobs (save, restore, migrate): a broken connection may
+    have broken after the job began, and running it twice is worse than failing.
+    """
     for attempt in (1, 2):
         conn = connection(uri)
         try:
             return fn(conn)
         except libvirt.libvirtError as exc:
             err = _wrap(exc)
-            if attempt == 1 and err.code in _CONNECTION_CODES:
+            if reconnect and attempt == 1 and err.code in _CONNECTION_CODES:
                 forget(uri)
                 continue
             raise err from None
@@ -402,8 +406,10 @@ def domain_detail(uri: str, uuid: str, secure: bool = False) -> DomainDetail:
 # --- lifecycle ---------------------------------------------------------------------
 
 
-def _on_domain(uri: str, uuid: str, action: Callable[[libvirt.virDomain], object]):
-    return _call(uri, lambda conn: action(_lookup(conn, uuid)))
+def _on_domain(
+    uri: str, uuid: str, action: Callable[[libvirt.virDomain], object], reconnect: bool = True
+):
+    return _call(uri, lambda conn: action(_lookup(conn, uuid)), reconnect)
 
 
 def start(uri: str, uuid: str, paused: bool = False) -> None:
@@ -476,6 +482,269 @@ def create_snapshot(uri: str, uuid: str, xml: str) -> None:
 
 def rename(uri: str, uuid: str, new_name: str) -> None:
     _on_domain(uri, uuid, lambda dom: dom.rename(new_name, 0))
+
+
+def managed_save_remove(uri: str, uuid: str) -> None:
+    _on_domain(uri, uuid, lambda dom: dom.managedSaveRemove(0))
+
+
+# --- save, restore and long jobs ---------------------------------------------------
+
+
+def save(uri: str, uuid: str, path: str) -> None:
+    """Save a running or paused domain's memory to `path` (as the host sees it).
+
+    Blocks until done; the domain is shut off afterwards. Disks are not saved.
+    """
+    _on_domain(uri, uuid, lambda dom: dom.saveFlags(path, None, 0), reconnect=False)
+
+
+def restore(uri: str, path: str) -> None:
+    """Start a domain from a saved image; its disks must be as they were at save time."""
+    _call(uri, lambda conn: conn.restoreFlags(path, None, 0), reconnect=False)
+
+
+@dataclass(frozen=True)
+class SavedImage:
+    path: str
+    name: str
+    uuid: str
+    memory_kib: int
+
+
+def saved_image(uri: str, path: str) -> SavedImage:
+    """What a saved image holds (libvirt's saveImageGetXMLDesc), read through domxml."""
+    from . import domxml
+
+    xml = _call(uri, lambda conn: conn.saveImageGetXMLDesc(path, 0))
+    facts = domxml.identity(xml)
+    return SavedImage(path=path, name=facts.name, uuid=facts.uuid, memory_kib=facts.memory_kib)
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    """A long job as libvirt reports it (virDomainGetJobStats); sizes in bytes."""
+
+    operation: str
+    elapsed_ms: int
+    data_total: int
+    data_processed: int
+    data_remaining: int
+    memory_bps: int
+    disk_total: int
+    disk_processed: int
+
+    @property
+    def percent(self) -> int:
+        total = self.data_total or (self.data_processed + self.data_remaining)
+        if not total:
+            return 0
+        return min(99, int(100 * self.data_processed / total))
+
+
+_JOB_OPERATIONS = {
+    0: "unknown",
+    1: "start",
+    2: "save",
+    3: "restore",
+    4: "migration in",
+    5: "migration out",
+    6: "snapshot",
+    7: "snapshot revert",
+    8: "dump",
+    9: "backup",
+}
+
+
+def job_progress(uri: str, uuid: str) -> JobProgress | None:
+    """The domain's current job, or None when there is none or the driver cannot tell."""
+
+    def read(dom: libvirt.virDomain) -> JobProgress | None:
+        stats = dom.jobStats(0)
+        if not stats or stats.get("type", 0) == libvirt.VIR_DOMAIN_JOB_NONE:
+            return None
+        return JobProgress(
+            operation=_JOB_OPERATIONS.get(stats.get("operation", 0), "unknown"),
+            elapsed_ms=stats.get("time_elapsed", 0),
+            data_total=stats.get("data_total", 0),
+            data_processed=stats.get("data_processed", 0),
+            data_remaining=stats.get("data_remaining", 0),
+            memory_bps=stats.get("memory_bps", 0),
+            disk_total=stats.get("disk_total", 0),
+            disk_processed=stats.get("disk_processed", 0),
+        )
+
+    try:
+        return _on_domain(uri, uuid, read)
+    except HypervisorError as exc:
+        if exc.code in (
+            libvirt.VIR_ERR_NO_SUPPORT,
+            libvirt.VIR_ERR_OPERATION_INVALID,
+            libvirt.VIR_ERR_NO_DOMAIN,  # a restore that has not made its domain yet
+        ):
+            return None
+        raise
+
+
+def abort_job(uri: str, uuid: str) -> None:
+    """Cancel the domain's running job (save, restore, migration)."""
+    _on_domain(uri, uuid, lambda dom: dom.abortJob())
+
+
+# --- storage (what migration needs to know and make) -------------------------------
+
+
+@dataclass(frozen=True)
+class DiskFacts:
+    target: str
+    device: str
+    source: str
+    format: str
+    capacity_bytes: int
+
+
+def domain_disks(uri: str, uuid: str) -> list[DiskFacts]:
+    """The domain's file- or block-backed disks with their virtual sizes."""
+    from . import domxml
+
+    def read(dom: libvirt.virDomain) -> list[DiskFacts]:
+        result = []
+        for disk in domxml.disks(dom.XMLDesc(0)):
+            if not disk.source or disk.device == "cdrom" or disk.readonly:
+                continue
+            capacity = dom.blockInfo(disk.target)[0]
+            result.append(DiskFacts(disk.target, disk.device, disk.source, disk.format, capacity))
+        return result
+
+    return _on_domain(uri, uuid, read)
+
+
+def volume_exists(uri: str, path: str) -> bool:
+    def read(conn: libvirt.virConnect) -> bool:
+        try:
+            conn.storageVolLookupByPath(path)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+                return False
+            raise
+        return True
+
+    return _call(uri, read)
+
+
+def _pool_for_dir(conn: libvirt.virConnect, directory: str) -> libvirt.virStoragePool | None:
+    from . import domxml
+
+    for pool in conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
+        if domxml.pool_target_path(pool.XMLDesc(0)) == directory.rstrip("/"):
+            return pool
+    return None
+
+
+def has_pool_for(uri: str, path: str) -> bool:
+    """Whether an active storage pool on `uri` holds the folder of `path`."""
+    directory = path.rsplit("/", 1)[0]
+    return _call(uri, lambda conn: _pool_for_dir(conn, directory) is not None)
+
+
+def create_volume(uri: str, path: str, capacity_bytes: int, fmt: str) -> None:
+    """Create an empty image at `path` through the host's storage API (copy-storage target)."""
+    from . import domxml
+
+    directory, name = path.rsplit("/", 1)
+
+    def make(conn: libvirt.virConnect) -> None:
+        pool = _pool_for_dir(conn, directory)
+        if pool is None:
+            raise HypervisorError(f"No active storage pool holds {directory} on this host.")
+        pool.refresh(0)
+        pool.createXML(domxml.build_volume(name, capacity_bytes, fmt), 0)
+
+    _call(uri, make)
+
+
+def delete_volume(uri: str, path: str) -> None:
+    def remove(conn: libvirt.virConnect) -> None:
+        conn.storageVolLookupByPath(path).delete(0)
+
+    _call(uri, remove)
+
+
+def domain_name_taken(uri: str, name: str) -> bool:
+    def read(conn: libvirt.virConnect) -> bool:
+        try:
+            conn.lookupByName(name)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return False
+            raise
+        return True
+
+    return _call(uri, read)
+
+
+# --- migration -----------------------------------------------------------------------
+
+# The flags of the guide, by the names the panel uses.
+MIGRATION_FLAGS: dict[str, int] = {
+    "LIVE": libvirt.VIR_MIGRATE_LIVE,
+    "PEER2PEER": libvirt.VIR_MIGRATE_PEER2PEER,
+    "TUNNELLED": libvirt.VIR_MIGRATE_TUNNELLED,
+    "PERSIST_DEST": libvirt.VIR_MIGRATE_PERSIST_DEST,
+    "UNDEFINE_SOURCE": libvirt.VIR_MIGRATE_UNDEFINE_SOURCE,
+    "PAUSED": libvirt.VIR_MIGRATE_PAUSED,
+    "NON_SHARED_DISK": libvirt.VIR_MIGRATE_NON_SHARED_DISK,
+    "NON_SHARED_INC": libvirt.VIR_MIGRATE_NON_SHARED_INC,
+    "CHANGE_PROTECTION": libvirt.VIR_MIGRATE_CHANGE_PROTECTION,
+    "UNSAFE": libvirt.VIR_MIGRATE_UNSAFE,
+    "OFFLINE": libvirt.VIR_MIGRATE_OFFLINE,
+}
+
+
+@dataclass(frozen=True)
+class MigrationRequest:
+    flags: frozenset[str]
+    dest_uri: str  # the panel's URI of the destination (direct migration)
+    dest_p2p_uri: str  # the URI the source daemon uses to reach it (peer-to-peer)
+    bandwidth_mib_s: int = 0
+    new_name: str = ""
+    migrate_uri: str = ""  # the data channel, e.g. tcp://10.0.0.2
+    listen_address: str = ""
+
+
+def migrate(uri: str, uuid: str, req: MigrationRequest) -> None:
+    """Move the domain to another host; blocks until done, failed or aborted."""
+    flags = 0
+    for name in req.flags:
+        flags |= MIGRATION_FLAGS[name]
+    params: dict[str, object] = {}
+    if req.bandwidth_mib_s:
+        params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = int(req.bandwidth_mib_s)
+    if req.new_name:
+        params[libvirt.VIR_MIGRATE_PARAM_DEST_NAME] = req.new_name
+    if req.migrate_uri:
+        params[libvirt.VIR_MIGRATE_PARAM_URI] = req.migrate_uri
+    if req.listen_address:
+        params[libvirt.VIR_MIGRATE_PARAM_LISTEN_ADDRESS] = req.listen_address
+
+    if "PEER2PEER" in req.flags:
+        # The source daemon opens the destination itself.
+        _on_domain(
+            uri,
+            uuid,
+            lambda dom: dom.migrateToURI3(req.dest_p2p_uri, params, flags),
+            reconnect=False,
+        )
+        return
+    # Direct: this process drives both ends, through a connection of its own to each.
+    dest = _open(req.dest_uri)
+    try:
+        _on_domain(uri, uuid, lambda dom: dom.migrate3(dest, params, flags), reconnect=False)
+    finally:
+        try:
+            dest.close()
+        except libvirt.libvirtError:
+            pass
 
 
 # --- events ------------------------------------------------------------------------

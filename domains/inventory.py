@@ -143,3 +143,24 @@ def refresh_domain(host: Host, uuid: str | uuidlib.UUID) -> Domain | None:
         _apply(row, facts, now)
         row.save()
     return row
+
+
+def move_domain(row: Domain, dest: Host) -> Domain:
+    """After a migration: the same row (team, history) now lives on `dest`.
+
+    The watcher may have seen the domain arrive and made a row of its own first; that
+    row's operations (if any) join this one's history and the extra row goes.
+    """
+    with transaction.atomic():
+        arrived = (
+            Domain.objects.select_for_update()
+            .filter(host=dest, uuid=row.uuid)
+            .exclude(pk=row.pk)
+            .first()
+        )
+        if arrived is not None:
+            arrived.operations.update(domain=row)
+            arrived.delete()
+        Domain.objects.filter(pk=row.pk).update(host=dest, gone_at=None)
+    row.refresh_from_db()
+    return refresh_domain(dest, row.uuid) or row

@@ -22,6 +22,14 @@ class Host(models.Model):
     # answer now, libvirt's error.
     last_seen_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    # Where saved images go, as the host's libvirtd sees the path. Users name the file,
+    # never the folder.
+    save_dir = models.CharField(_("save folder"), max_length=500, blank=True)
+    # How another host's libvirtd reaches this one for peer-to-peer migration (often not
+    # the panel's own URI: a unix socket there, qemu+tcp://… here). Blank: the URI.
+    migration_uri = models.CharField(_("migration URI"), max_length=500, blank=True)
+    # The address QEMU's migration data goes to on this host, where it needs saying.
+    migration_address = models.CharField(_("migration address"), max_length=100, blank=True)
 
     class Meta:
         ordering = ["name"]
@@ -220,6 +228,11 @@ class OperationKind(models.TextChoices):
     AUTOSTART_ON = "autostart_on", _("autostart on")
     AUTOSTART_OFF = "autostart_off", _("autostart off")
     UNDEFINE = "undefine", _("undefine")
+    SAVE = "save", _("save")
+    RESTORE = "restore", _("restore")
+    MANAGED_SAVE = "managed_save", _("managed save")
+    MANAGED_SAVE_REMOVE = "managed_save_remove", _("remove managed save")
+    MIGRATE = "migrate", _("migrate")
 
 
 class OperationStatus(models.TextChoices):
@@ -258,6 +271,16 @@ class Operation(models.Model):
         max_length=16, choices=OperationStatus.choices, default=OperationStatus.QUEUED
     )
     progress = models.PositiveSmallIntegerField(default=0)  # percent
+    # libvirt's job statistics as last read: processed/total/remaining bytes, speed, phase.
+    progress_detail = models.JSONField(default=dict, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    # Written every few seconds by the worker running it: a running operation whose
+    # heartbeat stops was orphaned by a dead worker.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # The destination of a migration.
+    target_host = models.ForeignKey(
+        Host, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     message = models.TextField(blank=True)  # plain words for the user
     error = models.TextField(blank=True)  # libvirt's own message
     error_code = models.IntegerField(null=True, blank=True)
@@ -285,6 +308,33 @@ class Operation(models.Model):
         if self.started_at and self.finished_at:
             return self.finished_at - self.started_at
         return None
+
+
+class SavedImage(models.Model):
+    """A memory image saved through the panel, in its host's save folder."""
+
+    host = models.ForeignKey(Host, on_delete=models.PROTECT, related_name="saved_images")
+    path = models.CharField(max_length=1000)
+    domain = models.ForeignKey(Domain, null=True, on_delete=models.SET_NULL, related_name="+")
+    domain_uuid = models.UUIDField()
+    domain_name = models.CharField(max_length=255)
+    memory_kib = models.PositiveBigIntegerField(default=0)
+    team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.SET_NULL)
+    operation = models.ForeignKey(
+        Operation, null=True, on_delete=models.SET_NULL, related_name="saved_images"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["host", "path"], name="one_image_per_path")]
+
+    def __str__(self) -> str:
+        return self.path
+
+    @property
+    def file_name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
 
 
 class AuditEvent(models.Model):

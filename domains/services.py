@@ -8,6 +8,7 @@ raises `ActionRefused` after recording itself, so a refused action is on record 
 from __future__ import annotations
 
 import logging
+import re
 import uuid as uuidlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,8 +32,10 @@ from .models import (
     Operation,
     OperationKind,
     OperationStatus,
+    SavedImage,
     State,
     Team,
+    teams_for,
 )
 
 log = logging.getLogger(__name__)
@@ -54,6 +57,7 @@ class LifecycleSpec:
     allowed: Callable[[Domain], bool]
     wrong_state: str  # said when `allowed` is false; {name} and {state} filled in
     task: str  # the Celery task's name
+    allow_gone: bool = False  # restore brings back a saved transient domain
 
 
 def _inactive(d: Domain) -> bool:
@@ -115,7 +119,54 @@ LIFECYCLE: dict[str, LifecycleSpec] = {
         gettext_noop("{name} is transient: it has no configuration to undefine."),
         "domains.tasks.undefine_domain_task",
     ),
+    OperationKind.SAVE: LifecycleSpec(
+        "operate",
+        lambda d: d.state in (State.RUNNING, State.PAUSED),
+        gettext_noop("{name} is {state}; only a running or paused domain can be saved."),
+        "domains.tasks.save_domain_task",
+    ),
+    OperationKind.RESTORE: LifecycleSpec(
+        "operate",
+        lambda d: not d.is_active,
+        gettext_noop("{name} is {state}; restore needs it shut off (or gone, if transient)."),
+        "domains.tasks.restore_domain_task",
+        allow_gone=True,
+    ),
+    OperationKind.MANAGED_SAVE: LifecycleSpec(
+        "operate",
+        lambda d: d.persistent and d.state in (State.RUNNING, State.PAUSED),
+        gettext_noop(
+            "{name} is {state}; managed save needs a running or paused persistent domain."
+        ),
+        "domains.tasks.managed_save_task",
+    ),
+    OperationKind.MANAGED_SAVE_REMOVE: LifecycleSpec(
+        "operate",
+        lambda d: d.has_managed_save and not d.is_active,
+        gettext_noop("{name} has no managed-save image to remove."),
+        "domains.tasks.managed_save_remove_task",
+    ),
+    OperationKind.MIGRATE: LifecycleSpec(
+        "operate",
+        lambda d: True,  # the flags decide: migration_problems() says what fits
+        "",
+        "domains.tasks.migrate_domain_task",
+    ),
 }
+
+# Kinds whose libvirt job can be aborted while it runs.
+CANCELLABLE = {
+    OperationKind.SAVE,
+    OperationKind.RESTORE,
+    OperationKind.MANAGED_SAVE,
+    OperationKind.MIGRATE,
+}
+# Offered as plain buttons; the others need a form of their own.
+BUTTON_KINDS = [
+    k
+    for k in LIFECYCLE
+    if k not in (OperationKind.SAVE, OperationKind.RESTORE, OperationKind.MIGRATE)
+]
 
 
 def allowed_actions(user: User, domain: Domain) -> list[str]:
@@ -127,7 +178,11 @@ def allowed_actions(user: User, domain: Domain) -> list[str]:
         for role in ("operate", "admin")
         if Domain.objects.for_user(user, role).filter(pk=domain.pk).exists()
     }
-    return [kind for kind, spec in LIFECYCLE.items() if spec.role in may and spec.allowed(domain)]
+    return [
+        kind
+        for kind in BUTTON_KINDS
+        if LIFECYCLE[kind].role in may and LIFECYCLE[kind].allowed(domain)
+    ]
 
 
 def _record_refusal(user: User, domain: Domain, kind: str, params: dict, message: str) -> Operation:
@@ -159,9 +214,19 @@ def _refuse(user, domain, kind, params, message, status=409):
 
 
 def request_lifecycle(
-    user: User, domain: Domain, kind: str, params: dict | None = None
+    user: User,
+    domain: Domain,
+    kind: str,
+    params: dict | None = None,
+    *,
+    extra_check: Callable[[], str | None] | None = None,
+    target_host: Host | None = None,
 ) -> Operation:
-    """Check and queue one lifecycle operation; returns the queued Operation."""
+    """Check and queue one operation on `domain`; returns the queued Operation.
+
+    `extra_check` runs after the common checks (role, host, state) and returns the reason
+    to refuse in plain words, or None.
+    """
     spec = LIFECYCLE[kind]
     params = params or {}
     if not Domain.objects.for_user(user, "view").filter(pk=domain.pk).exists():
@@ -173,7 +238,7 @@ def request_lifecycle(
             user, domain, kind, params,
             _("Your role in this domain's team does not allow this."), status=403,
         )  # fmt: skip
-    if domain.gone_at is not None:
+    if domain.gone_at is not None and not spec.allow_gone:
         _refuse(user, domain, kind, params, _("This domain no longer exists."))
     if not domain.host.enabled:
         _refuse(
@@ -195,6 +260,9 @@ def request_lifecycle(
                 name=domain.name, state=domain.get_state_display()
             ),
         )  # fmt: skip
+    problem = extra_check() if extra_check else None
+    if problem:
+        _refuse(user, domain, kind, params, problem)
 
     with transaction.atomic():
         # Lock the inventory row so that two requests cannot both find the domain idle.
@@ -220,6 +288,7 @@ def request_lifecycle(
                 domain_name=locked.name,
                 team=locked.team,
                 params=params,
+                target_host=target_host,
                 request_id=current_request_id.get(),
                 task_id=str(uuidlib.uuid4()),
             )
@@ -416,3 +485,286 @@ def remove_membership(user: User, team: Team, member: User) -> None:
                 team=team,
                 member=member.username,
             )
+
+
+# --- save, restore, managed save, migration, cancel ----------------------------------
+
+# A saved image's file name: the user names it, the folder is the host's.
+_IMAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def save_path(host: Host, image_name: str) -> str:
+    name = image_name if image_name.endswith(".save") else f"{image_name}.save"
+    return f"{host.save_dir.rstrip('/')}/{name}"
+
+
+def save_domain(user: User, domain: Domain, image_name: str) -> Operation:
+    """Save the domain's memory to an image named `image_name` in its host's save folder."""
+    image_name = image_name.strip()
+
+    def check() -> str | None:
+        if not domain.host.save_dir:
+            return _("Host %(host)s has no save folder; a superuser can set one.") % {
+                "host": domain.host
+            }
+        if not _IMAGE_NAME.fullmatch(image_name):
+            return _(
+                "An image name uses letters, digits, dots, dashes and underscores only "
+                "(at most 100), and starts with a letter or digit."
+            )
+        if SavedImage.objects.filter(
+            host=domain.host, path=save_path(domain.host, image_name)
+        ).exists():
+            return _("An image named %(name)s exists already on %(host)s.") % {
+                "name": image_name,
+                "host": domain.host,
+            }
+        return None
+
+    return request_lifecycle(
+        user,
+        domain,
+        OperationKind.SAVE,
+        {"image": image_name, "path": save_path(domain.host, image_name)},
+        extra_check=check,
+    )
+
+
+def restore_domain(user: User, image: SavedImage) -> Operation:
+    """Start the image's domain from the image (memory only; disks must be unchanged)."""
+    domain = image.domain
+    if domain is None:
+        raise ActionRefused(_("This image's domain is unknown to the panel."), status=404)
+
+    def check() -> str | None:
+        if image.host_id != domain.host_id:
+            return _("The image is on %(image_host)s but the domain is now on %(host)s.") % {
+                "image_host": image.host,
+                "host": domain.host,
+            }
+        try:
+            facts = hypervisor.domain_facts(domain.host.uri, str(domain.uuid))
+        except HypervisorError as exc:
+            if exc.no_such_domain:
+                return None  # a transient domain, saved away: restore brings it back
+            return exc.message
+        if facts.id is not None:
+            return _("%(name)s is running already; shut it down before restoring.") % {
+                "name": facts.name
+            }
+        return None
+
+    return request_lifecycle(
+        user,
+        domain,
+        OperationKind.RESTORE,
+        {"image_id": image.pk, "path": image.path},
+        extra_check=check,
+    )
+
+
+def managed_save_domain(user: User, domain: Domain) -> Operation:
+    return request_lifecycle(user, domain, OperationKind.MANAGED_SAVE)
+
+
+def remove_managed_save(user: User, domain: Domain) -> Operation:
+    return request_lifecycle(user, domain, OperationKind.MANAGED_SAVE_REMOVE)
+
+
+def delete_saved_image(user: User, image: SavedImage) -> None:
+    """Forget an image the panel made (the file goes when its host's folder is cleaned)."""
+    if not user.is_superuser and not (
+        image.team and teams_for(user, "operate").filter(pk=image.team_id).exists()
+    ):
+        raise ActionRefused(_("Your role does not allow this."), status=403)
+    _audit("image_forgotten", user, image.path, team=image.team, host=image.host.name)
+    image.delete()
+
+
+def cancel_operation(user: User, op: Operation) -> Operation:
+    """Ask the worker running `op` to abort its libvirt job; a queued one just stops."""
+    if (
+        op.domain is None
+        or not Domain.objects.for_user(user, "view").filter(pk=op.domain_id).exists()
+    ):
+        raise ActionRefused(_("No such operation."), status=404)
+    if not Domain.objects.for_user(user, "operate").filter(pk=op.domain_id).exists():
+        raise ActionRefused(_("Your role does not allow cancelling this."), status=403)
+    if op.is_finished:
+        raise ActionRefused(_("Operation #%(id)s has finished already.") % {"id": op.pk})
+    if op.kind not in CANCELLABLE:
+        raise ActionRefused(_("A %(kind)s cannot be cancelled.") % {"kind": op.get_kind_display()})
+    # A queued operation is cancelled here; the worker's claim then finds nothing to do.
+    stopped = Operation.objects.filter(pk=op.pk, status=OperationStatus.QUEUED).update(
+        status=OperationStatus.CANCELLED,
+        cancel_requested=True,
+        message=_("Cancelled by %(user)s before it started.") % {"user": user},
+        finished_at=timezone.now(),
+    )
+    if not stopped:
+        # Running: the worker's monitor sees the flag and calls abortJob.
+        Operation.objects.filter(pk=op.pk).update(cancel_requested=True)
+    op.refresh_from_db()
+    log.info("operation %s cancel requested by %s", op.pk, user)
+    return op
+
+
+@dataclass(frozen=True)
+class MigrationChoice:
+    """What the migration form asks for."""
+
+    destination: Host | None  # one of the panel's hosts …
+    destination_uri: str = ""  # … or, for superusers, any libvirt URI
+    flags: frozenset[str] = frozenset()
+    bandwidth_mib_s: int = 0
+    new_name: str = ""
+    migrate_uri: str = ""
+    listen_address: str = ""
+
+
+DEFAULT_MIGRATION_FLAGS = frozenset({"LIVE", "PEER2PEER", "PERSIST_DEST", "UNDEFINE_SOURCE"})
+
+
+def _dest_uris(choice: MigrationChoice) -> tuple[str, str]:
+    """(the panel's URI of the destination, the URI the source daemon uses)."""
+    if choice.destination is not None:
+        dest = choice.destination
+        return dest.uri, dest.migration_uri or dest.uri
+    return choice.destination_uri, choice.destination_uri
+
+
+def migration_problems(domain: Domain, choice: MigrationChoice) -> list[str]:
+    """Everything that would make this migration fail, in plain words, before libvirt is
+    asked to migrate. Reads facts from both hosts; changes nothing."""
+    flags = choice.flags
+    problems: list[str] = []
+    unknown = flags - set(hypervisor.MIGRATION_FLAGS)
+    if unknown:
+        return [_("Unknown migration flags: %(flags)s.") % {"flags": ", ".join(sorted(unknown))}]
+    copy = flags & {"NON_SHARED_DISK", "NON_SHARED_INC"}
+    # Flag combinations this libvirt refuses, said before it does.
+    if "TUNNELLED" in flags and "PEER2PEER" not in flags:
+        problems.append(
+            _("Tunnelled migration goes through the source daemon: choose peer-to-peer too.")
+        )
+    if "TUNNELLED" in flags and copy:
+        problems.append(
+            _("This libvirt cannot copy storage through a tunnel: choose one of the two.")
+        )
+    if copy == {"NON_SHARED_DISK", "NON_SHARED_INC"}:
+        problems.append(_("Copy the whole disks or only their changes, not both."))
+    if "OFFLINE" in flags:
+        if "PERSIST_DEST" not in flags:
+            problems.append(
+                _(
+                    "An offline migration moves only the configuration: "
+                    "choose persistent on the destination."
+                )
+            )
+        if "LIVE" in flags:
+            problems.append(_("Offline and live exclude each other."))
+        if copy:
+            problems.append(_("An offline migration copies no storage."))
+    if "UNDEFINE_SOURCE" in flags and "PERSIST_DEST" not in flags and domain.persistent:
+        problems.append(
+            _(
+                "Undefining the source without persisting on the destination would lose "
+                "the domain's configuration."
+            )
+        )
+    if "PAUSED" in flags and "OFFLINE" in flags:
+        problems.append(_("An offline domain cannot be left paused."))
+    # The guest's state must fit the flags.
+    if "OFFLINE" not in flags and not domain.is_active:
+        problems.append(
+            _("%(name)s is shut off: only an offline migration can move it.")
+            % {"name": domain.name}
+        )
+    if "OFFLINE" in flags and not domain.persistent:
+        problems.append(_("A transient domain has no configuration to move offline."))
+    if choice.destination is not None and choice.destination.pk == domain.host_id:
+        problems.append(_("The destination is the host the domain is on."))
+    if choice.destination is not None and not choice.destination.enabled:
+        problems.append(_("Host %(host)s is disabled.") % {"host": choice.destination})
+    if choice.new_name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", choice.new_name):
+        problems.append(_("A new name uses letters, digits, dots, dashes and underscores only."))
+    if choice.bandwidth_mib_s < 0:
+        problems.append(_("Bandwidth is a number of MiB/s, 0 for no limit."))
+    if problems:
+        return problems
+
+    dest_uri, _p2p = _dest_uris(choice)
+    try:
+        hypervisor.ping(dest_uri)
+    except HypervisorError as exc:
+        return [_("The destination does not answer: %(error)s") % {"error": exc.message}]
+    try:
+        if hypervisor.domain_exists(dest_uri, str(domain.uuid)):
+            problems.append(_("A domain with this UUID exists on the destination already."))
+        name = choice.new_name or domain.name
+        if hypervisor.domain_name_taken(dest_uri, name):
+            problems.append(
+                _("A domain named %(name)s exists on the destination already.") % {"name": name}
+            )
+        if "OFFLINE" not in flags:
+            for disk in hypervisor.domain_disks(domain.host.uri, str(domain.uuid)):
+                if hypervisor.volume_exists(dest_uri, disk.source):
+                    continue  # shared storage, or a target made ready by hand
+                if not copy:
+                    problems.append(
+                        _(
+                            "Disk %(target)s (%(path)s) is not on the destination: put it on "
+                            "shared storage or choose to copy storage."
+                        )
+                        % {"target": disk.target, "path": disk.source}
+                    )
+                elif not hypervisor.has_pool_for(dest_uri, disk.source):
+                    problems.append(
+                        _(
+                            "The destination has no storage pool holding %(folder)s, so the "
+                            "copy of %(target)s cannot be created there."
+                        )
+                        % {"folder": disk.source.rsplit("/", 1)[0], "target": disk.target}
+                    )
+    except HypervisorError as exc:
+        problems.append(exc.message)
+    return problems
+
+
+def migrate_domain(user: User, domain: Domain, choice: MigrationChoice) -> Operation:
+    """Check everything in plain words, then queue the migration."""
+    if choice.destination is None and not user.is_superuser:
+        raise ActionRefused(_("Only superusers may migrate to a free URI."), status=403)
+    if choice.destination is None and not choice.destination_uri:
+        raise ActionRefused(_("Choose a destination."), status=400)
+    dest_uri, p2p_uri = _dest_uris(choice)
+    params = {
+        "destination": choice.destination.name if choice.destination else "",
+        "destination_uri": dest_uri,
+        "p2p_uri": p2p_uri,
+        "flags": sorted(choice.flags),
+        "bandwidth_mib_s": choice.bandwidth_mib_s,
+        "new_name": choice.new_name,
+        "migrate_uri": choice.migrate_uri
+        or (
+            f"tcp://{choice.destination.migration_address}"
+            if choice.destination and choice.destination.migration_address
+            else ""
+        ),
+        "listen_address": choice.listen_address
+        or (choice.destination.migration_address if choice.destination else ""),
+        "source": domain.host.name,
+    }
+
+    def check() -> str | None:
+        problems = migration_problems(domain, choice)
+        return " ".join(problems) if problems else None
+
+    return request_lifecycle(
+        user,
+        domain,
+        OperationKind.MIGRATE,
+        params,
+        extra_check=check,
+        target_host=choice.destination,
+    )

@@ -8,21 +8,25 @@ refreshes the inventory row.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import asdict
+from datetime import timedelta
 from functools import lru_cache
 
 import redis
 from celery import shared_task
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from . import hypervisor, inventory
 from .hypervisor import HypervisorError
-from .models import Operation, OperationStatus
+from .models import Operation, OperationKind, OperationStatus, SavedImage
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +67,67 @@ def _finish(op: Operation, status: str, message: str = "", error=None) -> None:
     )  # fmt: skip
 
 
+class Monitor(threading.Thread):
+    """Runs beside an operation: beats its heartbeat, copies libvirt's job statistics
+    into it, and aborts the libvirt job once a user asks to cancel."""
+
+    def __init__(self, op: Operation, watch_job: bool):
+        super().__init__(name=f"monitor-{op.pk}", daemon=True)
+        self.op = op
+        self.watch_job = watch_job
+        self.interval = 0.5 if watch_job else settings.VMPANEL_HEARTBEAT_SECONDS
+        self.stopping = threading.Event()
+        self.aborted = False
+        self.samples = 0
+
+    def run(self) -> None:
+        try:
+            while not self.stopping.wait(self.interval):
+                try:
+                    self.tick()
+                except Exception:  # a missed beat is no reason to stop beating
+                    log.exception("operation %s: monitor tick failed", self.op.pk)
+        finally:
+            connection.close()  # this thread's own database connection
+
+    def tick(self) -> None:
+        op = self.op
+        fields: dict = {"heartbeat_at": timezone.now()}
+        if self.watch_job:
+            try:
+                job = hypervisor.job_progress(op.host.uri, str(op.domain_uuid))
+            except HypervisorError:
+                job = None
+            if job is not None:
+                self.samples += 1
+                fields["progress"] = job.percent
+                fields["progress_detail"] = {**asdict(job), "samples": self.samples}
+        Operation.objects.filter(pk=op.pk, status=OperationStatus.RUNNING).update(**fields)
+        if not self.aborted and (
+            Operation.objects.filter(pk=op.pk, cancel_requested=True).exists()
+        ):
+            try:
+                hypervisor.abort_job(op.host.uri, str(op.domain_uuid))
+                self.aborted = True
+                log.info("operation %s: libvirt job aborted on request", op.pk)
+            except HypervisorError as exc:
+                # No job yet (still preparing) or one that cannot be aborted: try again.
+                log.info("operation %s: abort not possible yet: %s", op.pk, exc.message)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=5)
+
+
+# Operations whose libvirt job reports progress and can be aborted.
+LONG_KINDS = {
+    OperationKind.SAVE,
+    OperationKind.RESTORE,
+    OperationKind.MANAGED_SAVE,
+    OperationKind.MIGRATE,
+}
+
+
 def run_operation(operation_id: int, work: Callable[[Operation], str]) -> None:
     """Claim, lock, do `work(op)` (returns the success message), record, refresh."""
     close_old_connections()
@@ -72,13 +137,15 @@ def run_operation(operation_id: int, work: Callable[[Operation], str]) -> None:
     if claimed != 1:
         log.info("operation %s already claimed; redelivery ignored", operation_id)
         return
-    op = Operation.objects.select_related("host", "domain", "user").get(pk=operation_id)
+    op = Operation.objects.select_related("host", "domain", "user", "target_host").get(
+        pk=operation_id
+    )
     log.info(
         "operation %s %s running user=%s host=%s domain=%s request=%s",
         op.pk, op.kind, op.user, op.host.name, op.domain_uuid, op.request_id,
     )  # fmt: skip
     lock = _redis().lock(
-        f"vmpanel:domain:{op.host_id}:{op.domain_uuid}",
+        _lock_key(op.host_id, op.domain_uuid),
         timeout=settings.VMPANEL_DOMAIN_LOCK_SECONDS,
         blocking_timeout=5,
     )
@@ -89,8 +156,12 @@ def run_operation(operation_id: int, work: Callable[[Operation], str]) -> None:
             _("Another operation holds this domain; try again when it has finished."),
         )
         return
+    long_job = op.kind in LONG_KINDS
+    monitor = Monitor(op, watch_job=long_job)
+    monitor.start()
     try:
-        for attempt in range(RETRIES + 1):
+        # A long job is never tried twice: it may have done half its work.
+        for attempt in range(1 if long_job else RETRIES + 1):
             try:
                 message = work(op)
                 # The inventory first, so whoever sees "succeeded" sees the new state.
@@ -98,16 +169,25 @@ def run_operation(operation_id: int, work: Callable[[Operation], str]) -> None:
                 _finish(op, OperationStatus.SUCCEEDED, message)
                 break
             except HypervisorError as exc:
-                if exc.retryable and attempt < RETRIES:
+                if exc.retryable and attempt < RETRIES and not long_job:
                     hypervisor.forget(op.host.uri)
                     time.sleep(RETRY_DELAY_SECONDS)
                     continue
-                _finish(op, OperationStatus.FAILED, exc.hint, exc)
+                if Operation.objects.filter(pk=op.pk, cancel_requested=True).exists():
+                    _finish(
+                        op,
+                        OperationStatus.CANCELLED,
+                        _("Cancelled; libvirt stopped the job and the domain stays where it was."),
+                        exc,
+                    )
+                else:
+                    _finish(op, OperationStatus.FAILED, exc.hint, exc)
                 break
     except Exception as exc:  # record the unexpected too, then let Celery log it
         _finish(op, OperationStatus.FAILED, _("Unexpected error: %(error)s") % {"error": exc})
         raise
     finally:
+        monitor.stop()
         lock.release()
     if op.status != OperationStatus.SUCCEEDED:
         _refresh_inventory(op)  # a failure may have changed the state too
@@ -118,6 +198,10 @@ def _refresh_inventory(op: Operation) -> None:
         inventory.refresh_domain(op.host, op.domain_uuid)
     except HypervisorError as exc:
         log.warning("operation %s: inventory not refreshed: %s", op.pk, exc)
+
+
+def _lock_key(host_id: int, uuid) -> str:
+    return f"vmpanel:domain:{host_id}:{uuid}"
 
 
 def _uri_uuid(op: Operation) -> tuple[str, str]:
@@ -203,3 +287,168 @@ def undefine_domain_task(operation_id: int) -> None:
         return _("Undefined.")
 
     run_operation(operation_id, work)
+
+
+@shared_task(acks_late=True)
+def save_domain_task(operation_id: int) -> None:
+    def work(op: Operation) -> str:
+        uri, uuid = _uri_uuid(op)
+        path = op.params["path"]
+        hypervisor.save(uri, uuid, path)
+        image = hypervisor.saved_image(uri, path)
+        SavedImage.objects.update_or_create(
+            host=op.host,
+            path=path,
+            defaults={
+                "domain": op.domain,
+                "domain_uuid": image.uuid or uuid,
+                "domain_name": image.name or op.domain_name,
+                "memory_kib": image.memory_kib,
+                "team": op.team,
+                "operation": op,
+            },
+        )
+        return _("Saved to %(path)s.") % {"path": path}
+
+    run_operation(operation_id, work)
+
+
+@shared_task(acks_late=True)
+def restore_domain_task(operation_id: int) -> None:
+    def work(op: Operation) -> str:
+        hypervisor.restore(op.host.uri, op.params["path"])
+        return _("Restored from %(path)s.") % {"path": op.params["path"]}
+
+    run_operation(operation_id, work)
+
+
+@shared_task(acks_late=True)
+def managed_save_task(operation_id: int) -> None:
+    def work(op: Operation) -> str:
+        hypervisor.managed_save(*_uri_uuid(op))
+        return _("Saved; the next start resumes where it stopped.")
+
+    run_operation(operation_id, work)
+
+
+@shared_task(acks_late=True)
+def managed_save_remove_task(operation_id: int) -> None:
+    def work(op: Operation) -> str:
+        hypervisor.managed_save_remove(*_uri_uuid(op))
+        return _("Managed-save image removed; the next start boots afresh.")
+
+    run_operation(operation_id, work)
+
+
+@shared_task(acks_late=True)
+def migrate_domain_task(operation_id: int) -> None:
+    def work(op: Operation) -> str:
+        uri, uuid = _uri_uuid(op)
+        p = op.params
+        flags = frozenset(p["flags"])
+        dest_uri = p["destination_uri"]
+        created: list[str] = []
+        if flags & {"NON_SHARED_DISK", "NON_SHARED_INC"}:
+            # Copy-storage needs the destination images in place, of the same size.
+            for disk in hypervisor.domain_disks(uri, uuid):
+                if not hypervisor.volume_exists(dest_uri, disk.source):
+                    hypervisor.create_volume(
+                        dest_uri, disk.source, disk.capacity_bytes, disk.format
+                    )
+                    created.append(disk.source)
+        started = time.monotonic()
+        try:
+            hypervisor.migrate(
+                uri,
+                uuid,
+                hypervisor.MigrationRequest(
+                    flags=flags,
+                    dest_uri=dest_uri,
+                    dest_p2p_uri=p["p2p_uri"],
+                    bandwidth_mib_s=int(p.get("bandwidth_mib_s") or 0),
+                    new_name=p.get("new_name", ""),
+                    migrate_uri=p.get("migrate_uri", ""),
+                    listen_address=p.get("listen_address", ""),
+                ),
+            )
+        except HypervisorError:
+            for path in created:  # leave nothing half-made on the destination
+                try:
+                    hypervisor.delete_volume(dest_uri, path)
+                except HypervisorError as exc:
+                    log.warning("operation %s: %s not removed: %s", op.pk, path, exc)
+            raise
+        seconds = time.monotonic() - started
+        Operation.objects.filter(pk=op.pk).update(
+            params={**p, "seconds": round(seconds, 2), "created_volumes": created}
+        )
+        if op.target_host is not None:
+            inventory.move_domain(op.domain, op.target_host)
+        return _("Migrated from %(source)s to %(dest)s in %(seconds).1f s.") % {
+            "source": op.host.name,
+            "dest": op.target_host.name if op.target_host else dest_uri,
+            "seconds": seconds,
+        }
+
+    run_operation(operation_id, work)
+
+
+# --- operations orphaned by a dead worker ------------------------------------------
+
+
+def recover_orphaned_operations() -> list[int]:
+    """Mark failed the running operations whose worker stopped beating; returns their ids.
+
+    The domain's real state is read back from libvirt and said in the message. An
+    operation whose libvirt job still runs (libvirtd carries on without the worker) is
+    left for a later pass.
+    """
+    cutoff = timezone.now() - timedelta(seconds=settings.VMPANEL_STALE_SECONDS)
+    stale = Operation.objects.filter(status=OperationStatus.RUNNING).filter(
+        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
+    )
+    recovered = []
+    for op in stale.select_related("host", "domain"):
+        uri, uuid = _uri_uuid(op)
+        try:
+            if hypervisor.job_progress(uri, uuid) is not None:
+                continue  # libvirt is still at it; look again next time
+        except HypervisorError:
+            pass
+        try:
+            row = inventory.refresh_domain(op.host, op.domain_uuid)
+            if row is None:
+                now = _("gone from %(host)s") % {"host": op.host.name}
+            else:
+                now = f"{row.get_state_display()} ({row.state_reason}) on {op.host.name}"
+        except HypervisorError as exc:
+            now = _("unknown: %(host)s does not answer (%(error)s)") % {
+                "host": op.host.name,
+                "error": exc.message,
+            }
+        message = _(
+            "The worker running this operation stopped before it finished (it was killed "
+            "or crashed). libvirt says the domain is now %(state)s."
+        ) % {"state": now}
+        done = Operation.objects.filter(pk=op.pk, status=OperationStatus.RUNNING).update(
+            status=OperationStatus.FAILED, message=message, finished_at=timezone.now()
+        )
+        if done:
+            # Its lock died with it, but may not have expired yet.
+            _redis().delete(_lock_key(op.host_id, op.domain_uuid))
+            log.warning("operation %s %s marked failed: %s", op.pk, op.kind, message)
+            recovered.append(op.pk)
+    return recovered
+
+
+@shared_task
+def recover_orphaned_operations_task() -> list[int]:
+    close_old_connections()
+    return recover_orphaned_operations()
+
+
+@worker_ready.connect
+def _recover_after_start(**_kwargs) -> None:
+    # Whatever a killed predecessor left running shows as stale once its heartbeat is
+    # older than the limit: look then.
+    recover_orphaned_operations_task.apply_async(countdown=settings.VMPANEL_STALE_SECONDS + 1)

@@ -159,6 +159,10 @@ CELERY_TASK_IGNORE_RESULT = True
 VMPANEL_RECONCILE_SECONDS = env_int("VMPANEL_RECONCILE_SECONDS", 10)
 # How long a view waits for a quick operation before answering with its progress page.
 VMPANEL_QUICK_WAIT_SECONDS = env_int("VMPANEL_QUICK_WAIT_SECONDS", 2)
+# A worker beats each running operation's heartbeat this often; an operation whose
+# heartbeat is older than VMPANEL_STALE_SECONDS was orphaned by a dead worker.
+VMPANEL_HEARTBEAT_SECONDS = env_int("VMPANEL_HEARTBEAT_SECONDS", 2)
+VMPANEL_STALE_SECONDS = env_int("VMPANEL_STALE_SECONDS", 30)
 # How long a per-domain lock lives at most if a worker dies holding it.
 VMPANEL_DOMAIN_LOCK_SECONDS = env_int("VMPANEL_DOMAIN_LOCK_SECONDS", 3600)
 

@@ -24,6 +24,9 @@ from domains.models import Host
 
 log = logging.getLogger("domains.watcher")
 
+# How often the watcher looks for operations orphaned by a dead worker.
+RECOVERY_SECONDS = 15
+
 
 class Watcher:
     def __init__(self, reconcile_seconds: float, pass_seconds: float = 0.5):
@@ -33,6 +36,7 @@ class Watcher:
         self.watched: dict[int, str] = {}  # host pk → URI with a live registration
         self.last_full: dict[int, float] = {}
         self.stopping = False
+        self.last_recovery = 0.0
 
     def on_event(self, uri: str, uuid: str) -> None:
         # Runs in libvirt's event thread: only hand the work over.
@@ -96,12 +100,22 @@ class Watcher:
             except HypervisorError as exc:
                 log.warning("refresh of %s on %s failed: %s", uuid, host.name, exc)
 
+    def recover_orphans(self) -> None:
+        """Now and then, mark failed what dead workers left running."""
+        if time.monotonic() - self.last_recovery < RECOVERY_SECONDS:
+            return
+        self.last_recovery = time.monotonic()
+        from domains.tasks import recover_orphaned_operations
+
+        recover_orphaned_operations()
+
     def run(self, once: bool = False) -> None:
         hypervisor.start_event_loop()
         while not self.stopping:
             try:
                 close_old_connections()
                 self.check_hosts()
+                self.recover_orphans()
                 if once:
                     return
                 self.drain_events(self.pass_seconds)
