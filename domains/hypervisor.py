@@ -600,7 +600,8 @@ class DiskFacts:
     device: str
     source: str
     format: str
-    capacity_bytes: int
+    capacity_bytes: int  # the guest's view: the size the copy must have
+    allocation_bytes: int  # what it takes on the host: what the copy will need
 
 
 def domain_disks(uri: str, uuid: str) -> list[DiskFacts]:
@@ -612,8 +613,10 @@ def domain_disks(uri: str, uuid: str) -> list[DiskFacts]:
         for disk in domxml.disks(dom.XMLDesc(0)):
             if not disk.source or disk.device == "cdrom" or disk.readonly:
                 continue
-            capacity = dom.blockInfo(disk.target)[0]
-            result.append(DiskFacts(disk.target, disk.device, disk.source, disk.format, capacity))
+            capacity, allocation, _physical = dom.blockInfo(disk.target)
+            result.append(
+                DiskFacts(disk.target, disk.device, disk.source, disk.format, capacity, allocation)
+            )
         return result
 
     return _on_domain(uri, uuid, read)
@@ -641,10 +644,18 @@ def _pool_for_dir(conn: libvirt.virConnect, directory: str) -> libvirt.virStorag
     return None
 
 
-def has_pool_for(uri: str, path: str) -> bool:
-    """Whether an active storage pool on `uri` holds the folder of `path`."""
+def pool_free_bytes(uri: str, path: str) -> int | None:
+    """Free bytes in the active pool holding the folder of `path`; None if no pool does."""
     directory = path.rsplit("/", 1)[0]
-    return _call(uri, lambda conn: _pool_for_dir(conn, directory) is not None)
+
+    def read(conn: libvirt.virConnect) -> int | None:
+        pool = _pool_for_dir(conn, directory)
+        if pool is None:
+            return None
+        pool.refresh(0)
+        return pool.info()[3]
+
+    return _call(uri, read)
 
 
 def create_volume(uri: str, path: str, capacity_bytes: int, fmt: str) -> None:

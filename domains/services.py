@@ -707,9 +707,12 @@ def migration_problems(domain: Domain, choice: MigrationChoice) -> list[str]:
                 _("A domain named %(name)s exists on the destination already.") % {"name": name}
             )
         if "OFFLINE" not in flags:
+            needed: dict[str, int] = {}  # folder → bytes the copies need there
             for disk in hypervisor.domain_disks(domain.host.uri, str(domain.uuid)):
                 if hypervisor.volume_exists(dest_uri, disk.source):
                     continue  # shared storage, or a target made ready by hand
+                folder = disk.source.rsplit("/", 1)[0]
+                needed[folder] = needed.get(folder, 0) + disk.allocation_bytes
                 if not copy:
                     problems.append(
                         _(
@@ -718,13 +721,27 @@ def migration_problems(domain: Domain, choice: MigrationChoice) -> list[str]:
                         )
                         % {"target": disk.target, "path": disk.source}
                     )
-                elif not hypervisor.has_pool_for(dest_uri, disk.source):
+                elif hypervisor.pool_free_bytes(dest_uri, disk.source) is None:
                     problems.append(
                         _(
                             "The destination has no storage pool holding %(folder)s, so the "
                             "copy of %(target)s cannot be created there."
                         )
                         % {"folder": disk.source.rsplit("/", 1)[0], "target": disk.target}
+                    )
+            for folder, size in needed.items() if copy else ():
+                free = hypervisor.pool_free_bytes(dest_uri, f"{folder}/x")
+                if free is not None and free < size:
+                    problems.append(
+                        _(
+                            "The destination's pool for %(folder)s has %(free)s GiB free; the "
+                            "copies need %(size)s GiB."
+                        )
+                        % {
+                            "folder": folder,
+                            "free": round(free / 2**30, 1),
+                            "size": round(size / 2**30, 1),
+                        }
                     )
     except HypervisorError as exc:
         problems.append(exc.message)
