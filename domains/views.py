@@ -17,7 +17,7 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import Count, OuterRef, Q, Subquery
+from django.db.models import Count, F, OuterRef, Q, Subquery
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
@@ -139,19 +139,23 @@ def _search(qs, q: str):
         return qs.filter(name__icontains=q)
 
 
-def _ordering(sort: str) -> list[str]:
+def _ordering(sort: str) -> list:
     """ORDER BY for a ?sort= key; ties broken by name, then by primary key.
 
     By name alone the order is (name, pk), which the index on name serves as it stands,
-    so the first page is read without sorting the whole inventory.
+    so the first page is read without sorting the whole inventory. Inactive domains have
+    no ID: they come last either way, on SQLite and PostgreSQL alike.
     """
     descending = sort.startswith("-")
     column = DOMAIN_SORTS[sort.lstrip("-")]
-    keys = [column, "pk"] if column == "name" else [column, "name", "pk"]
+    keys: list = [column, "pk"] if column == "name" else [column, "name", "pk"]
     if descending:
         keys[0] = f"-{keys[0]}"
         if column == "name":
             keys[1] = "-pk"
+    if column == "libvirt_id":
+        field = F(column)
+        keys[0] = field.desc(nulls_last=True) if descending else field.asc(nulls_last=True)
     return keys
 
 
@@ -264,6 +268,10 @@ def _call_service(user, domain: Domain, action: str, data) -> Operation:
         return services.set_autostart(user, domain, True)
     if action == OperationKind.AUTOSTART_OFF:
         return services.set_autostart(user, domain, False)
+    if action == OperationKind.MANAGED_SAVE:
+        return services.managed_save_domain(user, domain)
+    if action == OperationKind.MANAGED_SAVE_REMOVE:
+        return services.remove_managed_save(user, domain)
     if action == OperationKind.UNDEFINE:
         return services.undefine_domain(
             user,

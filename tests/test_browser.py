@@ -64,9 +64,7 @@ def test_log_in_filter_and_start(
 
     # Tick "shut off": htmx replaces the table and only the stopped domain remains.
     page.check("input[name=f][value=shutoff]")
-    page.wait_for_function(
-        "() => !document.body.innerText.includes('web-running')", timeout=5000
-    )
+    page.wait_for_function("() => !document.body.innerText.includes('web-running')", timeout=5000)
     assert "f=shutoff" in page.url  # the filter is in the address, so it can be shared
     page.click("text=db-stopped")
     page.wait_for_url(f"**/domains/alpha/{stopped.uuid}/")
