@@ -128,13 +128,35 @@ class ActivityFilterForm(forms.Form):
 class HostForm(forms.ModelForm):
     class Meta:
         model = Host
-        fields = ["name", "uri", "enabled"]
+        fields = ["name", "uri", "enabled", "save_dir", "migration_uri", "migration_address"]
         help_texts = {
             "name": _("A short label used in URLs: letters, digits, - and _."),
             "uri": _("For example qemu+ssh://root@kvm1/system. The panel connects to check it."),
             "enabled": _("A disabled host is not watched and takes no operations."),
+            "save_dir": _(
+                "The folder saved images go to, as the host sees it. Users name the file, "
+                "never the folder. Blank: saving is off on this host."
+            ),
+            "migration_uri": _(
+                "How other hosts' libvirtd reach this one for peer-to-peer migration, "
+                "e.g. qemu+tcp://10.0.0.2/system. Blank: the URI above."
+            ),
+            "migration_address": _(
+                "The address migration data is sent to on this host, where the hosts need "
+                "saying (e.g. 10.0.0.2)."
+            ),
         }
-        widgets = {"uri": forms.TextInput(attrs={"size": 60})}
+        widgets = {
+            "uri": forms.TextInput(attrs={"size": 60}),
+            "save_dir": forms.TextInput(attrs={"size": 60}),
+            "migration_uri": forms.TextInput(attrs={"size": 60}),
+        }
+
+    def clean_save_dir(self) -> str:
+        path = self.cleaned_data["save_dir"].strip()
+        if path and (not path.startswith("/") or "/../" in f"{path}/"):
+            raise forms.ValidationError(_("An absolute folder without “..”, please."))
+        return path.rstrip("/")
 
 
 class MembershipForm(forms.Form):
@@ -160,3 +182,91 @@ class AssignForm(forms.Form):
         required=False,
         empty_label=_("(no team: superusers only)"),
     )
+
+
+class SaveForm(forms.Form):
+    image_name = forms.CharField(
+        label=_("Image name"),
+        max_length=100,
+        help_text=_("Letters, digits, dots, dashes and underscores; “.save” is added."),
+    )
+
+
+# Each migration flag of the guide, with what it does in one line.
+MIGRATION_FLAG_HELP = {
+    "LIVE": _("Keep the guest running while its memory is copied (no downtime but a pause)."),
+    "PEER2PEER": _("The source host talks to the destination itself, not through the panel."),
+    "TUNNELLED": _("Send the data through libvirtd's own connection (needs peer-to-peer)."),
+    "PERSIST_DEST": _("Define the domain on the destination so it outlives a power-off there."),
+    "UNDEFINE_SOURCE": _("Remove the domain's definition from the source once it has moved."),
+    "PAUSED": _("Leave the domain paused on the destination."),
+    "NON_SHARED_DISK": _("Copy whole disks to the destination (no shared storage)."),
+    "NON_SHARED_INC": _("Copy only what differs from a shared backing image."),
+    "CHANGE_PROTECTION": _("Refuse changes to the domain's configuration while it moves."),
+    "UNSAFE": _("Migrate even where libvirt thinks it unsafe (e.g. disk caching)."),
+    "OFFLINE": _("Move only the definition of a shut-off domain; nothing runs."),
+}
+
+
+class MigrateForm(forms.Form):
+    destination = forms.ModelChoiceField(
+        label=_("Destination host"),
+        queryset=Host.objects.none(),
+        to_field_name="name",
+        required=False,
+        empty_label=_("(choose a host)"),
+    )
+    destination_uri = forms.CharField(
+        label=_("Or a destination URI"),
+        required=False,
+        max_length=500,
+        help_text=_("Superusers only: any libvirt URI, instead of one of the panel's hosts."),
+    )
+    flags = forms.MultipleChoiceField(
+        label=_("Flags"),
+        required=False,
+        choices=[(k, k) for k in MIGRATION_FLAG_HELP],
+        widget=forms.CheckboxSelectMultiple,
+    )
+    bandwidth_mib_s = forms.IntegerField(
+        label=_("Bandwidth limit (MiB/s)"),
+        min_value=0,
+        max_value=100000,
+        initial=0,
+        required=False,
+        help_text=_("0 for no limit."),
+    )
+    new_name = forms.CharField(label=_("New name"), required=False, max_length=100)
+    migrate_uri = forms.CharField(
+        label=_("Migration URI"),
+        required=False,
+        max_length=200,
+        help_text=_("Where the data goes, e.g. tcp://10.0.0.2 (blank: the host's setting)."),
+    )
+    listen_address = forms.CharField(
+        label=_("Listen address"),
+        required=False,
+        max_length=100,
+        help_text=_("The address the destination listens on (blank: the host's setting)."),
+    )
+
+    def __init__(self, data, domain, user):
+        super().__init__(data)
+        self.fields["destination"].queryset = Host.objects.filter(enabled=True).exclude(
+            pk=domain.host_id
+        )
+        if not user.is_superuser:
+            del self.fields["destination_uri"]
+
+    def clean(self):
+        cleaned = super().clean()
+        if not cleaned.get("destination") and not cleaned.get("destination_uri"):
+            raise forms.ValidationError(_("Choose a destination."))
+        return cleaned
+
+    @property
+    def flag_rows(self):
+        checked = set(self["flags"].value() or [])
+        return [
+            {"name": k, "help": v, "checked": k in checked} for k, v in MIGRATION_FLAG_HELP.items()
+        ]

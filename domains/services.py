@@ -213,6 +213,19 @@ def _refuse(user, domain, kind, params, message, status=409):
     raise ActionRefused(message, op, status)
 
 
+def _check_role(user: User, domain: Domain, kind: str, params: dict) -> None:
+    """404 for a domain the user cannot see; 403, on record, for a role too small."""
+    if not Domain.objects.for_user(user, "view").filter(pk=domain.pk).exists():
+        # Not even visible: the caller answers 404 and nothing is recorded, so that the
+        # domain's existence does not leak through the audit trail either.
+        raise ActionRefused(_("No such domain."), None, status=404)
+    if not Domain.objects.for_user(user, LIFECYCLE[kind].role).filter(pk=domain.pk).exists():
+        _refuse(
+            user, domain, kind, params,
+            _("Your role in this domain's team does not allow this."), status=403,
+        )  # fmt: skip
+
+
 def request_lifecycle(
     user: User,
     domain: Domain,
@@ -229,15 +242,7 @@ def request_lifecycle(
     """
     spec = LIFECYCLE[kind]
     params = params or {}
-    if not Domain.objects.for_user(user, "view").filter(pk=domain.pk).exists():
-        # Not even visible: the caller answers 404 and nothing is recorded, so that the
-        # domain's existence does not leak through the audit trail either.
-        raise ActionRefused(_("No such domain."), None, status=404)
-    if not Domain.objects.for_user(user, spec.role).filter(pk=domain.pk).exists():
-        _refuse(
-            user, domain, kind, params,
-            _("Your role in this domain's team does not allow this."), status=403,
-        )  # fmt: skip
+    _check_role(user, domain, kind, params)
     if domain.gone_at is not None and not spec.allow_gone:
         _refuse(user, domain, kind, params, _("This domain no longer exists."))
     if not domain.host.enabled:
@@ -750,6 +755,7 @@ def migration_problems(domain: Domain, choice: MigrationChoice) -> list[str]:
 
 def migrate_domain(user: User, domain: Domain, choice: MigrationChoice) -> Operation:
     """Check everything in plain words, then queue the migration."""
+    _check_role(user, domain, OperationKind.MIGRATE, {})
     if choice.destination is None and not user.is_superuser:
         raise ActionRefused(_("Only superusers may migrate to a free URI."), status=403)
     if choice.destination is None and not choice.destination_uri:

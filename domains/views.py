@@ -35,6 +35,8 @@ from .forms import (
     DomainFilterForm,
     HostForm,
     MembershipForm,
+    MigrateForm,
+    SaveForm,
 )
 from .hypervisor import HypervisorError
 from .models import (
@@ -45,6 +47,7 @@ from .models import (
     Operation,
     OperationKind,
     Role,
+    SavedImage,
     Team,
     teams_for,
 )
@@ -226,6 +229,13 @@ def _detail_context(request: HttpRequest, domain: Domain) -> dict:
     }
     if user.is_superuser and domain.gone_at is None:
         context["assign_form"] = AssignForm(initial={"team": domain.team})
+    may_operate = _may(user, domain, "operate")
+    context["may_save"] = may_operate and domain.gone_at is None and domain.is_active
+    context["may_migrate"] = may_operate and domain.gone_at is None
+    context["may_restore"] = may_operate
+    context["saved_images"] = list(
+        SavedImage.objects.filter(domain=domain).select_related("host")[:HISTORY_SIZE]
+    )
     return context
 
 
@@ -403,7 +413,14 @@ def operation_detail(request: HttpRequest, pk: int) -> HttpResponse:
     )
     if not visible:
         raise Http404(_("No such operation."))
-    context = {"op": op, "params": sorted(op.params.items())}
+    context = {
+        "op": op,
+        "params": sorted(op.params.items()),
+        "may_cancel": not op.is_finished
+        and op.kind in services.CANCELLABLE
+        and op.domain_id is not None
+        and Domain.objects.for_user(user, "operate").filter(pk=op.domain_id).exists(),
+    }
     return _render(
         request, "domains/operation_detail.html", "domains/_operation_status.html", context
     )
@@ -534,8 +551,23 @@ def host_detail(request: HttpRequest, host: str) -> HttpResponse:
         "error": error,
         "domain_count": obj.domains.filter(gone_at__isnull=True).count(),
         "gone_count": obj.domains.filter(gone_at__isnull=False).count(),
+        "images": _saved_images_of(obj),
     }
     return render(request, "domains/host_detail.html", context)
+
+
+def _saved_images_of(host: Host) -> list[dict]:
+    """The host's saved images, each checked live: what libvirt reads inside it."""
+    rows = []
+    for image in SavedImage.objects.filter(host=host).select_related("domain", "domain__host"):
+        inside, problem = None, ""
+        if host.enabled:
+            try:
+                inside = hypervisor.saved_image(host.uri, image.path)
+            except HypervisorError as exc:
+                problem = exc.message
+        rows.append({"image": image, "inside": inside, "problem": problem})
+    return rows
 
 
 @require_POST
@@ -648,3 +680,150 @@ def team_member_remove(request: HttpRequest, team: str, user_id: int) -> HttpRes
         _("%(user)s removed from %(team)s.") % {"user": member.username, "team": obj.name},
     )
     return _see_other(reverse("team_detail", args=[obj.slug]))
+
+
+# --- save, restore, migrate, cancel (the slow operations) --------------------------
+
+
+def _refusal_page(request, domain: Domain, exc: services.ActionRefused) -> HttpResponse:
+    if exc.status == 404:
+        raise Http404(exc.message)
+    context = _detail_context(request, domain)
+    context["refusal"] = exc.message
+    context["refused_operation"] = exc.operation
+    return _render(
+        request,
+        "domains/domain_detail.html",
+        "domains/_domain_panel.html",
+        context,
+        status=exc.status,
+    )
+
+
+def _after_queue(request: HttpRequest, op: Operation) -> HttpResponse:
+    """A slow operation goes straight to its page, where progress shows."""
+    url = reverse("operation_detail", args=[op.pk])
+    if htmx_partial(request):
+        return HttpResponseClientRedirect(url)
+    return _see_other(url)
+
+
+@require_http_methods(["GET", "HEAD", "POST"])
+def domain_save(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
+    """Save the memory to an image in the host's save folder; the guide's warnings shown."""
+    domain = _visible_domain(request, host, uuid)
+    # The form is for operators; a POST goes to the service whoever sends it, so that a
+    # refusal for role is on record like any other.
+    if request.method != "POST" and not _may(request.user, domain, "operate"):
+        raise PermissionDenied(_("Your role in this domain's team does not allow this."))
+    form = SaveForm(request.POST or None)
+    if request.method == "POST":
+        try:
+            op = services.save_domain(
+                request.user, domain, request.POST.get("image_name", "")[:200]
+            )
+        except services.ActionRefused as exc:
+            if exc.status == 404:
+                raise Http404(exc.message) from None
+            if exc.status == 403:
+                raise PermissionDenied(exc.message) from None
+            form.is_valid()
+            form.add_error("image_name", exc.message)
+        else:
+            return _after_queue(request, op)
+    return render(request, "domains/domain_save.html", {"domain": domain, "form": form})
+
+
+@require_POST
+def image_restore(request: HttpRequest, host: str, image_id: int) -> HttpResponse:
+    image = get_object_or_404(
+        SavedImage.objects.select_related("host", "domain", "domain__host"),
+        pk=image_id,
+        host__name=host,
+    )
+    domain = image.domain
+    visible = domain is not None and _may(request.user, domain, "view")
+    if not visible:
+        raise Http404(_("No such image."))
+    try:
+        op = services.restore_domain(request.user, image)
+    except services.ActionRefused as exc:
+        return _refusal_page(request, domain, exc)
+    return _after_queue(request, op)
+
+
+@require_POST
+def image_forget(request: HttpRequest, host: str, image_id: int) -> HttpResponse:
+    image = get_object_or_404(SavedImage.objects.select_related("domain"), pk=image_id)
+    if image.domain is None or not _may(request.user, image.domain, "view"):
+        if not request.user.is_superuser:
+            raise Http404(_("No such image."))
+    try:
+        services.delete_saved_image(request.user, image)
+    except services.ActionRefused as exc:
+        raise PermissionDenied(exc.message) from None
+    messages.success(request, _("Image %(path)s forgotten.") % {"path": image.path})
+    if image.domain is not None:
+        return _see_other(_domain_url(image.domain))
+    return _see_other(reverse("host_detail", args=[host]))
+
+
+@require_http_methods(["GET", "HEAD", "POST"])
+def domain_migrate(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
+    """Every flag of the guide, checked in plain words before libvirt is asked."""
+    domain = _visible_domain(request, host, uuid)
+    may_operate = _may(request.user, domain, "operate")
+    if request.method != "POST" and not may_operate:
+        raise PermissionDenied(_("Your role in this domain's team does not allow this."))
+    if request.method == "POST" and not may_operate:
+        # Through the service, so the refusal for role is on record.
+        try:
+            services.migrate_domain(request.user, domain, services.MigrationChoice(None, "-"))
+        except services.ActionRefused as exc:
+            raise PermissionDenied(exc.message) from None
+    if request.method == "POST":
+        form = MigrateForm(request.POST, domain, request.user)
+    else:
+        form = MigrateForm(None, domain, request.user)
+        form.initial = {"flags": sorted(services.DEFAULT_MIGRATION_FLAGS), "bandwidth_mib_s": 0}
+    problems: list[str] = []
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        choice = services.MigrationChoice(
+            destination=data.get("destination"),
+            destination_uri=(data.get("destination_uri") or "").strip(),
+            flags=frozenset(data["flags"]),
+            bandwidth_mib_s=data.get("bandwidth_mib_s") or 0,
+            new_name=data["new_name"].strip(),
+            migrate_uri=data["migrate_uri"].strip(),
+            listen_address=data["listen_address"].strip(),
+        )
+        try:
+            op = services.migrate_domain(request.user, domain, choice)
+        except services.ActionRefused as exc:
+            if exc.status == 404:
+                raise Http404(exc.message) from None
+            if exc.status == 403:
+                raise PermissionDenied(exc.message) from None
+            problems = [exc.message]
+        else:
+            return _after_queue(request, op)
+    status = 409 if problems else 200
+    context = {"domain": domain, "form": form, "problems": problems}
+    return render(request, "domains/domain_migrate.html", context, status=status)
+
+
+@require_POST
+def operation_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    op = get_object_or_404(Operation.objects.select_related("domain"), pk=pk)
+    try:
+        op = services.cancel_operation(request.user, op)
+    except services.ActionRefused as exc:
+        if exc.status == 404:
+            raise Http404(exc.message) from None
+        if exc.status == 403:
+            raise PermissionDenied(exc.message) from None
+        messages.error(request, exc.message)
+    else:
+        messages.info(request, _("Cancel requested for operation #%(id)s.") % {"id": op.pk})
+    return _see_other(reverse("operation_detail", args=[op.pk]))

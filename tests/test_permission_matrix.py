@@ -34,6 +34,7 @@ from domains.models import (
     OperationKind,
     OperationStatus,
     Role,
+    SavedImage,
 )
 from tests.helpers import client_for, live
 
@@ -55,6 +56,7 @@ PUBLIC = (200, 200, 200, 200, 200, 200, 200)
 SIGNED_IN = (302, 200, 200, 200, 200, 200, 200)
 TEAM_A_PAGE = (302, 404, 404, 200, 200, 200, 200)
 OPERATE = (302, 404, 404, 403, 303, 303, 303)
+OPERATE_PAGE = (302, 404, 404, 403, 200, 200, 200)
 ADMIN_ONLY = (302, 404, 404, 403, 403, 303, 303)
 SUPERUSER_ASSIGN = (302, 404, 404, 403, 403, 403, 303)
 SUPERUSER_PAGE = (302, 403, 403, 403, 403, 403, 200)
@@ -78,6 +80,10 @@ class Case:
     # Where a signed-in person's 302 must lead (anonymous always goes to the login page).
     redirect: str = ""
     needs_worker: bool = False
+    # Prepares the world for this row: (world) → None.
+    setup: Callable | None = None
+    # A 403 here is an action refused for role, which leaves a refused Operation row.
+    records_refusal: bool = False
 
     def expected(self, role: str) -> int:
         return dict(zip(ROLES, self.statuses, strict=True))[role]
@@ -162,6 +168,27 @@ def _host_disable_effect(w, user, response, before) -> None:
     assert AuditEvent.objects.get(kind="host_disabled").user == user
 
 
+def _with_save_folder(w) -> None:
+    w.hosts.alpha.save_dir = "/tmp/vmpanel-matrix-save"
+    w.hosts.alpha.save(update_fields=["save_dir"])
+
+
+def _with_saved_image(w) -> None:
+    w.image = SavedImage.objects.create(
+        host=w.domain.host,
+        path="/tmp/vmpanel-matrix-save/matrix.save",
+        domain=w.domain,
+        domain_uuid=w.domain.uuid,
+        domain_name=w.domain.name,
+        team=w.domain.team,
+    )
+
+
+def _image_forgotten_effect(w, user, response, before) -> None:
+    assert not SavedImage.objects.filter(pk=w.image.pk).exists()
+    assert AuditEvent.objects.filter(kind="image_forgotten", user=user).exists()
+
+
 def _logout_effect(w, user, response, before) -> None:
     assert response["Location"] == reverse("login")
     assert AuditEvent.objects.filter(kind="logout", user=user).count() == 1
@@ -193,6 +220,7 @@ def _lifecycle_case(kind: str) -> Case:
         data=lambda w: {"confirm": "yes"},
         domain=LIFECYCLE_STATES[kind],
         effect=_lifecycle_effect(kind),
+        records_refusal=True,
     )
 
 
@@ -214,6 +242,55 @@ CASES: dict[str, Case] = {
     ),
     "domain_assign:GET": Case("get", _url("domain_assign", "domain"), POST_ONLY),
     "operation_detail": Case("get", _url("operation_detail", lambda w: w.op.pk), TEAM_A_PAGE),
+    "operation_cancel": Case("post", _url("operation_cancel", lambda w: w.op.pk), OPERATE),
+    "operation_cancel:GET": Case("get", _url("operation_cancel", lambda w: w.op.pk), POST_ONLY),
+    "domain_save:GET": Case("get", _url("domain_save", "domain"), OPERATE_PAGE),
+    "domain_save": Case(
+        "post",
+        _url("domain_save", "domain"),
+        OPERATE,
+        data=lambda w: {"image_name": "matrix"},
+        setup=_with_save_folder,
+        effect=_lifecycle_effect(OperationKind.SAVE),
+        records_refusal=True,
+    ),
+    "domain_migrate:GET": Case("get", _url("domain_migrate", "domain"), OPERATE_PAGE),
+    "domain_migrate": Case(
+        "post",
+        _url("domain_migrate", "domain"),
+        OPERATE,
+        data=lambda w: {"destination": "beta", "flags": ["LIVE", "PEER2PEER", "PERSIST_DEST"]},
+        effect=_lifecycle_effect(OperationKind.MIGRATE),
+        records_refusal=True,
+    ),
+    "image_restore": Case(
+        "post",
+        _url("image_restore", "alpha", lambda w: w.image.pk),
+        OPERATE,
+        domain={"state": "shutoff"},
+        setup=_with_saved_image,
+        effect=_lifecycle_effect(OperationKind.RESTORE),
+        records_refusal=True,
+    ),
+    "image_restore:GET": Case(
+        "get",
+        _url("image_restore", "alpha", lambda w: w.image.pk),
+        POST_ONLY,
+        setup=_with_saved_image,
+    ),
+    "image_forget": Case(
+        "post",
+        _url("image_forget", "alpha", lambda w: w.image.pk),
+        OPERATE,
+        setup=_with_saved_image,
+        effect=_image_forgotten_effect,
+    ),
+    "image_forget:GET": Case(
+        "get",
+        _url("image_forget", "alpha", lambda w: w.image.pk),
+        POST_ONLY,
+        setup=_with_saved_image,
+    ),
     "activity": Case("get", _url("activity"), SIGNED_IN),
     "host_list": Case("get", _url("host_list"), SUPERUSER_PAGE),
     "host_create:GET": Case("get", _url("host_create"), SUPERUSER_PAGE),
@@ -322,9 +399,12 @@ def world(people, hosts, make_domain, libvirt_hosts, request):
         status=OperationStatus.SUCCEEDED,
         message="Started.",
     )
-    return SimpleNamespace(
+    w = SimpleNamespace(
         people=people, hosts=hosts, domain=domain, op=op, conn=libvirt_hosts.conn("alpha")
     )
+    if case.setup is not None:
+        case.setup(w)
+    return w
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -357,7 +437,7 @@ def test_matrix(url, role, world, settings, request):
     if case.effect is not None and expected in (302, 303) and user is not None:
         case.effect(world, user, response, before)
     else:
-        refused_for_role = expected == 403 and url.startswith("domain_action:")
+        refused_for_role = expected == 403 and case.records_refusal
         assert_nothing_changed(world, before, user, allow_refused_row=refused_for_role)
 
 

@@ -46,6 +46,15 @@ def status_class(status: str) -> str:
 
 
 @register.filter
+def mib_from_bytes(count) -> str:
+    """Bytes (libvirt's job statistics) to MiB with one decimal."""
+    try:
+        return f"{int(count) / 2**20:.1f}"
+    except (TypeError, ValueError):
+        return "0"
+
+
+@register.filter
 def mib(kib) -> int:
     """KiB (libvirt's unit) to whole MiB."""
     try:
