@@ -10,6 +10,7 @@ import os
 import time
 import uuid as uuidlib
 from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
 
 from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError
@@ -84,6 +85,15 @@ def parse_hosts(raw: str) -> dict[str, str]:
     return hosts
 
 
+def demo_save_dir(uri: str) -> str:
+    """scripts/testhost.sh keeps a host's socket in <host>/sock/ and its save folder in
+    <host>/save/: the demo's hosts get that folder."""
+    socket = parse_qs(urlsplit(uri).query).get("socket", [""])[0]
+    if socket.endswith("/sock/libvirt-sock"):
+        return socket.removesuffix("/sock/libvirt-sock") + "/save"
+    return ""
+
+
 def make_domain(uri: str, spec: DemoDomain) -> None:
     """Create `spec` through libvirt and bring it to its state."""
     xml = domxml.build_simple_domain(
@@ -120,6 +130,10 @@ class Command(BaseCommand):
             Host.objects.update_or_create(name=name, defaults={"uri": uri})[0]
             for name, uri in hosts.items()
         ]
+        for host in rows:
+            if not host.save_dir and (folder := demo_save_dir(host.uri)):
+                host.save_dir = folder
+                host.save(update_fields=["save_dir"])
         self.wait_for_watcher(rows, started)
         for host in rows:
             try:
