@@ -160,3 +160,57 @@ def build_volume(name: str, capacity_bytes: int, fmt: str) -> str:
 
 def pool_target_path(xml: str) -> str:
     return (parse(xml).findtext("target/path") or "").rstrip("/")
+
+
+@dataclass(frozen=True)
+class KernelBootGuest:
+    """A QEMU guest booted straight from a kernel and initrd, with one qcow2 disk.
+
+    The real-hypervisor tier's tiny guest; direct kernel boot of the provisioning
+    templates grows from it. Paths are as the host's libvirtd sees them.
+    """
+
+    name: str
+    uuid: str
+    kernel: str
+    initrd: str
+    disk: str
+    serial_log: str
+    memory_mib: int = 128
+    vcpus: int = 1
+    max_vcpus: int = 2
+    cmdline: str = "console=ttyS0 quiet panic=-1"
+    emulator: str = "/usr/bin/qemu-system-x86_64"
+
+
+def build_kernel_boot_guest(g: KernelBootGuest) -> str:
+    root = etree.Element("domain", type="qemu")  # TCG: no KVM on these machines
+    _sub(root, "name", g.name)
+    _sub(root, "uuid", g.uuid)
+    _sub(root, "memory", g.memory_mib, unit="MiB")
+    _sub(root, "currentMemory", g.memory_mib, unit="MiB")
+    _sub(root, "vcpu", g.max_vcpus, placement="static", current=str(g.vcpus))
+    os_el = _sub(root, "os")
+    _sub(os_el, "type", "hvm", arch="x86_64", machine="pc")
+    _sub(os_el, "kernel", g.kernel)
+    _sub(os_el, "initrd", g.initrd)
+    _sub(os_el, "cmdline", g.cmdline)
+    features = _sub(root, "features")
+    _sub(features, "acpi")
+    _sub(features, "apic")
+    _sub(root, "on_poweroff", "destroy")
+    _sub(root, "on_reboot", "restart")
+    _sub(root, "on_crash", "destroy")
+    devices = _sub(root, "devices")
+    _sub(devices, "emulator", g.emulator)
+    disk = _sub(devices, "disk", type="file", device="disk")
+    _sub(disk, "driver", name="qemu", type="qcow2")
+    _sub(disk, "source", file=g.disk)
+    _sub(disk, "target", dev="vda", bus="virtio")
+    for tag in ("serial", "console"):
+        chardev = _sub(devices, tag, type="file")
+        _sub(chardev, "source", path=g.serial_log, append="on")
+        _sub(chardev, "target", port="0", **({"type": "serial"} if tag == "console" else {}))
+    balloon = _sub(devices, "memballoon", model="virtio")
+    _sub(balloon, "stats", period="2")
+    return to_string(root)

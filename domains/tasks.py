@@ -79,6 +79,7 @@ class Monitor(threading.Thread):
         self.stopping = threading.Event()
         self.aborted = False
         self.samples = 0
+        self.dest_ready_at: float | None = None
 
     def run(self) -> None:
         try:
@@ -93,6 +94,7 @@ class Monitor(threading.Thread):
     def tick(self) -> None:
         op = self.op
         fields: dict = {"heartbeat_at": timezone.now()}
+        job = None
         if self.watch_job:
             try:
                 job = hypervisor.job_progress(op.host.uri, str(op.domain_uuid))
@@ -103,16 +105,51 @@ class Monitor(threading.Thread):
                 fields["progress"] = job.percent
                 fields["progress_detail"] = {**asdict(job), "samples": self.samples}
         Operation.objects.filter(pk=op.pk, status=OperationStatus.RUNNING).update(**fields)
-        if not self.aborted and (
-            Operation.objects.filter(pk=op.pk, cancel_requested=True).exists()
+        if (
+            not self.aborted
+            and Operation.objects.filter(pk=op.pk, cancel_requested=True).exists()
+            and self.abort_allowed(job)
         ):
-            try:
-                hypervisor.abort_job(op.host.uri, str(op.domain_uuid))
-                self.aborted = True
-                log.info("operation %s: libvirt job aborted on request", op.pk)
-            except HypervisorError as exc:
-                # No job yet (still preparing) or one that cannot be aborted: try again.
-                log.info("operation %s: abort not possible yet: %s", op.pk, exc.message)
+            log.info("operation %s: cancel requested; aborting libvirt's job", op.pk)
+            # In a thread of its own: should libvirt make the call wait, the heartbeat and
+            # the progress go on meanwhile.
+            self.aborted = True
+            threading.Thread(target=self.abort, name=f"abort-{op.pk}", daemon=True).start()
+
+    def abort(self) -> None:
+        op = self.op
+        try:
+            hypervisor.abort_job(op.host.uri, str(op.domain_uuid))
+            log.info("operation %s: libvirt job aborted on request", op.pk)
+        except HypervisorError as exc:
+            # No job yet, or one that cannot be aborted: the next tick tries again.
+            log.info("operation %s: abort not possible yet: %s", op.pk, exc.message)
+            self.aborted = False
+
+    def abort_allowed(self, job) -> bool:
+        """Whether libvirt takes an abort now.
+
+        A migration cannot be aborted while the destination is still being prepared, and
+        an abortJob sent then is not refused: it waits until the whole migration is over.
+        So wait until data flows, or the destination has had its incoming domain a moment.
+        """
+        if self.op.kind != OperationKind.MIGRATE:
+            return True
+        if job is None:
+            return False
+        if job.data_total > 0:
+            return True
+        try:
+            arrived = hypervisor.domain_exists(
+                self.op.params["destination_uri"], str(self.op.domain_uuid)
+            )
+        except HypervisorError:
+            return False
+        if not arrived:
+            return False
+        if self.dest_ready_at is None:
+            self.dest_ready_at = time.monotonic()
+        return time.monotonic() - self.dest_ready_at >= 1.0
 
     def stop(self) -> None:
         self.stopping.set()
@@ -164,6 +201,8 @@ def run_operation(operation_id: int, work: Callable[[Operation], str]) -> None:
         for attempt in range(1 if long_job else RETRIES + 1):
             try:
                 message = work(op)
+                if Operation.objects.filter(pk=op.pk, cancel_requested=True).exists():
+                    message = _("The cancel came too late: it had finished.") + " " + message
                 # The inventory first, so whoever sees "succeeded" sees the new state.
                 _refresh_inventory(op)
                 _finish(op, OperationStatus.SUCCEEDED, message)
@@ -357,6 +396,7 @@ def migrate_domain_task(operation_id: int) -> None:
                     )
                     created.append(disk.source)
         started = time.monotonic()
+        note = ""
         try:
             hypervisor.migrate(
                 uri,
@@ -371,26 +411,45 @@ def migrate_domain_task(operation_id: int) -> None:
                     listen_address=p.get("listen_address", ""),
                 ),
             )
-        except HypervisorError:
-            for path in created:  # leave nothing half-made on the destination
-                try:
-                    hypervisor.delete_volume(dest_uri, path)
-                except HypervisorError as exc:
-                    log.warning("operation %s: %s not removed: %s", op.pk, path, exc)
-            raise
+        except HypervisorError as exc:
+            if _runs_on(dest_uri, uuid) and not _runs_on(uri, uuid):
+                # libvirt complained at the very end, yet the guest moved: say both.
+                note = _("libvirt reported “%(error)s”, but the domain runs on the destination.")
+                note = note % {"error": exc.message}
+            else:
+                _remove_volumes(op, dest_uri, created)
+                raise
         seconds = time.monotonic() - started
         Operation.objects.filter(pk=op.pk).update(
             params={**p, "seconds": round(seconds, 2), "created_volumes": created}
         )
         if op.target_host is not None:
             inventory.move_domain(op.domain, op.target_host)
-        return _("Migrated from %(source)s to %(dest)s in %(seconds).1f s.") % {
+        message = _("Migrated from %(source)s to %(dest)s in %(seconds).1f s.") % {
             "source": op.host.name,
             "dest": op.target_host.name if op.target_host else dest_uri,
             "seconds": seconds,
         }
+        return f"{message} {note}".strip()
 
     run_operation(operation_id, work)
+
+
+def _runs_on(uri: str, uuid: str) -> bool:
+    try:
+        facts = hypervisor.domain_facts(uri, uuid)
+    except HypervisorError:
+        return False
+    return facts.id is not None
+
+
+def _remove_volumes(op: Operation, uri: str, paths: list[str]) -> None:
+    """Leave nothing half-made on the destination of a failed copy-storage migration."""
+    for path in paths:
+        try:
+            hypervisor.delete_volume(uri, path)
+        except HypervisorError as exc:
+            log.warning("operation %s: %s not removed: %s", op.pk, path, exc)
 
 
 # --- operations orphaned by a dead worker ------------------------------------------

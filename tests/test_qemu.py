@@ -1,0 +1,315 @@
+"""The truth tier: real QEMU guests on two libvirtd hosts in their own network namespaces.
+
+What the test driver cannot do is proven here, through the panel's services and the real
+Celery worker: save → restore, managed save → start, live migration with copy-storage
+there and back with progress seen mid-flight, cancel mid-flight, and a worker killed in
+the middle of a save. Needs root; where it cannot run, the skip says why, loudly.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid as uuidlib
+from pathlib import Path
+from types import SimpleNamespace
+
+import libvirt
+import pytest
+
+from domains import domxml, hypervisor, inventory, services, tasks
+from domains.models import Domain, Host, Operation, OperationKind, OperationStatus, State
+from tests.conftest import REPO, RUN_DIR, run_script, stop_process, subprocess_env
+from tests.helpers import wait_finished, wait_for
+
+pytestmark = [pytest.mark.qemu, pytest.mark.django_db(transaction=True)]
+
+GUEST_MEMORY_MIB = 128
+DISK_BYTES = 64 * 2**20
+SAVE_DIR = "/var/lib/libvirt/save"  # as the hosts' daemons see it
+
+
+def _why_not() -> str | None:
+    if os.geteuid() != 0:
+        return "it needs root (privileged libvirtd, network namespaces)"
+    if os.environ.get("VMPANEL_SKIP_QEMU"):
+        return "VMPANEL_SKIP_QEMU is set"
+    return None
+
+
+@pytest.fixture(scope="module")
+def qemu():
+    """Hosts qa and qb up, the tiny guest built; both torn down after the module."""
+    why = _why_not()
+    if why:
+        pytest.skip(f"QEMU TIER NOT RUN: {why}")
+    try:
+        run_script("qemuhost.sh", "install", timeout=900)
+        run_script("qemu-guest.sh", "build", timeout=900)
+    except RuntimeError as exc:
+        pytest.skip(f"QEMU TIER NOT RUN: packages or guest could not be installed: {exc}")
+    run_script("qemuhost.sh", "up", timeout=120)
+    info = SimpleNamespace(guest=run_script("qemu-guest.sh", "path"))
+    for name in ("qa", "qb"):
+        setattr(
+            info,
+            name,
+            SimpleNamespace(
+                uri=run_script("qemuhost.sh", "uri", name),
+                p2p=run_script("qemuhost.sh", "p2p-uri", name),
+                dir=Path(run_script("qemuhost.sh", "dir", name)),
+            ),
+        )
+    try:
+        yield info
+    finally:
+        hypervisor.forget_all()
+        run_script("qemuhost.sh", "down", timeout=120)
+
+
+@pytest.fixture
+def world(qemu, people, celery_worker):
+    """Host rows for qa and qb, and one booted guest on qa belonging to team A."""
+    hosts = {}
+    for name in ("qa", "qb"):
+        h = getattr(qemu, name)
+        hosts[name] = Host.objects.create(
+            name=name, uri=h.uri, migration_uri=h.p2p, save_dir=SAVE_DIR
+        )
+    name = f"tiny-{uuidlib.uuid4().hex[:6]}"
+    uuid = str(uuidlib.uuid4())
+    disk = f"/var/lib/libvirt/images/{name}.qcow2"
+    hypervisor.create_volume(qemu.qa.uri, disk, DISK_BYTES, "qcow2")
+    xml = domxml.build_kernel_boot_guest(
+        domxml.KernelBootGuest(
+            name=name,
+            uuid=uuid,
+            kernel=f"{qemu.guest}/vmlinuz",
+            initrd=f"{qemu.guest}/initrd.gz",
+            disk=disk,
+            serial_log=f"/var/log/libvirt/{name}-serial.log",
+            memory_mib=GUEST_MEMORY_MIB,
+        )
+    )
+    hypervisor.define_xml(qemu.qa.uri, xml)
+    inventory.reconcile_host(hosts["qa"])
+    inventory.reconcile_host(hosts["qb"])
+    domain = Domain.objects.get(host=hosts["qa"], uuid=uuid)
+    domain.team = people.team_a
+    domain.save()
+    w = SimpleNamespace(qemu=qemu, hosts=hosts, domain=domain, name=name, uuid=uuid, disk=disk)
+    finished(services.start_domain(people.olga_operator, domain))
+    wait_for(lambda: "GUEST-DISK" in serial(w, "qa"), timeout=90, what="guest booted")
+    w.domain = fresh(domain)
+    yield w
+    for h in ("qa", "qb"):  # wherever the guest ended up: off and gone, disk too
+        uri = getattr(qemu, h).uri
+        try:
+            conn = libvirt.open(uri)
+            try:
+                dom = conn.lookupByUUIDString(uuid)
+                if dom.isActive():
+                    dom.destroy()
+                if dom.isPersistent():
+                    dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
+            except libvirt.libvirtError:
+                pass
+            try:
+                conn.storageVolLookupByPath(disk).delete(0)
+            except libvirt.libvirtError:
+                pass
+            conn.close()
+        except libvirt.libvirtError:
+            pass
+
+
+def serial(w, host: str) -> str:
+    path = getattr(w.qemu, host).dir / "log" / f"{w.name}-serial.log"
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def finished(op: Operation, timeout: float = 120) -> Operation:
+    done = wait_finished(op, timeout=timeout)
+    assert done.status == OperationStatus.SUCCEEDED, (done.kind, done.message, done.error)
+    return done
+
+
+def live_state(uri: str, uuid: str) -> int | None:
+    conn = libvirt.open(uri)
+    try:
+        return conn.lookupByUUIDString(uuid).state()[0]
+    except libvirt.libvirtError:
+        return None
+    finally:
+        conn.close()
+
+
+def fresh(domain: Domain) -> Domain:
+    return Domain.objects.select_related("host").get(pk=domain.pk)
+
+
+def test_save_then_restore_a_real_guest(world, people):
+    op = finished(services.save_domain(people.olga_operator, world.domain, "tiny"))
+    assert (world.qemu.qa.dir / "save" / "tiny.save").stat().st_size > 10 * 2**20
+    assert live_state(world.qemu.qa.uri, world.uuid) == libvirt.VIR_DOMAIN_SHUTOFF
+    assert fresh(world.domain).state_reason == "saved"
+    image = op.saved_images.get()
+    assert image.memory_kib == GUEST_MEMORY_MIB * 1024
+    marker = serial(world, "qa").count("GUEST-ALIVE")
+    finished(services.restore_domain(people.olga_operator, image))
+    assert live_state(world.qemu.qa.uri, world.uuid) == libvirt.VIR_DOMAIN_RUNNING
+    # The guest goes on where it was: it keeps writing its heartbeat to the console.
+    wait_for(lambda: serial(world, "qa").count("GUEST-ALIVE") > marker, timeout=30)
+
+
+def test_managed_save_then_start(world, people):
+    finished(services.managed_save_domain(people.olga_operator, world.domain))
+    assert fresh(world.domain).has_managed_save
+    finished(services.start_domain(people.olga_operator, fresh(world.domain)))
+    row = fresh(world.domain)
+    assert row.state == State.RUNNING and row.state_reason == "restored"
+    assert not row.has_managed_save
+
+
+def _migrate(user, domain, dest, bandwidth=0, extra=()):
+    choice = services.MigrationChoice(
+        destination=dest,
+        flags=services.DEFAULT_MIGRATION_FLAGS | {"NON_SHARED_DISK", *extra},
+        bandwidth_mib_s=bandwidth,
+    )
+    return services.migrate_domain(user, domain, choice)
+
+
+def _progress_seen(op: Operation, timeout: float) -> list[int]:
+    """Distinct data_processed values seen while the migration runs."""
+    seen: list[int] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = Operation.objects.get(pk=op.pk)
+        done = (row.progress_detail or {}).get("data_processed")
+        if row.status == OperationStatus.RUNNING and done and done not in seen:
+            seen.append(done)
+        if row.is_finished:
+            break
+        time.sleep(0.2)
+    return seen
+
+
+def test_live_migration_there_and_back_with_progress(world, people):
+    qa, qb = world.hosts["qa"], world.hosts["qb"]
+    # Throttled so that it lasts long enough to be watched.
+    op = _migrate(people.olga_operator, world.domain, qb, bandwidth=20)
+    seen = _progress_seen(op, timeout=120)
+    done = finished(op)
+    assert len(seen) >= 2, f"progress seen mid-flight: {seen}"
+    assert done.params["seconds"] > 0 and done.params["flags"]
+    assert live_state(world.qemu.qb.uri, world.uuid) == libvirt.VIR_DOMAIN_RUNNING
+    assert live_state(world.qemu.qa.uri, world.uuid) is None
+    # The inventory shows it once, on qb: same row, team and history.
+    rows = Domain.objects.filter(uuid=world.uuid, gone_at__isnull=True)
+    assert [(r.pk, r.host.name) for r in rows] == [(world.domain.pk, "qb")]
+    assert fresh(world.domain).team == people.team_a
+    assert fresh(world.domain).operations.filter(kind=OperationKind.MIGRATE).count() == 1
+    marker = serial(world, "qb").count("GUEST-ALIVE")
+    wait_for(lambda: serial(world, "qb").count("GUEST-ALIVE") > marker, timeout=30)
+
+    back = finished(_migrate(people.olga_operator, fresh(world.domain), qa))
+    assert back.target_host == qa
+    assert live_state(world.qemu.qa.uri, world.uuid) == libvirt.VIR_DOMAIN_RUNNING
+    assert fresh(world.domain).host == qa
+
+
+def test_cancel_mid_flight_leaves_the_guest_on_the_source(world, people):
+    op = _migrate(people.olga_operator, world.domain, world.hosts["qb"], bandwidth=2)
+    # Mid-flight: data is moving (the disks first, then the memory).
+    wait_for(
+        lambda: (
+            (Operation.objects.get(pk=op.pk).progress_detail or {}).get("data_processed", 0) > 0
+        ),
+        timeout=60,
+        what="migration data flowing",
+    )
+    services.cancel_operation(people.olga_operator, Operation.objects.get(pk=op.pk))
+    done = wait_finished(op, timeout=60)
+    assert done.status == OperationStatus.CANCELLED, (done.message, done.error)
+    assert live_state(world.qemu.qa.uri, world.uuid) == libvirt.VIR_DOMAIN_RUNNING
+    assert live_state(world.qemu.qb.uri, world.uuid) is None
+    row = fresh(world.domain)
+    assert row.host.name == "qa" and row.state == State.RUNNING
+    # The domain takes operations again.
+    finished(services.suspend_domain(people.olga_operator, row))
+
+
+def test_killed_worker_leaves_a_truthful_failed_operation(world, people, settings):
+    # A worker of its own, on a queue of its own, so that killing it spares the others.
+    queue = f"kill-test-{os.getpid()}"
+    log_path = RUN_DIR / "kill-worker.log"
+    with open(log_path, "wb") as log:
+        worker = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "celery"),
+                "-A",
+                "vmpanel",
+                "worker",
+                "--pool=solo",
+                "-Q",
+                queue,
+                "--without-mingle",
+                "--without-gossip",
+                "--hostname",
+                f"{queue}@%h",
+            ],  # fmt: skip
+            cwd=REPO,
+            env=subprocess_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        from vmpanel.celery import app
+
+        wait_for(
+            lambda: app.control.ping(destination=[f"{queue}@{os.uname().nodename}"], timeout=0.5),
+            timeout=30,
+            what="the kill-test worker answers",
+        )
+        domain = world.domain
+        op = Operation.objects.create(
+            kind=OperationKind.SAVE, user=people.olga_operator, domain=domain,
+            host=domain.host, domain_uuid=domain.uuid, domain_name=domain.name,
+            team=domain.team, params={"image": "killed", "path": f"{SAVE_DIR}/killed.save"},
+        )  # fmt: skip
+        app.send_task("domains.tasks.save_domain_task", args=[op.pk], queue=queue)
+        wait_for(
+            lambda: Operation.objects.get(pk=op.pk).status == OperationStatus.RUNNING,
+            timeout=30,
+            what="save running",
+        )
+        os.killpg(worker.pid, signal.SIGKILL)  # mid-save
+        worker.wait()
+    finally:
+        stop_process(worker)
+
+    # Recovery waits for the heartbeat to go stale and for libvirt's job to end.
+    settings.VMPANEL_STALE_SECONDS = 3
+
+    def recovered() -> bool:
+        tasks.recover_orphaned_operations()
+        return Operation.objects.get(pk=op.pk).is_finished
+
+    wait_for(recovered, timeout=60, interval=1, what="orphaned save recovered")
+    done = Operation.objects.get(pk=op.pk)
+    assert done.status == OperationStatus.FAILED
+    assert "worker running this operation stopped" in done.message
+    real = live_state(world.qemu.qa.uri, world.uuid)
+    said = "running" if real == libvirt.VIR_DOMAIN_RUNNING else "shut off"
+    assert said in done.message, (real, done.message)
+    # A redelivery of the same task does nothing: the operation is not run twice.
+    tasks.save_domain_task(op.pk)
+    assert Operation.objects.get(pk=op.pk).status == OperationStatus.FAILED
