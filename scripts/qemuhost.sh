@@ -273,7 +273,9 @@ done
 for m in "$@"; do
   mount --bind "$dir/${m#*:}" "${m%%:*}"
 done
-exec /usr/sbin/libvirtd --daemon --listen -f /etc/libvirt/libvirtd.conf -p /run/libvirt/libvirtd.pid'
+# The same files as /etc/libvirt/libvirtd.conf and /run/libvirt/libvirtd.pid, named by their
+# paths in the root namespace so that `ps` and `pgrep -af libvirtd` tell the daemons apart.
+exec /usr/sbin/libvirtd --daemon --listen -f "$dir/etc/libvirtd.conf" -p "$dir/run/libvirtd.pid"'
 
 start_daemon() {
   local name=$1 d m
