@@ -1,12 +1,16 @@
 # Entry points; the work is in scripts/ (see README.md).
 # Extra pytest arguments: make test ARGS="-k start -x"
-.PHONY: install demo test lint format stop clean
+.PHONY: install demo demo-qemu test lint format stop clean
 
 install:
 	scripts/install.sh
 
 demo:
 	scripts/demo.sh
+
+# Real QEMU guests on two root libvirtd hosts: save, restore and live migration with progress.
+demo-qemu:
+	VMPANEL_DEMO=qemu scripts/demo.sh
 
 test:
 	scripts/test.sh $(ARGS)

@@ -70,7 +70,8 @@ def main() -> None:
         raise SystemExit("bench/slow_ops.py needs root (privileged libvirtd in namespaces)")
 
     script("qemuhost.sh", "install")
-    guest = script("qemu-guest.sh", "build") and script("qemu-guest.sh", "path")
+    script("qemu-guest.sh", "build")
+    guest = script("qemu-guest.sh", "path")
     script("qemuhost.sh", "up")
     script("redis.sh", "start")
     uri = {h: script("qemuhost.sh", "uri", h) for h in ("qa", "qb")}

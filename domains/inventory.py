@@ -141,7 +141,8 @@ def refresh_domain(host: Host, uuid: str | uuidlib.UUID) -> Domain | None:
     )
     if not created:
         _apply(row, facts, now)
-        row.save()
+        # Only what libvirt says: a full save would undo a team assigned meanwhile.
+        row.save(update_fields=[*_FIELDS, "gone_at", "last_seen_at"])
     return row
 
 

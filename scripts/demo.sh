@@ -56,11 +56,27 @@ expect_alive() {
   fi
 }
 
-ALPHA=$("$SCRIPTS/testhost.sh" start alpha)
-BETA=$("$SCRIPTS/testhost.sh" start beta)
+if [ "${VMPANEL_DEMO:-}" = qemu ]; then
+  # `make demo-qemu`: two root libvirtd hosts with real QEMU guests (scripts/qemuhost.sh),
+  # in a database of their own so the test-driver demo's data stays apart.
+  [ "$(id -u)" = 0 ] || die "make demo-qemu needs root (privileged libvirtd, network namespaces)"
+  "$SCRIPTS/qemuhost.sh" install
+  "$SCRIPTS/qemu-guest.sh" build
+  "$SCRIPTS/qemuhost.sh" up
+  export DATABASE_URL=${DATABASE_URL:-sqlite:///$ROOT_DIR/db-qemu.sqlite3}
+  export VMPANEL_QEMU_GUEST
+  VMPANEL_QEMU_GUEST=$("$SCRIPTS/qemu-guest.sh" path)
+  export VMPANEL_HOSTS
+  VMPANEL_HOSTS="qa=$("$SCRIPTS/qemuhost.sh" uri qa),qb=$("$SCRIPTS/qemuhost.sh" uri qb)"
+  export VMPANEL_MIGRATION_URIS
+  VMPANEL_MIGRATION_URIS="qa=$("$SCRIPTS/qemuhost.sh" p2p-uri qa),qb=$("$SCRIPTS/qemuhost.sh" p2p-uri qb)"
+else
+  ALPHA=$("$SCRIPTS/testhost.sh" start alpha)
+  BETA=$("$SCRIPTS/testhost.sh" start beta)
+  export VMPANEL_HOSTS="alpha=$ALPHA,beta=$BETA"
+fi
 "$SCRIPTS/redis.sh" start
 export REDIS_URL="redis://127.0.0.1:${VMPANEL_REDIS_PORT:-6391}/0"
-export VMPANEL_HOSTS="alpha=$ALPHA,beta=$BETA"
 # Background logs should appear as they happen, not when a buffer fills.
 export PYTHONUNBUFFERED=1
 

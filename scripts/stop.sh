@@ -26,6 +26,10 @@ if [ -d "$RUN_DIR/hosts" ]; then
     "$SCRIPTS/testhost.sh" stop "$(basename -- "$host_dir")"
   done
 fi
+# The real QEMU hosts of `make demo-qemu`, if it ran: guests off, daemons and namespaces gone.
+if [ -d "$RUN_DIR/qemu" ]; then
+  "$SCRIPTS/qemuhost.sh" down
+fi
 "$SCRIPTS/redis.sh" stop
 
 if [ "${1:-}" = --clean ]; then

@@ -75,6 +75,14 @@ DOMAINS = [
 ]
 
 
+# `make demo-qemu`: real guests on the QEMU hosts of scripts/qemuhost.sh.
+QEMU_SAVE_DIR = "/var/lib/libvirt/save"  # as those hosts' daemons see it
+QEMU_GUESTS = [
+    DemoDomain("qa", "tiny-web", "platform", "running", 1, 128),
+    DemoDomain("qb", "tiny-db", "research", "running", 1, 128),
+]
+
+
 def parse_hosts(raw: str) -> dict[str, str]:
     hosts = {}
     for item in filter(None, (part.strip() for part in raw.split(","))):
@@ -130,13 +138,20 @@ class Command(BaseCommand):
             Host.objects.update_or_create(name=name, defaults={"uri": uri})[0]
             for name, uri in hosts.items()
         ]
+        qemu_guest = os.environ.get("VMPANEL_QEMU_GUEST", "")
+        migration_uris = parse_hosts(os.environ.get("VMPANEL_MIGRATION_URIS", ""))
         for host in rows:
-            if not host.save_dir and (folder := demo_save_dir(host.uri)):
+            folder = QEMU_SAVE_DIR if qemu_guest else demo_save_dir(host.uri)
+            if not host.save_dir and folder:
                 host.save_dir = folder
-                host.save(update_fields=["save_dir"])
+            host.migration_uri = migration_uris.get(host.name, host.migration_uri)
+            host.save(update_fields=["save_dir", "migration_uri"])
         self.wait_for_watcher(rows, started)
         for host in rows:
             try:
+                if qemu_guest:
+                    self.seed_qemu_host(host, teams, qemu_guest)
+                    continue
                 self.seed_host(host, teams)
             except HypervisorError as exc:
                 raise CommandError(f"host {host.name} ({host.uri}): {exc.message}") from None
@@ -196,6 +211,35 @@ class Command(BaseCommand):
             team=teams["platform"]
         )
         self.stdout.write(f"host {host.name}: {made} demo domains created")
+
+    def seed_qemu_host(self, host: Host, teams: dict[str, Team], guest_dir: str) -> None:
+        """One tiny real guest per host, running, its disk in the host's storage pool."""
+        made = 0
+        for spec in (g for g in QEMU_GUESTS if g.host == host.name):
+            if not hypervisor.domain_exists(host.uri, spec.uuid):
+                disk = f"/var/lib/libvirt/images/{spec.name}.qcow2"
+                if not hypervisor.volume_exists(host.uri, disk):
+                    hypervisor.create_volume(host.uri, disk, 64 * 2**20, "qcow2")
+                hypervisor.define_xml(
+                    host.uri,
+                    domxml.build_kernel_boot_guest(
+                        domxml.KernelBootGuest(
+                            name=spec.name,
+                            uuid=spec.uuid,
+                            kernel=f"{guest_dir}/vmlinuz",
+                            initrd=f"{guest_dir}/initrd.gz",
+                            disk=disk,
+                            serial_log=f"/var/log/libvirt/{spec.name}-serial.log",
+                            memory_mib=spec.memory_mib,
+                        )
+                    ),
+                )
+                hypervisor.start(host.uri, spec.uuid)
+                made += 1
+        inventory.reconcile_host(host)
+        for spec in (g for g in QEMU_GUESTS if g.host == host.name):
+            Domain.objects.filter(uuid=spec.uuid, team__isnull=True).update(team=teams[spec.team])
+        self.stdout.write(f"host {host.name}: {made} QEMU guests created")
 
     def print_logins(self) -> None:
         self.stdout.write("")
