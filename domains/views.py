@@ -329,18 +329,7 @@ def domain_action(request: HttpRequest, host: str, uuid: str, action: str) -> Ht
     try:
         op = _call_service(request.user, domain, action, request.POST)
     except services.ActionRefused as exc:
-        if exc.status == 404:
-            raise Http404(exc.message) from None
-        context = _detail_context(request, domain)
-        context["refusal"] = exc.message
-        context["refused_operation"] = exc.operation
-        return _render(
-            request,
-            "domains/domain_detail.html",
-            "domains/_domain_panel.html",
-            context,
-            status=exc.status,
-        )
+        return _refusal_page(request, domain, exc)
 
     op = _wait_briefly(op)
     if not op.is_finished:
@@ -686,6 +675,7 @@ def team_member_remove(request: HttpRequest, team: str, user_id: int) -> HttpRes
 
 
 def _refusal_page(request, domain: Domain, exc: services.ActionRefused) -> HttpResponse:
+    """The domain's page (or panel) with the refusal in plain words, at its status."""
     if exc.status == 404:
         raise Http404(exc.message)
     context = _detail_context(request, domain)

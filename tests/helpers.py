@@ -98,3 +98,22 @@ def live(conn: libvirt.virConnect, uuid) -> LiveFacts | None:
         managed_save=bool(dom.hasManagedSaveImage()),
         snapshots=dom.snapshotNum(),
     )
+
+
+# The fourteen listAllDomains filters of the guide, by the panel's filter keys.
+LIST_FLAGS = {
+    "active": libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE,
+    "inactive": libvirt.VIR_CONNECT_LIST_DOMAINS_INACTIVE,
+    "persistent": libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT,
+    "transient": libvirt.VIR_CONNECT_LIST_DOMAINS_TRANSIENT,
+    "running": libvirt.VIR_CONNECT_LIST_DOMAINS_RUNNING,
+    "paused": libvirt.VIR_CONNECT_LIST_DOMAINS_PAUSED,
+    "shutoff": libvirt.VIR_CONNECT_LIST_DOMAINS_SHUTOFF,
+    "other": libvirt.VIR_CONNECT_LIST_DOMAINS_OTHER,
+    "managed_save": libvirt.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE,
+    "no_managed_save": libvirt.VIR_CONNECT_LIST_DOMAINS_NO_MANAGEDSAVE,
+    "autostart": libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART,
+    "no_autostart": libvirt.VIR_CONNECT_LIST_DOMAINS_NO_AUTOSTART,
+    "has_snapshot": libvirt.VIR_CONNECT_LIST_DOMAINS_HAS_SNAPSHOT,
+    "no_snapshot": libvirt.VIR_CONNECT_LIST_DOMAINS_NO_SNAPSHOT,
+}

@@ -24,27 +24,11 @@ from lxml import etree
 
 from domains import hypervisor, inventory, views
 from domains.models import LIST_FILTERS, Domain, Host, Operation, OperationKind, State
-from tests.helpers import client_for
+from tests.helpers import LIST_FLAGS, client_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
 # The list filters and the listAllDomains flag each one stands for.
-FLAGS = {
-    "active": libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE,
-    "inactive": libvirt.VIR_CONNECT_LIST_DOMAINS_INACTIVE,
-    "persistent": libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT,
-    "transient": libvirt.VIR_CONNECT_LIST_DOMAINS_TRANSIENT,
-    "running": libvirt.VIR_CONNECT_LIST_DOMAINS_RUNNING,
-    "paused": libvirt.VIR_CONNECT_LIST_DOMAINS_PAUSED,
-    "shutoff": libvirt.VIR_CONNECT_LIST_DOMAINS_SHUTOFF,
-    "other": libvirt.VIR_CONNECT_LIST_DOMAINS_OTHER,
-    "managed_save": libvirt.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE,
-    "no_managed_save": libvirt.VIR_CONNECT_LIST_DOMAINS_NO_MANAGEDSAVE,
-    "autostart": libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART,
-    "no_autostart": libvirt.VIR_CONNECT_LIST_DOMAINS_NO_AUTOSTART,
-    "has_snapshot": libvirt.VIR_CONNECT_LIST_DOMAINS_HAS_SNAPSHOT,
-    "no_snapshot": libvirt.VIR_CONNECT_LIST_DOMAINS_NO_SNAPSHOT,
-}
 # What the inventory-only "ghost" row (crashed, on a host that is not there) matches.
 GHOST_KEYS = {"inactive", "persistent", "other", "no_managed_save", "no_autostart", "no_snapshot"}
 
@@ -142,7 +126,7 @@ def libvirt_answer(w, keys: list[str]) -> set[str]:
     """What libvirt lists with these filters (OR of flags inside a group, as libvirt does)."""
     flags = 0
     for key in keys:
-        flags |= FLAGS[key]
+        flags |= LIST_FLAGS[key]
     ours = set(w.made.values())
     expected = {
         dom.UUIDString()
@@ -181,10 +165,10 @@ def test_the_list_makes_no_libvirt_call(monkeypatch, inventory_world):
 
 
 def test_filters_are_all_fourteen(inventory_world):
-    assert set(FLAGS) == set(LIST_FILTERS)
+    assert set(LIST_FLAGS) == set(LIST_FILTERS)
 
 
-@pytest.mark.parametrize("key", list(FLAGS))
+@pytest.mark.parametrize("key", list(LIST_FLAGS))
 def test_each_filter_gives_what_libvirt_lists(key, inventory_world):
     response = inventory_world.client.get(reverse("domain_list"), {"f": key})
 
@@ -204,7 +188,7 @@ def test_each_filter_gives_what_libvirt_lists(key, inventory_world):
         ["shutoff", "no_managed_save", "no_autostart"],
         ["inactive", "other"],
         ["active", "inactive", "managed_save", "no_managed_save"],
-        list(FLAGS),
+        list(LIST_FLAGS),
     ],
     ids=lambda keys: "+".join(keys) if len(keys) < 14 else "all",
 )

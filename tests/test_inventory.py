@@ -15,7 +15,7 @@ import pytest
 from domains import inventory, services
 from domains.models import LIST_FILTERS, Domain, Host, Operation, OperationStatus, State
 from domains.services import ActionRefused
-from tests.helpers import fresh
+from tests.helpers import LIST_FLAGS, fresh
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
@@ -190,22 +190,6 @@ def test_same_uuid_on_two_hosts_is_two_domains(make_domain, hosts):
 
 # --- the fourteen listAllDomains filters ---------------------------------------------
 
-FLAGS = {
-    "active": libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE,
-    "inactive": libvirt.VIR_CONNECT_LIST_DOMAINS_INACTIVE,
-    "persistent": libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT,
-    "transient": libvirt.VIR_CONNECT_LIST_DOMAINS_TRANSIENT,
-    "running": libvirt.VIR_CONNECT_LIST_DOMAINS_RUNNING,
-    "paused": libvirt.VIR_CONNECT_LIST_DOMAINS_PAUSED,
-    "shutoff": libvirt.VIR_CONNECT_LIST_DOMAINS_SHUTOFF,
-    "other": libvirt.VIR_CONNECT_LIST_DOMAINS_OTHER,
-    "managed_save": libvirt.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE,
-    "no_managed_save": libvirt.VIR_CONNECT_LIST_DOMAINS_NO_MANAGEDSAVE,
-    "autostart": libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART,
-    "no_autostart": libvirt.VIR_CONNECT_LIST_DOMAINS_NO_AUTOSTART,
-    "has_snapshot": libvirt.VIR_CONNECT_LIST_DOMAINS_HAS_SNAPSHOT,
-    "no_snapshot": libvirt.VIR_CONNECT_LIST_DOMAINS_NO_SNAPSHOT,
-}
 
 COMBINATIONS = [
     ("active", "inactive", "running", "paused"),
@@ -241,7 +225,7 @@ def mixed_host(make_domain, hosts):
 def _compare(conn, keys) -> set[uuidlib.UUID]:
     flags = 0
     for key in keys:
-        flags |= FLAGS[key]
+        flags |= LIST_FLAGS[key]
     from_libvirt = {uuidlib.UUID(d.UUIDString()) for d in conn.listAllDomains(flags)}
     from_inventory = set(
         Domain.objects.present()
@@ -254,20 +238,20 @@ def _compare(conn, keys) -> set[uuidlib.UUID]:
 
 
 def test_filters_cover_libvirts_fourteen():
-    assert set(LIST_FILTERS) == set(FLAGS)
+    assert set(LIST_FILTERS) == set(LIST_FLAGS)
 
 
 def test_each_filter_matches_libvirt(mixed_host):
     everything = mixed_host.listAllDomains(0)
     assert len(everything) >= 13
-    for key in FLAGS:
+    for key in LIST_FLAGS:
         found = _compare(mixed_host, [key])
         # Each filter but "other" (no state the test driver shows) finds something.
         assert found or key == "other", key
 
 
 def test_every_pair_of_filters_matches_libvirt(mixed_host):
-    for pair in itertools.combinations(FLAGS, 2):
+    for pair in itertools.combinations(LIST_FLAGS, 2):
         _compare(mixed_host, pair)
 
 
