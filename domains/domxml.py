@@ -6,7 +6,12 @@ so names with `<`, `&` or quotes come out escaped.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import difflib
+import ipaddress
+import re
+import secrets
+import uuid as uuidlib
+from dataclasses import dataclass, fields
 
 from lxml import etree
 
@@ -213,4 +218,779 @@ def build_kernel_boot_guest(g: KernelBootGuest) -> str:
         _sub(chardev, "target", port="0", **({"type": "serial"} if tag == "console" else {}))
     balloon = _sub(devices, "memballoon", model="virtio")
     _sub(balloon, "stats", period="2")
+    return to_string(root)
+
+
+# --- Provisioning templates: a whole domain from a spec ---------------------------------
+
+
+@dataclass(frozen=True)
+class DiskSpec:
+    """One disk or CD-ROM of a new domain."""
+
+    path: str  # as the host sees it; "" only for an empty CD-ROM
+    device: str = "disk"  # disk | cdrom
+    bus: str = "virtio"  # virtio | sata | ide | scsi
+    target: str = "vda"  # vda, sda, hdc …
+    format: str = "qcow2"  # qcow2 | raw; a CD-ROM is always raw
+    size_bytes: int = 0  # for creating the volume; not in the domain XML
+    readonly: bool = False  # a CD-ROM is always read-only
+
+
+@dataclass(frozen=True)
+class InterfaceSpec:
+    """One network interface of a new domain."""
+
+    type: str = "network"  # network | bridge | user | ethernet
+    source: str = "default"  # network or bridge name; ignored for user/ethernet
+    model: str = "virtio"
+    mac: str = ""  # "" → a generated 52:54:00:xx:xx:xx
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    """Everything a provisioning template decides about a new domain."""
+
+    name: str
+    uuid: str
+    domain_type: str = "kvm"  # kvm | qemu | test
+    arch: str = "x86_64"
+    machine: str = "pc"
+    memory_kib: int = 1048576  # <memory>: the maximum the guest boots with
+    current_memory_kib: int = 0  # <currentMemory>; 0 → same as memory
+    max_memory_kib: int = 0  # <maxMemory slots=…> for hot-plug; 0 → omitted
+    memory_slots: int = 0
+    vcpus: int = 1  # <vcpu> maximum
+    vcpus_current: int = 0  # current= attribute; 0 → omitted (all)
+    vcpu_placement: str = "static"  # static | auto
+    cpuset: str = ""  # e.g. "1-4,^3,6"
+    boot_order: tuple[str, ...] = ("hd",)  # hd | cdrom | network | fd, in order
+    boot_menu: bool = False
+    boot_menu_timeout_ms: int = 0  # only with boot_menu; 0 → no timeout attribute
+    kernel: str = ""  # direct kernel boot when set
+    initrd: str = ""
+    cmdline: str = ""
+    firmware: str = "bios"  # bios | uefi
+    loader: str = ""  # uefi: <loader readonly='yes' type='pflash'>
+    nvram_template: str = ""  # uefi: <nvram template='…'/>
+    smbios_mode: str = ""  # "" | emulate | host | sysinfo
+    bios_useserial: bool = False
+    bios_reboot_timeout_ms: int | None = None  # -1 (never) … 65535
+    clock_offset: str = "utc"  # utc | localtime
+    on_poweroff: str = "destroy"
+    on_reboot: str = "restart"
+    on_crash: str = "destroy"
+    disks: tuple[DiskSpec, ...] = ()
+    interfaces: tuple[InterfaceSpec, ...] = ()
+    vnc: bool = False
+    vnc_listen: str = "127.0.0.1"
+    tablet: bool = False
+    balloon: bool = True  # False → <memballoon model='none'/>
+    balloon_period: int = 0  # seconds between balloon statistics; 0 → none
+    serial_console: bool = True
+    serial_log: str = ""  # when set: serial and console write to this file
+    emulator: str = ""
+
+
+class SpecError(ValueError):
+    """A value that cannot go into a domain: the message says which and why.
+
+    `field` names the spec attribute at fault ("cpuset", "disks[1].bus", …) so a form can
+    show the message next to the right input.
+    """
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+DOMAIN_TYPES = ("kvm", "qemu", "test")
+BOOT_DEVICES = ("hd", "cdrom", "network", "fd")
+FIRMWARES = ("bios", "uefi")
+SMBIOS_MODES = ("", "emulate", "host", "sysinfo")
+CLOCK_OFFSETS = ("utc", "localtime")
+VCPU_PLACEMENTS = ("static", "auto")
+POWEROFF_ACTIONS = ("destroy", "restart", "preserve", "rename-restart")
+REBOOT_ACTIONS = POWEROFF_ACTIONS
+CRASH_ACTIONS = POWEROFF_ACTIONS + ("coredump-destroy", "coredump-restart")
+DISK_DEVICES = ("disk", "cdrom")
+DISK_BUSES = ("virtio", "sata", "ide", "scsi")
+CDROM_BUSES = ("sata", "ide", "scsi")
+DISK_FORMATS = ("qcow2", "raw")
+INTERFACE_TYPES = ("network", "bridge", "user", "ethernet")
+# Installers booted from a CD-ROM or the network need about this much (the guide: 600 MB).
+INSTALLER_MEMORY_KIB = 600 * 1024
+
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_TOKEN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # arch, machine, NIC model
+_TARGET_RE = re.compile(r"(vd|sd|hd|xvd)[a-z]{1,3}")
+_MAC_RE = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
+_CPUSET_ITEM_RE = re.compile(r"(\^)?(\d+)(?:-(\d+))?")
+# lxml refuses these in text and attributes; nothing in a domain needs them.
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
+_CPUSET_MAX = 16383  # libvirt's CPU mask holds 16384 CPUs
+
+
+def _size(kib: int) -> str:
+    return f"{kib // 1024} MiB" if kib % 1024 == 0 else f"{kib} KiB"
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _need_int(field: str, label: str, value, low: int | None = None, high: int | None = None):
+    if not _is_int(value):
+        raise SpecError(f"{label} ({field}) must be a whole number, not {value!r}.", field)
+    if low is not None and value < low:
+        raise SpecError(f"{label} ({field}) must be at least {low}; it is {value}.", field)
+    if high is not None and value > high:
+        raise SpecError(f"{label} ({field}) must be at most {high}; it is {value}.", field)
+
+
+def _need_choice(field: str, label: str, value, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        allowed = ", ".join(repr(c) for c in choices)
+        raise SpecError(f"{label} ({field}) {value!r} is not one of {allowed}.", field)
+
+
+def _need_path(field: str, label: str, value: str) -> None:
+    if not value.startswith("/"):
+        raise SpecError(
+            f"{label} ({field}) {value!r} must be an absolute path on the host, starting with '/'.",
+            field,
+        )
+
+
+def _check_strings(obj, prefix: str = "") -> None:
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, str) and _CONTROL_RE.search(value):
+            name = prefix + f.name
+            raise SpecError(
+                f"{name} contains a control character (a tab, newline or similar); remove it.",
+                name,
+            )
+
+
+def _check_cpuset(cpuset: str) -> None:
+    bad = SpecError(
+        f"cpuset {cpuset!r} is not valid: use host CPU numbers and ranges separated by "
+        "commas, with ^ to exclude one, as in '1-4,^3,6'.",
+        "cpuset",
+    )
+    included: set[int] = set()
+    excluded: set[int] = set()
+    for item in cpuset.split(","):
+        match = _CPUSET_ITEM_RE.fullmatch(item)
+        if not match:
+            raise bad
+        caret, first, last = match.group(1), int(match.group(2)), match.group(3)
+        end = int(last) if last is not None else first
+        if caret and last is not None:
+            raise SpecError(
+                f"cpuset {cpuset!r}: ^ excludes a single CPU ('^3'), not a range.", "cpuset"
+            )
+        if end < first:
+            raise SpecError(f"cpuset {cpuset!r}: the range {first}-{end} runs backwards.", "cpuset")
+        if end > _CPUSET_MAX:
+            raise SpecError(
+                f"cpuset {cpuset!r}: CPU {end} is beyond the highest, {_CPUSET_MAX}.", "cpuset"
+            )
+        (excluded if caret else included).update(range(first, end + 1))
+    if not included - excluded:
+        raise SpecError(f"cpuset {cpuset!r} leaves no CPU to run on.", "cpuset")
+
+
+def _check_memory(spec: DomainSpec) -> None:
+    _need_int("memory_kib", "Memory", spec.memory_kib, low=1)
+    _need_int("current_memory_kib", "Current memory", spec.current_memory_kib, low=0)
+    if spec.current_memory_kib > spec.memory_kib:
+        raise SpecError(
+            f"Current memory (current_memory_kib, {_size(spec.current_memory_kib)}) cannot be "
+            f"more than memory (memory_kib, {_size(spec.memory_kib)}).",
+            "current_memory_kib",
+        )
+    _need_int("max_memory_kib", "Maximum memory", spec.max_memory_kib, low=0)
+    _need_int("memory_slots", "Memory slots", spec.memory_slots, low=0)
+    if spec.max_memory_kib:
+        if spec.max_memory_kib < spec.memory_kib:
+            raise SpecError(
+                f"Maximum memory for hot-plug (max_memory_kib, {_size(spec.max_memory_kib)}) "
+                f"cannot be less than memory (memory_kib, {_size(spec.memory_kib)}).",
+                "max_memory_kib",
+            )
+        if not 1 <= spec.memory_slots <= 255:
+            raise SpecError(
+                "Memory slots (memory_slots) must be between 1 and 255 when a maximum "
+                f"memory for hot-plug is set; it is {spec.memory_slots}.",
+                "memory_slots",
+            )
+    elif spec.memory_slots:
+        raise SpecError(
+            "Memory slots (memory_slots) need a maximum memory for hot-plug (max_memory_kib).",
+            "memory_slots",
+        )
+
+
+def _check_vcpus(spec: DomainSpec) -> None:
+    _need_int("vcpus", "vCPUs", spec.vcpus, low=1)
+    _need_int("vcpus_current", "Current vCPUs", spec.vcpus_current, low=0)
+    if spec.vcpus_current > spec.vcpus:
+        raise SpecError(
+            f"Current vCPUs (vcpus_current, {spec.vcpus_current}) cannot be more than the "
+            f"maximum vCPUs (vcpus, {spec.vcpus}).",
+            "vcpus_current",
+        )
+    _need_choice("vcpu_placement", "vCPU placement", spec.vcpu_placement, VCPU_PLACEMENTS)
+    if spec.cpuset:
+        _check_cpuset(spec.cpuset)
+
+
+def _check_boot(spec: DomainSpec) -> None:
+    if isinstance(spec.boot_order, str):
+        raise SpecError("Boot order (boot_order) must be a list of devices.", "boot_order")
+    seen: set[str] = set()
+    for dev in spec.boot_order:
+        _need_choice("boot_order", "Boot device", dev, BOOT_DEVICES)
+        if dev in seen:
+            raise SpecError(f"Boot order (boot_order) lists {dev!r} twice.", "boot_order")
+        seen.add(dev)
+    _need_int("boot_menu_timeout_ms", "Boot menu timeout", spec.boot_menu_timeout_ms, 0, 65535)
+    if spec.kernel:
+        _need_path("kernel", "Kernel", spec.kernel)
+        if spec.initrd:
+            _need_path("initrd", "Initrd", spec.initrd)
+    else:
+        for name, label in (("initrd", "An initrd"), ("cmdline", "A kernel command line")):
+            if getattr(spec, name):
+                raise SpecError(
+                    f"{label} ({name}) is only used for direct kernel boot: set the kernel "
+                    "path too, or leave it empty.",
+                    name,
+                )
+    _need_choice("firmware", "Firmware", spec.firmware, FIRMWARES)
+    if spec.firmware == "uefi":
+        if not spec.loader:
+            raise SpecError(
+                "UEFI firmware needs a loader (loader): the path of the UEFI code, "
+                "such as /usr/share/OVMF/OVMF_CODE.fd.",
+                "loader",
+            )
+        _need_path("loader", "Loader", spec.loader)
+        if spec.nvram_template:
+            _need_path("nvram_template", "NVRAM template", spec.nvram_template)
+    _need_choice("smbios_mode", "SMBIOS mode", spec.smbios_mode, SMBIOS_MODES)
+    if spec.bios_reboot_timeout_ms is not None:
+        _need_int(
+            "bios_reboot_timeout_ms",
+            "BIOS reboot timeout",
+            spec.bios_reboot_timeout_ms,
+            -1,
+            65535,
+        )
+    if spec.bios_useserial and not spec.serial_console:
+        raise SpecError(
+            "BIOS output on the serial port (bios_useserial) needs a serial console "
+            "(serial_console).",
+            "bios_useserial",
+        )
+
+
+def _check_disks(spec: DomainSpec) -> None:
+    targets: set[str] = set()
+    for i, disk in enumerate(spec.disks):
+        at = f"disks[{i}]"
+        if not isinstance(disk, DiskSpec):
+            raise SpecError(f"{at} is not a disk description.", at)
+        _check_strings(disk, at + ".")
+        _need_choice(f"{at}.device", f"Disk {i + 1} device", disk.device, DISK_DEVICES)
+        _need_choice(f"{at}.bus", f"Disk {i + 1} bus", disk.bus, DISK_BUSES)
+        if disk.device == "cdrom" and disk.bus not in CDROM_BUSES:
+            raise SpecError(
+                f"A CD-ROM cannot sit on the {disk.bus!r} bus ({at}.bus): use sata, ide or scsi.",
+                f"{at}.bus",
+            )
+        if not _TARGET_RE.fullmatch(disk.target):
+            raise SpecError(
+                f"Disk {i + 1} target ({at}.target) {disk.target!r} is not a device name "
+                "such as vda, sda or hdc.",
+                f"{at}.target",
+            )
+        if disk.target in targets:
+            raise SpecError(
+                f"Two disks use the target {disk.target!r} ({at}.target); each needs its own.",
+                f"{at}.target",
+            )
+        targets.add(disk.target)
+        if disk.device == "disk":
+            _need_choice(f"{at}.format", f"Disk {i + 1} format", disk.format, DISK_FORMATS)
+            if not disk.path:
+                raise SpecError(
+                    f"Disk {i + 1} ({at}.path) needs a path; only a CD-ROM may be empty.",
+                    f"{at}.path",
+                )
+        if disk.path:
+            _need_path(f"{at}.path", f"Disk {i + 1} path", disk.path)
+        _need_int(f"{at}.size_bytes", f"Disk {i + 1} size", disk.size_bytes, low=0)
+
+
+def _check_interfaces(spec: DomainSpec) -> None:
+    macs: set[str] = set()
+    for i, nic in enumerate(spec.interfaces):
+        at = f"interfaces[{i}]"
+        if not isinstance(nic, InterfaceSpec):
+            raise SpecError(f"{at} is not an interface description.", at)
+        _check_strings(nic, at + ".")
+        _need_choice(f"{at}.type", f"Interface {i + 1} type", nic.type, INTERFACE_TYPES)
+        if nic.type == "network" and (not nic.source or "/" in nic.source):
+            raise SpecError(
+                f"Interface {i + 1} ({at}.source) needs the name of a libvirt network, "
+                "such as 'default'.",
+                f"{at}.source",
+            )
+        if nic.type == "bridge" and not re.fullmatch(r"[^/\s:]{1,15}", nic.source):
+            raise SpecError(
+                f"Interface {i + 1} ({at}.source) needs the name of a host bridge "
+                "(up to 15 characters, no spaces or slashes), such as 'br0'.",
+                f"{at}.source",
+            )
+        if not _TOKEN_RE.fullmatch(nic.model):
+            raise SpecError(
+                f"Interface {i + 1} model ({at}.model) {nic.model!r} is not a model name "
+                "such as virtio or e1000.",
+                f"{at}.model",
+            )
+        if nic.mac:
+            if not _MAC_RE.fullmatch(nic.mac):
+                raise SpecError(
+                    f"Interface {i + 1} MAC address ({at}.mac) {nic.mac!r} is not six pairs "
+                    "of hex digits separated by colons, as in 52:54:00:12:34:56.",
+                    f"{at}.mac",
+                )
+            if int(nic.mac[:2], 16) & 1:
+                raise SpecError(
+                    f"Interface {i + 1} MAC address ({at}.mac) {nic.mac!r} is a multicast "
+                    "address (odd first byte); a network card needs an even first byte.",
+                    f"{at}.mac",
+                )
+            if nic.mac.lower() in macs:
+                raise SpecError(
+                    f"Two interfaces use the MAC address {nic.mac.lower()} ({at}.mac).",
+                    f"{at}.mac",
+                )
+            macs.add(nic.mac.lower())
+
+
+def validate_spec(spec: DomainSpec) -> None:
+    """Refuse, with a SpecError saying which field and why, what cannot go into a domain.
+
+    Settings that only matter beside another are ignored, not refused, when that other is
+    off (a template keeps them while the user toggles): the boot menu timeout without the
+    boot menu, the loader and NVRAM template with BIOS firmware, the balloon statistics
+    period without a balloon, the source of a user or ethernet interface.
+    """
+    _check_strings(spec)
+    if not isinstance(spec.name, str) or not _NAME_RE.fullmatch(spec.name):
+        raise SpecError(
+            f"Name (name) {spec.name!r} is not allowed: use 1–100 letters, digits, dots, "
+            "dashes or underscores, starting with a letter or digit.",
+            "name",
+        )
+    try:
+        uuidlib.UUID(spec.uuid)
+    except (ValueError, TypeError, AttributeError):
+        raise SpecError(
+            f"UUID (uuid) {spec.uuid!r} is not a valid UUID "
+            "(32 hex digits, as in 4c5626aa-9ac5-2ccc-8f1e-0123456789ab).",
+            "uuid",
+        ) from None
+    _need_choice("domain_type", "Domain type", spec.domain_type, DOMAIN_TYPES)
+    for name, label in (("arch", "Architecture"), ("machine", "Machine type")):
+        if not _TOKEN_RE.fullmatch(getattr(spec, name)):
+            raise SpecError(f"{label} ({name}) {getattr(spec, name)!r} is not a valid name.", name)
+    _check_memory(spec)
+    _check_vcpus(spec)
+    _check_boot(spec)
+    _need_choice("clock_offset", "Clock offset", spec.clock_offset, CLOCK_OFFSETS)
+    _need_choice("on_poweroff", "Action on power-off", spec.on_poweroff, POWEROFF_ACTIONS)
+    _need_choice("on_reboot", "Action on reboot", spec.on_reboot, REBOOT_ACTIONS)
+    _need_choice("on_crash", "Action on crash", spec.on_crash, CRASH_ACTIONS)
+    _check_disks(spec)
+    _check_interfaces(spec)
+    if spec.vnc:
+        try:
+            ipaddress.ip_address(spec.vnc_listen)
+        except ValueError:
+            raise SpecError(
+                f"VNC listen address (vnc_listen) {spec.vnc_listen!r} is not an IP address "
+                "such as 127.0.0.1 or 0.0.0.0.",
+                "vnc_listen",
+            ) from None
+    _need_int("balloon_period", "Balloon statistics period", spec.balloon_period, low=0)
+    if spec.serial_log:
+        if not spec.serial_console:
+            raise SpecError(
+                "A serial log file (serial_log) needs the serial console (serial_console) on.",
+                "serial_log",
+            )
+        _need_path("serial_log", "Serial log", spec.serial_log)
+    if spec.emulator:
+        _need_path("emulator", "Emulator", spec.emulator)
+
+
+def generate_mac() -> str:
+    """A random MAC address in QEMU's locally administered 52:54:00 range, lower-case."""
+    return "52:54:00:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(3))
+
+
+def _build_os(root: etree._Element, spec: DomainSpec) -> None:
+    os_el = _sub(root, "os")
+    _sub(os_el, "type", "hvm", arch=spec.arch, machine=spec.machine)
+    if spec.firmware == "uefi":
+        _sub(os_el, "loader", spec.loader, readonly="yes", type="pflash")
+        if spec.nvram_template:
+            _sub(os_el, "nvram", template=spec.nvram_template)
+    if spec.kernel:
+        _sub(os_el, "kernel", spec.kernel)
+        if spec.initrd:
+            _sub(os_el, "initrd", spec.initrd)
+        if spec.cmdline:
+            _sub(os_el, "cmdline", spec.cmdline)
+    for dev in spec.boot_order:
+        _sub(os_el, "boot", dev=dev)
+    if spec.boot_menu:
+        menu = _sub(os_el, "bootmenu", enable="yes")
+        if spec.boot_menu_timeout_ms:
+            menu.set("timeout", str(spec.boot_menu_timeout_ms))
+    if spec.bios_useserial or spec.bios_reboot_timeout_ms is not None:
+        bios = _sub(os_el, "bios")
+        if spec.bios_useserial:
+            bios.set("useserial", "yes")
+        if spec.bios_reboot_timeout_ms is not None:
+            bios.set("rebootTimeout", str(spec.bios_reboot_timeout_ms))
+    if spec.smbios_mode:
+        _sub(os_el, "smbios", mode=spec.smbios_mode)
+
+
+def _build_disk(devices: etree._Element, disk: DiskSpec) -> None:
+    cdrom = disk.device == "cdrom"
+    block = disk.path.startswith("/dev/")  # a host CD-ROM drive or a block device
+    el = _sub(devices, "disk", type="block" if block else "file", device=disk.device)
+    _sub(el, "driver", name="qemu", type="raw" if cdrom else disk.format)
+    if disk.path:
+        _sub(el, "source", **({"dev": disk.path} if block else {"file": disk.path}))
+    _sub(el, "target", dev=disk.target, bus=disk.bus)
+    if cdrom or disk.readonly:
+        _sub(el, "readonly")
+
+
+def _build_interface(devices: etree._Element, nic: InterfaceSpec) -> None:
+    el = _sub(devices, "interface", type=nic.type)
+    _sub(el, "mac", address=(nic.mac or generate_mac()).lower())
+    if nic.type == "network":
+        _sub(el, "source", network=nic.source)
+    elif nic.type == "bridge":
+        _sub(el, "source", bridge=nic.source)
+    _sub(el, "model", type=nic.model)
+
+
+def _build_chardevs(devices: etree._Element, spec: DomainSpec) -> None:
+    for tag in ("serial", "console"):
+        chardev = _sub(devices, tag, type="file" if spec.serial_log else "pty")
+        if spec.serial_log:
+            _sub(chardev, "source", path=spec.serial_log, append="on")
+        _sub(chardev, "target", **({"type": "serial"} if tag == "console" else {}), port="0")
+
+
+def build_domain(spec: DomainSpec) -> str:
+    """The domain XML of a spec, validated first (SpecError), built as a tree with lxml.
+
+    An interface without a MAC gets a fresh random one on every call.
+    """
+    validate_spec(spec)
+    root = etree.Element("domain", type=spec.domain_type)
+    _sub(root, "name", spec.name)
+    _sub(root, "uuid", str(uuidlib.UUID(spec.uuid)))
+    if spec.max_memory_kib:
+        _sub(root, "maxMemory", spec.max_memory_kib, slots=str(spec.memory_slots), unit="KiB")
+    _sub(root, "memory", spec.memory_kib, unit="KiB")
+    _sub(root, "currentMemory", spec.current_memory_kib or spec.memory_kib, unit="KiB")
+    vcpu = _sub(root, "vcpu", spec.vcpus, placement=spec.vcpu_placement)
+    if spec.cpuset:
+        vcpu.set("cpuset", spec.cpuset)
+    if spec.vcpus_current:
+        vcpu.set("current", str(spec.vcpus_current))
+    _build_os(root, spec)
+    if spec.arch in ("x86_64", "i686"):
+        # Without ACPI a guest ignores a clean shutdown request.
+        features = _sub(root, "features")
+        _sub(features, "acpi")
+        _sub(features, "apic")
+    _sub(root, "clock", offset=spec.clock_offset)
+    _sub(root, "on_poweroff", spec.on_poweroff)
+    _sub(root, "on_reboot", spec.on_reboot)
+    _sub(root, "on_crash", spec.on_crash)
+    devices = _sub(root, "devices")
+    if spec.emulator:
+        _sub(devices, "emulator", spec.emulator)
+    for disk in spec.disks:
+        _build_disk(devices, disk)
+    for nic in spec.interfaces:
+        _build_interface(devices, nic)
+    if spec.serial_console:
+        _build_chardevs(devices, spec)
+    if spec.tablet:
+        _sub(devices, "input", type="tablet", bus="usb")
+    if spec.vnc:
+        _sub(devices, "graphics", type="vnc", autoport="yes", listen=spec.vnc_listen)
+    balloon = _sub(devices, "memballoon", model="virtio" if spec.balloon else "none")
+    if spec.balloon and spec.balloon_period:
+        _sub(balloon, "stats", period=str(spec.balloon_period))
+    return to_string(root)
+
+
+def low_memory_warning(spec: DomainSpec) -> str:
+    """A warning when an installer booted from CD-ROM or network gets under 600 MiB, else "".
+
+    The install method is read from the spec: no kernel, and a cdrom or network boot device.
+    """
+    if spec.kernel:
+        return ""
+    current = spec.current_memory_kib or spec.memory_kib
+    if current >= INSTALLER_MEMORY_KIB:
+        return ""
+    if "cdrom" in spec.boot_order:
+        source = "a CD-ROM"
+    elif "network" in spec.boot_order:
+        source = "the network (PXE)"
+    else:
+        return ""
+    return (
+        f"The domain starts with {_size(current)} of memory. Installers booted from {source} "
+        "often need about 600 MiB and may crash or fail below that; give it more memory "
+        "for the install and lower it afterwards."
+    )
+
+
+def _parse_domain(xml: str) -> etree._Element:
+    root = parse(xml)
+    if root.tag != "domain":
+        raise XMLError(f"The XML is a <{root.tag}>, not a <domain>.")
+    return root
+
+
+def _int_text(el) -> int:
+    try:
+        return int((el.text or "").strip()) if el is not None else 0
+    except ValueError:
+        return 0
+
+
+def read_domain_spec_summary(xml: str) -> dict:
+    """The facts of a domain XML a preview shows (and tests check).
+
+    current_memory_kib and vcpus_current are the effective values: memory and vcpus when
+    the XML sets no current value.
+    """
+    root = _parse_domain(xml)
+    vcpu = root.find("vcpu")
+    vcpus = _int_text(vcpu)
+    current = vcpu.get("current") if vcpu is not None else None
+    memory = _kib(root.find("memory"))
+    disks_out = []
+    for disk in root.iterfind("devices/disk"):
+        source = disk.find("source")
+        target = disk.find("target")
+        disks_out.append(
+            {
+                "target": target.get("dev", "") if target is not None else "",
+                "bus": target.get("bus", "") if target is not None else "",
+                "device": disk.get("device", "disk"),
+                "source": (source.get("file") or source.get("dev") or "")
+                if source is not None
+                else "",
+            }
+        )
+    interfaces_out = []
+    for nic in root.iterfind("devices/interface"):
+        mac = nic.find("mac")
+        source = nic.find("source")
+        model = nic.find("model")
+        interfaces_out.append(
+            {
+                "type": nic.get("type", ""),
+                "mac": mac.get("address", "") if mac is not None else "",
+                "source": (source.get("network") or source.get("bridge") or "")
+                if source is not None
+                else "",
+                "model": model.get("type", "") if model is not None else "",
+            }
+        )
+    return {
+        "name": root.findtext("name") or "",
+        "uuid": (root.findtext("uuid") or "").strip(),
+        "memory_kib": memory,
+        "current_memory_kib": _kib(root.find("currentMemory")) or memory,
+        "vcpus": vcpus,
+        "vcpus_current": int(current) if current and current.isdigit() else vcpus,
+        "boot_order": [b.get("dev", "") for b in root.iterfind("os/boot")],
+        "kernel": root.findtext("os/kernel") or "",
+        "initrd": root.findtext("os/initrd") or "",
+        "cmdline": root.findtext("os/cmdline") or "",
+        "on_poweroff": root.findtext("on_poweroff") or "",
+        "on_reboot": root.findtext("on_reboot") or "",
+        "on_crash": root.findtext("on_crash") or "",
+        "disks": disks_out,
+        "interfaces": interfaces_out,
+    }
+
+
+def xml_diff(before: str, after: str) -> str:
+    """A unified diff of two XML documents, both normalised through the hardened parser.
+
+    "" when they differ only in layout or quoting.
+    """
+    lines = [to_string(parse(text)).splitlines() for text in (before, after)]
+    return "\n".join(
+        difflib.unified_diff(lines[0], lines[1], fromfile="before", tofile="after", lineterm="")
+    )
+
+
+# libvirt's order of the children of <domain> and <os>, to put a new element in its place.
+_DOMAIN_CHILDREN = (
+    "name", "uuid", "genid", "title", "description", "metadata", "maxMemory", "memory",
+    "currentMemory", "blkiotune", "memtune", "memoryBacking", "vcpu", "vcpus", "iothreads",
+    "cputune", "numatune", "resource", "sysinfo", "bootloader", "bootloader_args", "os",
+    "idmap", "features", "cpu", "clock", "on_poweroff", "on_reboot", "on_crash",
+    "on_lockfailure", "pm", "perf", "devices", "seclabel",
+)  # fmt: skip
+_OS_CHILDREN = (
+    "type", "firmware", "loader", "nvram", "kernel", "initrd", "cmdline", "dtb", "acpi",
+    "boot", "bootmenu", "bios", "smbios", "init", "initarg", "initenv", "initdir",
+)  # fmt: skip
+
+
+def _place(parent: etree._Element, tag: str, order: tuple[str, ...]) -> etree._Element:
+    """A new <tag> in `parent`, before the first child libvirt orders after it."""
+    el = etree.Element(tag)
+    rank = order.index(tag)
+    for i, child in enumerate(parent):
+        if isinstance(child.tag, str) and child.tag in order and order.index(child.tag) > rank:
+            parent.insert(i, el)
+            return el
+    parent.append(el)
+    return el
+
+
+def _set_action(root: etree._Element, tag: str, action: str) -> None:
+    el = root.find(tag)
+    if el is None:
+        el = _place(root, tag, _DOMAIN_CHILDREN)
+    el.text = action
+
+
+def set_boot_from_disk(xml: str) -> str:
+    """The second phase of a direct kernel boot: boot the installed disk.
+
+    Drops <kernel>, <initrd> and <cmdline>, makes hd the only boot device (per-device
+    <boot order> elements go too, since libvirt refuses them beside <os><boot>), and sets
+    on_reboot back to restart.
+    """
+    root = _parse_domain(xml)
+    os_el = root.find("os")
+    if os_el is None:
+        raise XMLError("The domain XML has no <os> element.")
+    for tag in ("kernel", "initrd", "cmdline", "boot"):
+        for el in os_el.findall(tag):
+            os_el.remove(el)
+    for el in root.findall("devices/*/boot"):
+        el.getparent().remove(el)
+    _place(os_el, "boot", _OS_CHILDREN).set("dev", "hd")
+    _set_action(root, "on_reboot", "restart")
+    return to_string(root)
+
+
+def phase_one_install_xml(xml: str) -> str:
+    """The first phase of an install: the same domain, ended (not rebooted) by the
+    installer's final reboot or power-off, so the panel can switch it to boot from disk."""
+    root = _parse_domain(xml)
+    _set_action(root, "on_poweroff", "destroy")
+    _set_action(root, "on_reboot", "destroy")
+    return to_string(root)
+
+
+# --- resize readers: the vCPU and memory counts of a domain XML -----------------------
+
+
+@dataclass(frozen=True)
+class VcpuCounts:
+    current: int
+    maximum: int
+
+
+@dataclass(frozen=True)
+class MemoryCounts:
+    current_kib: int  # <currentMemory>: what the balloon leaves the guest
+    maximum_kib: int  # <memory>: what the guest boots with, the ceiling of the balloon
+
+
+def vcpu_counts(xml: str) -> VcpuCounts:
+    """<vcpu current='N'>M</vcpu>: N vCPUs online (M when `current` is absent) of M."""
+    vcpu = parse(xml).find("vcpu")
+    try:
+        maximum = int((vcpu.text or "").strip()) if vcpu is not None else 1
+        current = int(vcpu.get("current", maximum)) if vcpu is not None else maximum
+    except ValueError:
+        raise XMLError("The domain's <vcpu> is not a number.") from None
+    return VcpuCounts(current=current, maximum=maximum)
+
+
+def memory_counts(xml: str) -> MemoryCounts:
+    """<memory> is the maximum, <currentMemory> the current amount (the maximum if absent)."""
+    root = parse(xml)
+    try:
+        maximum = _kib(root.find("memory"))
+        current = _kib(root.find("currentMemory")) or maximum
+    except ValueError:
+        raise XMLError("The domain's <memory> is not a number.") from None
+    return MemoryCounts(current_kib=current, maximum_kib=maximum)
+
+
+# --- raw XML editing: what a hand-edited domain XML must be before it goes to libvirt -
+
+
+def edited_domain_identity(text: str) -> Identity:
+    """Name and UUID of a domain XML typed by a user; XMLError, in plain words, when it is
+    malformed, is not a <domain>, or declares a DOCTYPE or entities.
+
+    Domain XML never needs a DOCTYPE, and entities are how XXE and "billion laughs" get in:
+    the hardened parser leaves them unexpanded, and they are not passed on to libvirt,
+    whose own parser might treat them otherwise.
+    """
+    root = parse(text)
+    tree = root.getroottree()
+    if tree.docinfo.doctype or tree.docinfo.internalDTD is not None:
+        raise XMLError("A DOCTYPE or entity declarations are not allowed in domain XML.")
+    if any(True for _el in root.iter(etree.Entity)):
+        raise XMLError("Entity references are not allowed in domain XML.")
+    if root.tag != "domain":
+        raise XMLError(f"The XML is a <{root.tag}>, not a <domain>.")
+    return Identity(
+        name=(root.findtext("name") or "").strip(),
+        uuid=(root.findtext("uuid") or "").strip(),
+        memory_kib=0,  # not read: the editor compares identity only
+    )
+
+
+def redact_secrets(xml: str) -> str:
+    """The XML without its `passwd` attributes (graphics passwords), for the record.
+
+    An edited XML is read with its secrets, so that saving keeps them; what the operation
+    history shows to every member of the team must not carry them.
+    """
+    root = parse(xml)
+    for el in root.iter():
+        if isinstance(el.tag, str) and "passwd" in el.attrib:
+            del el.attrib["passwd"]
     return to_string(root)
