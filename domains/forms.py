@@ -270,3 +270,33 @@ class MigrateForm(forms.Form):
         return [
             {"name": k, "help": v, "checked": k in checked} for k, v in MIGRATION_FLAG_HELP.items()
         ]
+
+
+class ResizeForm(forms.Form):
+    """vCPUs and memory with their maximums; the service checks every limit (and records
+    a refusal), so the fields only insist on whole numbers of a sane size."""
+
+    vcpus = forms.IntegerField(label=_("vCPUs"), max_value=1_000_000)
+    vcpus_max = forms.IntegerField(
+        label=_("Maximum vCPUs"),
+        max_value=1_000_000,
+        help_text=_("Saved configuration only; takes effect at the next boot."),
+    )
+    memory_mib = forms.IntegerField(label=_("Memory (MiB)"), max_value=2**40)
+    memory_max_mib = forms.IntegerField(
+        label=_("Maximum memory (MiB)"),
+        max_value=2**40,
+        help_text=_("Saved configuration only; takes effect at the next boot."),
+    )
+    live = forms.BooleanField(label=_("Change the running domain now (live)"), required=False)
+    config = forms.BooleanField(
+        label=_("Change the saved configuration (used from the next boot)"), required=False
+    )
+
+
+class XmlEditForm(forms.Form):
+    xml = forms.CharField(
+        label=_("Domain XML"),
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 30, "cols": 100, "spellcheck": "false"}),
+    )

@@ -81,6 +81,9 @@ _HINTS = {
     libvirt.VIR_ERR_OPERATION_UNSUPPORTED: gettext_noop("This host's hypervisor cannot do this."),
     libvirt.VIR_ERR_NO_SUPPORT: gettext_noop("This host's hypervisor cannot do this."),
     libvirt.VIR_ERR_XML_ERROR: gettext_noop("Correct the domain XML and try again."),
+    libvirt.VIR_ERR_XML_INVALID_SCHEMA: gettext_noop(
+        "The XML does not fit libvirt's schema; nothing was changed. Correct it and try again."
+    ),
     libvirt.VIR_ERR_OPERATION_TIMEOUT: gettext_noop("The host is busy; try again in a moment."),
 }
 
@@ -456,14 +459,25 @@ def undefine(
     _on_domain(uri, uuid, lambda dom: dom.undefineFlags(flags))
 
 
-def xml_of(uri: str, uuid: str, inactive: bool = False) -> str:
+def xml_of(uri: str, uuid: str, inactive: bool = False, secure: bool = False) -> str:
+    """The domain's XML: the running one, or with `inactive` the saved configuration (what
+    the next boot uses). `secure` includes secrets such as graphics passwords."""
     flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
+    if secure:
+        flags |= libvirt.VIR_DOMAIN_XML_SECURE
     return _on_domain(uri, uuid, lambda dom: dom.XMLDesc(flags))
 
 
-def define_xml(uri: str, xml: str) -> str:
-    """Define (or redefine) a persistent domain; returns its UUID."""
-    return _call(uri, lambda conn: conn.defineXML(xml).UUIDString())
+def define_xml(uri: str, xml: str, validate: bool = False) -> str:
+    """Define (or redefine) a persistent domain; returns its UUID.
+
+    With `validate`, libvirt checks the XML against its schema first
+    (VIR_DOMAIN_DEFINE_VALIDATE) and refuses what does not fit, saying where.
+    """
+    if not validate:
+        return _call(uri, lambda conn: conn.defineXML(xml).UUIDString())
+    flags = libvirt.VIR_DOMAIN_DEFINE_VALIDATE
+    return _call(uri, lambda conn: conn.defineXMLFlags(xml, flags).UUIDString())
 
 
 def create_xml(uri: str, xml: str, paused: bool = False) -> str:
@@ -812,3 +826,177 @@ def is_alive(uri: str) -> bool:
         return bool(conn.isAlive()) and bool(conn.getHostname())
     except libvirt.libvirtError:
         return False
+
+
+# --- provisioning ----------------------------------------------------------------------
+
+
+def host_type(uri: str) -> str:
+    """libvirt's driver name for the host: "Test" for the test driver, "QEMU" for QEMU."""
+    return _call(uri, lambda conn: conn.getType())
+
+
+def is_test_driver(uri: str) -> bool:
+    return host_type(uri).lower() == "test"
+
+
+def supports_autodestroy(uri: str) -> bool:
+    """Whether createXML takes START_AUTODESTROY here (the test driver refuses it)."""
+    return not is_test_driver(uri)
+
+
+def has_pool_for(uri: str, path: str) -> bool:
+    """Whether an active storage pool holds the folder of `path`."""
+    directory = path.rsplit("/", 1)[0]
+    return _call(uri, lambda conn: _pool_for_dir(conn, directory) is not None)
+
+
+def create_transient(uri: str, xml: str, paused: bool = False, autodestroy: bool = False) -> str:
+    """Start a transient domain (createXML) with schema validation; returns its UUID.
+
+    Auto-destroy ties the domain to this connection: it goes when the panel's connection
+    closes. Callers check `supports_autodestroy` first.
+    """
+    flags = libvirt.VIR_DOMAIN_START_VALIDATE
+    test_driver = is_test_driver(uri)
+    if paused and not test_driver:
+        flags |= libvirt.VIR_DOMAIN_START_PAUSED
+    if autodestroy:
+        flags |= libvirt.VIR_DOMAIN_START_AUTODESTROY
+
+    def make(conn: libvirt.virConnect) -> str:
+        dom = conn.createXML(xml, flags)
+        if paused and test_driver:
+            # The test driver takes no START_PAUSED: pause at once instead (it runs no
+            # guest code, so nothing happens in between).
+            dom.suspend()
+        return dom.UUIDString()
+
+    return _call(uri, make, reconnect=False)
+
+
+def start_maybe_paused(uri: str, uuid: str, paused: bool) -> None:
+    """Boot a defined domain, paused if asked (suspended at once on the test driver)."""
+    if paused and is_test_driver(uri):
+        start(uri, uuid)
+        suspend(uri, uuid)
+    else:
+        start(uri, uuid, paused=paused)
+
+
+def domain_state(uri: str, uuid: str) -> int | None:
+    """libvirt's state number of the domain, or None when libvirt no longer knows it."""
+
+    def read(conn: libvirt.virConnect) -> int | None:
+        try:
+            return conn.lookupByUUIDString(uuid).state()[0]
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise
+
+    return _call(uri, read)
+
+
+# --- resize: vCPUs and memory, live and in the saved configuration --------------------
+
+
+@dataclass(frozen=True)
+class ResizeLimits:
+    """A domain's vCPU and memory counts where they can change, and the host's size.
+
+    The live values are None while the domain is off; the configuration's are None for a
+    transient domain, which has none. Memory in KiB.
+    """
+
+    active: bool
+    persistent: bool
+    vcpus_live: int | None
+    vcpus_max_live: int | None
+    vcpus_config: int | None
+    vcpus_max_config: int | None
+    memory_live_kib: int | None
+    memory_max_live_kib: int | None
+    memory_config_kib: int | None
+    memory_max_config_kib: int | None
+    host_cpus: int
+    host_memory_kib: int
+
+
+def resize_limits(uri: str, uuid: str) -> ResizeLimits:
+    """What the resize page shows and the resize checks compare with (reads only)."""
+    from . import domxml
+
+    def read(conn: libvirt.virConnect) -> ResizeLimits:
+        dom = _lookup(conn, uuid)
+        active = bool(dom.isActive())
+        persistent = bool(dom.isPersistent())
+        vcpus_live = vcpus_max_live = memory_live = memory_max_live = None
+        if active:
+            vcpus_live = dom.vcpusFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            vcpus_max_live = dom.maxVcpus()
+            _state, memory_max_live, memory_live, _n, _t = dom.info()
+        vcpus_config = vcpus_max_config = memory_config = memory_max_config = None
+        if persistent:
+            xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+            vcpu = domxml.vcpu_counts(xml)
+            memory = domxml.memory_counts(xml)
+            vcpus_config, vcpus_max_config = vcpu.current, vcpu.maximum
+            memory_config, memory_max_config = memory.current_kib, memory.maximum_kib
+        info = conn.getInfo()
+        return ResizeLimits(
+            active=active,
+            persistent=persistent,
+            vcpus_live=vcpus_live,
+            vcpus_max_live=vcpus_max_live,
+            vcpus_config=vcpus_config,
+            vcpus_max_config=vcpus_max_config,
+            memory_live_kib=memory_live,
+            memory_max_live_kib=memory_max_live,
+            memory_config_kib=memory_config,
+            memory_max_config_kib=memory_max_config,
+            host_cpus=info[2],
+            host_memory_kib=info[1] * 1024,
+        )
+
+    return _call(uri, read)
+
+
+def _live_then_config(
+    uri: str, uuid: str, live: bool, config: bool, call: Callable[[libvirt.virDomain, int], object]
+) -> None:
+    """`call(dom, flags)` for the running domain, then for its saved configuration.
+
+    One call each rather than one with both flags: some drivers (the test driver's
+    setMemoryFlags) refuse AFFECT_LIVE|AFFECT_CONFIG together, and live first means a
+    change the running guest refuses leaves the configuration untouched too.
+    """
+    if live:
+        _on_domain(uri, uuid, lambda dom: call(dom, libvirt.VIR_DOMAIN_AFFECT_LIVE))
+    if config:
+        _on_domain(uri, uuid, lambda dom: call(dom, libvirt.VIR_DOMAIN_AFFECT_CONFIG))
+
+
+def set_vcpus(uri: str, uuid: str, count: int, live: bool, config: bool) -> None:
+    """Set the number of vCPUs online, in the running domain and/or its configuration.
+
+    Live, the guest must bring the new vCPUs online itself (most Linux guests do).
+    """
+    _live_then_config(uri, uuid, live, config, lambda dom, f: dom.setVcpusFlags(count, f))
+
+
+def set_max_vcpus(uri: str, uuid: str, count: int) -> None:
+    """Set the maximum vCPUs in the saved configuration (takes effect at the next boot)."""
+    flags = libvirt.VIR_DOMAIN_VCPU_MAXIMUM | libvirt.VIR_DOMAIN_AFFECT_CONFIG
+    _on_domain(uri, uuid, lambda dom: dom.setVcpusFlags(count, flags))
+
+
+def set_memory(uri: str, uuid: str, kib: int, live: bool, config: bool) -> None:
+    """Set the current memory (the balloon), in the running domain and/or its configuration."""
+    _live_then_config(uri, uuid, live, config, lambda dom, f: dom.setMemoryFlags(kib, f))
+
+
+def set_max_memory(uri: str, uuid: str, kib: int) -> None:
+    """Set the maximum memory in the saved configuration (takes effect at the next boot)."""
+    flags = libvirt.VIR_DOMAIN_MEM_MAXIMUM | libvirt.VIR_DOMAIN_AFFECT_CONFIG
+    _on_domain(uri, uuid, lambda dom: dom.setMemoryFlags(kib, flags))

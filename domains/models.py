@@ -233,6 +233,9 @@ class OperationKind(models.TextChoices):
     MANAGED_SAVE = "managed_save", _("managed save")
     MANAGED_SAVE_REMOVE = "managed_save_remove", _("remove managed save")
     MIGRATE = "migrate", _("migrate")
+    PROVISION = "provision", _("provision")
+    RESIZE = "resize", _("resize")
+    EDIT_XML = "edit_xml", _("edit XML")
 
 
 class OperationStatus(models.TextChoices):

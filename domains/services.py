@@ -11,7 +11,7 @@ import logging
 import re
 import uuid as uuidlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from django.contrib.auth.models import User
 from django.db import transaction
@@ -21,7 +21,7 @@ from django.utils.translation import gettext_noop
 
 from vmpanel.middleware import current_request_id
 
-from . import hypervisor
+from . import domxml, hypervisor
 from .hypervisor import HypervisorError
 from .models import (
     ACTIVE_STATUSES,
@@ -152,6 +152,18 @@ LIFECYCLE: dict[str, LifecycleSpec] = {
         "",
         "domains.tasks.migrate_domain_task",
     ),
+    OperationKind.RESIZE: LifecycleSpec(
+        "operate",
+        lambda d: True,  # live or configuration: resize_problems() says what fits
+        "",
+        "domains.tasks.resize_domain_task",
+    ),
+    OperationKind.EDIT_XML: LifecycleSpec(
+        "admin",
+        lambda d: d.persistent,
+        gettext_noop("{name} is transient: it has no saved configuration to edit."),
+        "domains.tasks.edit_xml_task",
+    ),
 }
 
 # Kinds whose libvirt job can be aborted while it runs.
@@ -161,12 +173,15 @@ CANCELLABLE = {
     OperationKind.MANAGED_SAVE,
     OperationKind.MIGRATE,
 }
-# Offered as plain buttons; the others need a form of their own.
-BUTTON_KINDS = [
-    k
-    for k in LIFECYCLE
-    if k not in (OperationKind.SAVE, OperationKind.RESTORE, OperationKind.MIGRATE)
-]
+# Kinds that need a form of their own; the others are offered as plain buttons.
+FORM_KINDS = {
+    OperationKind.SAVE,
+    OperationKind.RESTORE,
+    OperationKind.MIGRATE,
+    OperationKind.RESIZE,
+    OperationKind.EDIT_XML,
+}
+BUTTON_KINDS = [k for k in LIFECYCLE if k not in FORM_KINDS]
 
 
 def allowed_actions(user: User, domain: Domain) -> list[str]:
@@ -234,11 +249,13 @@ def request_lifecycle(
     *,
     extra_check: Callable[[], str | None] | None = None,
     target_host: Host | None = None,
+    fields: dict | None = None,
 ) -> Operation:
     """Check and queue one operation on `domain`; returns the queued Operation.
 
     `extra_check` runs after the common checks (role, host, state) and returns the reason
-    to refuse in plain words, or None.
+    to refuse in plain words, or None. `fields` are further Operation fields to set on the
+    queued row (the XML an edit is to define, say).
     """
     spec = LIFECYCLE[kind]
     params = params or {}
@@ -296,6 +313,7 @@ def request_lifecycle(
                 target_host=target_host,
                 request_id=current_request_id.get(),
                 task_id=str(uuidlib.uuid4()),
+                **(fields or {}),
             )
             transaction.on_commit(lambda: _queue(spec.task, op))
             log.info(
@@ -790,4 +808,320 @@ def migrate_domain(user: User, domain: Domain, choice: MigrationChoice) -> Opera
         params,
         extra_check=check,
         target_host=choice.destination,
+    )
+
+
+# --- resize: vCPUs and memory --------------------------------------------------------
+
+# Beyond what any libvirt driver takes; also keeps the numbers inside libvirt's C types.
+MAX_VCPUS = 16384
+MAX_MEMORY_MIB = 2**32
+
+
+@dataclass(frozen=True)
+class ResizeRequest:
+    """What the resize form asks for. None leaves a value as it is; memory in MiB.
+
+    `live` and `config` say where the counts change; the maximums only ever change in the
+    saved configuration (libvirt cannot change them on a running domain).
+    """
+
+    vcpus: int | None = None
+    vcpus_max: int | None = None
+    memory_mib: int | None = None
+    memory_max_mib: int | None = None
+    live: bool = False
+    config: bool = False
+
+
+@dataclass(frozen=True)
+class ResizeStep:
+    """One libvirt call of a resize: `what` is vcpus, vcpus_max, memory or memory_max."""
+
+    what: str
+    value: int  # a number of vCPUs, or KiB
+    live: bool = False
+    config: bool = False
+
+
+def _mib(kib: int | None) -> int | None:
+    return None if kib is None else kib // 1024
+
+
+def _resize_rows(lim: hypervisor.ResizeLimits, req: ResizeRequest) -> list[tuple]:
+    """(what, unit in KiB, wanted, wanted maximum, live now, live maximum, config now,
+    config maximum) for vCPUs and for memory, the memory in MiB."""
+    return [
+        (
+            "vcpus", 1, req.vcpus, req.vcpus_max, lim.vcpus_live, lim.vcpus_max_live,
+            lim.vcpus_config, lim.vcpus_max_config,
+        ),
+        (
+            "memory", 1024, req.memory_mib, req.memory_max_mib, _mib(lim.memory_live_kib),
+            _mib(lim.memory_max_live_kib), _mib(lim.memory_config_kib),
+            _mib(lim.memory_max_config_kib),
+        ),
+    ]  # fmt: skip
+
+
+def resize_plan(lim: hypervisor.ResizeLimits, req: ResizeRequest) -> list[ResizeStep]:
+    """The libvirt calls that take the domain from `lim` to `req`; [] if nothing changes.
+
+    Maximums first, so that a count may rise to a new maximum; but where a maximum comes
+    down below the configuration's count, that count comes down first. Either way every
+    count stays within its maximum at each step.
+    """
+    steps: list[ResizeStep] = []
+    for what, unit, value, top, now_live, _max_live, now_config, now_top in _resize_rows(lim, req):
+        live = req.live and value is not None and now_live is not None and value != now_live
+        config = req.config and value is not None and now_config is not None and value != now_config
+        count = [ResizeStep(what, value * unit, live, config)] if live or config else []
+        if top is not None and now_top is not None and top != now_top:
+            maximum = [ResizeStep(f"{what}_max", top * unit, config=True)]
+            steps += count + maximum if top < (now_config or 0) else maximum + count
+        else:
+            steps += count
+    return steps
+
+
+def resize_problems(domain: Domain, lim: hypervisor.ResizeLimits, req: ResizeRequest) -> list[str]:
+    """Everything that would make this resize fail, in plain words, before libvirt is asked."""
+    name = domain.name
+    problems: list[str] = []
+    labels = {
+        "vcpus": _("vCPUs"),
+        "vcpus_max": _("Maximum vCPUs"),
+        "memory_mib": _("Memory"),
+        "memory_max_mib": _("Maximum memory"),
+    }
+    for field, label in labels.items():
+        value = getattr(req, field)
+        ceiling = MAX_MEMORY_MIB if field.startswith("memory") else MAX_VCPUS
+        if value is not None and value < 1:
+            problems.append(_("%(what)s must be at least 1.") % {"what": label})
+        elif value is not None and value > ceiling:
+            problems.append(
+                _("%(what)s: %(value)s is more than libvirt takes (%(max)s).")
+                % {"what": label, "value": value, "max": ceiling}
+            )
+    if req.live and not lim.active:
+        problems.append(
+            _(
+                "%(name)s is shut off: a live change needs it running. Choose the saved "
+                "configuration only."
+            )
+            % {"name": name}
+        )
+    if not lim.persistent:
+        if req.config:
+            problems.append(
+                _(
+                    "%(name)s is transient: it has no saved configuration to change. "
+                    "Choose live only."
+                )
+                % {"name": name}
+            )
+        if (req.vcpus_max is not None and req.vcpus_max != lim.vcpus_max_live) or (
+            req.memory_max_mib is not None and req.memory_max_mib != _mib(lim.memory_max_live_kib)
+        ):
+            problems.append(
+                _(
+                    "The maximums change only in a saved configuration, and %(name)s is "
+                    "transient: it has none."
+                )
+                % {"name": name}
+            )
+    if problems:
+        return problems
+
+    if not req.live and not req.config:
+        # The form shows the live values of a running domain, the configuration's else.
+        shown = [
+            (value, now_live if lim.active else now_config)
+            for _w, _u, value, _t, now_live, _ml, now_config, _mc in _resize_rows(lim, req)
+        ]
+        if any(value is not None and value != now for value, now in shown):
+            problems.append(
+                _(
+                    "Choose where the change goes: the running domain, the saved "
+                    "configuration, or both."
+                )
+            )
+    for what, _unit, value, top, _now_live, max_live, now_config, now_top in _resize_rows(lim, req):
+        mib = what == "memory"
+        new_top = top if top is not None else now_top
+        if req.live and value is not None and max_live is not None and value > max_live:
+            problems.append(
+                (
+                    _(
+                        "%(value)s MiB is more than the running domain's maximum memory of "
+                        "%(max)s MiB. A new maximum takes effect only at the next boot."
+                    )
+                    if mib
+                    else _(
+                        "%(value)s vCPUs is more than the running domain's maximum of "
+                        "%(max)s. A new maximum takes effect only at the next boot."
+                    )
+                )
+                % {"value": value, "max": max_live}
+            )
+        if not lim.persistent or new_top is None:
+            continue
+        changed_here = req.config and value is not None
+        count = value if changed_here else now_config
+        if count is not None and count > new_top:
+            if changed_here:
+                message = (
+                    _(
+                        "%(value)s MiB is more than the maximum memory of %(max)s MiB in the "
+                        "saved configuration; raise the maximum as well."
+                    )
+                    if mib
+                    else _(
+                        "%(value)s vCPUs is more than the maximum of %(max)s in the saved "
+                        "configuration; raise the maximum as well."
+                    )
+                )
+            else:
+                message = (
+                    _(
+                        "The new maximum memory of %(max)s MiB is below the %(value)s MiB of "
+                        "the saved configuration; lower that as well."
+                    )
+                    if mib
+                    else _(
+                        "The new maximum of %(max)s vCPUs is below the %(value)s vCPUs of the "
+                        "saved configuration; lower those as well."
+                    )
+                )
+            problems.append(message % {"value": count, "max": new_top})
+    if not problems and not resize_plan(lim, req):
+        problems.append(_("Nothing to change: these are the current values."))
+    return problems
+
+
+def resize_domain(
+    user: User,
+    domain: Domain,
+    *,
+    vcpus: int | None = None,
+    vcpus_max: int | None = None,
+    memory_mib: int | None = None,
+    memory_max_mib: int | None = None,
+    live: bool = False,
+    config: bool = False,
+) -> Operation:
+    """Change the vCPUs and memory, live and/or in the saved configuration, and their
+    maximums (saved configuration only); every limit checked in plain words first."""
+    req = ResizeRequest(vcpus, vcpus_max, memory_mib, memory_max_mib, bool(live), bool(config))
+
+    def check() -> str | None:
+        try:
+            lim = hypervisor.resize_limits(domain.host.uri, str(domain.uuid))
+        except HypervisorError as exc:
+            return exc.message
+        problems = resize_problems(domain, lim, req)
+        return " ".join(problems) if problems else None
+
+    return request_lifecycle(user, domain, OperationKind.RESIZE, asdict(req), extra_check=check)
+
+
+# --- raw XML, for team admins ----------------------------------------------------------
+
+MAX_XML_CHARS = 1_000_000
+
+
+@dataclass(frozen=True)
+class XmlPreview:
+    """What saving `xml` would change: the unified diff, or why it would be refused."""
+
+    xml: str
+    diff: str
+    problem: str
+
+
+def current_domain_xml(domain: Domain) -> str:
+    """The saved configuration as the editor shows it, secrets included so that saving
+    keeps them (the editor is for team admins, who see them on the detail page too)."""
+    return hypervisor.xml_of(domain.host.uri, str(domain.uuid), inactive=True, secure=True)
+
+
+def _xml_check(domain: Domain, current: str, new_xml: str) -> tuple[str, str]:
+    """(diff, problem) of replacing `current` by `new_xml`; problem "" when it may go."""
+    if len(new_xml) > MAX_XML_CHARS:
+        return "", _("The XML is longer than %(n)s characters.") % {"n": MAX_XML_CHARS}
+    try:
+        new = domxml.edited_domain_identity(new_xml)
+    except domxml.XMLError as exc:
+        return "", str(exc)
+    now = domxml.identity(current)
+    try:
+        same_uuid = uuidlib.UUID(new.uuid) == uuidlib.UUID(now.uuid)
+    except ValueError:
+        same_uuid = False
+    if not same_uuid:
+        return "", _(
+            "The UUID must stay %(uuid)s: this page edits this domain, and another UUID "
+            "would define another domain."
+        ) % {"uuid": now.uuid}
+    if new.name != now.name:
+        return "", _("The name must stay %(name)s: renaming is not done by editing the XML.") % {
+            "name": now.name
+        }
+    diff = domxml.xml_diff(current, new_xml)
+    if not diff:
+        return "", _("The XML is the same as the saved configuration: nothing to change.")
+    return diff, ""
+
+
+def preview_domain_xml(user: User, domain: Domain, new_xml: str) -> XmlPreview:
+    """The diff saving `new_xml` would make, or why it would be refused; changes nothing
+    and records nothing."""
+    if not Domain.objects.for_user(user, "view").filter(pk=domain.pk).exists():
+        raise ActionRefused(_("No such domain."), status=404)
+    if not Domain.objects.for_user(user, "admin").filter(pk=domain.pk).exists():
+        raise ActionRefused(_("Your role in this domain's team does not allow this."), status=403)
+    if not domain.persistent:
+        return XmlPreview(new_xml, "", _(LIFECYCLE[OperationKind.EDIT_XML].wrong_state).format(
+            name=domain.name, state=domain.get_state_display()
+        ))  # fmt: skip
+    try:
+        current = current_domain_xml(domain)
+    except HypervisorError as exc:
+        return XmlPreview(new_xml, "", exc.message)
+    diff, problem = _xml_check(domain, current, new_xml)
+    return XmlPreview(new_xml, diff, problem)
+
+
+def edit_domain_xml(user: User, domain: Domain, new_xml: str) -> Operation:
+    """Redefine a persistent domain from XML typed by a team admin.
+
+    Checked here: well-formed (the hardened parser's message otherwise), no DOCTYPE or
+    entities, the same UUID and name, something changed. libvirt validates it against its
+    schema in the task; a refusal there leaves the configuration as it was.
+    """
+    params: dict = {"diff": ""}
+
+    def check() -> str | None:
+        try:
+            current = current_domain_xml(domain)
+        except HypervisorError as exc:
+            return exc.message
+        _diff, problem = _xml_check(domain, current, new_xml)
+        if problem:
+            return problem
+        # The record is read by the whole team: no passwords in it.
+        params["diff"] = domxml.xml_diff(
+            domxml.redact_secrets(current), domxml.redact_secrets(new_xml)
+        )
+        return None
+
+    return request_lifecycle(
+        user,
+        domain,
+        OperationKind.EDIT_XML,
+        params,
+        extra_check=check,
+        # The task reads the XML to define from here, and puts the read-back in its place.
+        fields={"xml_after": new_xml},
     )

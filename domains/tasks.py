@@ -23,8 +23,9 @@ from django.db import close_old_connections, connection
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
-from . import hypervisor, inventory
+from . import domxml, hypervisor, inventory, services
 from .hypervisor import HypervisorError
 from .models import Operation, OperationKind, OperationStatus, SavedImage
 
@@ -431,6 +432,90 @@ def migrate_domain_task(operation_id: int) -> None:
             "seconds": seconds,
         }
         return f"{message} {note}".strip()
+
+    run_operation(operation_id, work)
+
+
+_RESIZE_WORDS = {
+    "vcpus_max": gettext_noop("maximum vCPUs %(value)s"),
+    "vcpus": gettext_noop("vCPUs %(value)s"),
+    "memory_max": gettext_noop("maximum memory %(value)s MiB"),
+    "memory": gettext_noop("memory %(value)s MiB"),
+}
+
+
+@shared_task(acks_late=True)
+def resize_domain_task(operation_id: int) -> None:
+    """Maximums (saved configuration) and counts (live and/or saved), in a safe order."""
+    first: dict[str, str] = {}
+
+    def work(op: Operation) -> str:
+        uri, uuid = _uri_uuid(op)
+        p = op.params
+        req = services.ResizeRequest(
+            vcpus=p.get("vcpus"),
+            vcpus_max=p.get("vcpus_max"),
+            memory_mib=p.get("memory_mib"),
+            memory_max_mib=p.get("memory_max_mib"),
+            live=bool(p.get("live")),
+            config=bool(p.get("config")),
+        )
+        # Read once: a retry after a broken connection must not take a half-done resize
+        # for the state before.
+        op.xml_before = first.setdefault("xml", hypervisor.xml_of(uri, uuid, inactive=True))
+        # Planned against the state now: a step already done (by a first attempt) drops out.
+        steps = services.resize_plan(hypervisor.resize_limits(uri, uuid), req)
+        said = []
+        for step in steps:
+            if step.what == "vcpus_max":
+                hypervisor.set_max_vcpus(uri, uuid, step.value)
+            elif step.what == "vcpus":
+                hypervisor.set_vcpus(uri, uuid, step.value, live=step.live, config=step.config)
+            elif step.what == "memory_max":
+                hypervisor.set_max_memory(uri, uuid, step.value)
+            else:
+                hypervisor.set_memory(uri, uuid, step.value, live=step.live, config=step.config)
+            value = step.value // 1024 if step.what.startswith("memory") else step.value
+            words = _(_RESIZE_WORDS[step.what]) % {"value": value}
+            if step.what.endswith("_max"):
+                where = _("from the next boot")
+            elif step.live and step.config:
+                where = _("live and in the saved configuration")
+            elif step.live:
+                where = _("live")
+            else:
+                where = _("in the saved configuration")
+            said.append(f"{words} ({where})")
+        op.xml_after = hypervisor.xml_of(uri, uuid, inactive=True)
+        if not said:
+            return _("Nothing left to change: the domain has these values already.")
+        return _("Resized: %(steps)s.") % {"steps": "; ".join(said)}
+
+    run_operation(operation_id, work)
+
+
+@shared_task(acks_late=True)
+def edit_xml_task(operation_id: int) -> None:
+    """Redefine the domain from the edited XML, libvirt validating it against its schema."""
+    submitted: dict[str, str] = {}
+
+    def work(op: Operation) -> str:
+        uri, uuid = _uri_uuid(op)
+        # The XML to define waits in xml_after; read it once, since a failed attempt
+        # replaces it there with a copy without passwords.
+        new_xml = submitted.setdefault("xml", op.xml_after)
+        op.xml_before = hypervisor.xml_of(uri, uuid, inactive=True)
+        try:
+            hypervisor.define_xml(uri, new_xml, validate=True)
+        except HypervisorError:
+            op.xml_after = domxml.redact_secrets(new_xml)
+            raise
+        op.xml_after = hypervisor.xml_of(uri, uuid, inactive=True)
+        op.params = {**op.params, "diff": domxml.xml_diff(op.xml_before, op.xml_after)}
+        Operation.objects.filter(pk=op.pk).update(params=op.params)
+        if hypervisor.domain_facts(uri, uuid).id is not None:
+            return _("Saved configuration redefined; the running domain takes it at its next boot.")
+        return _("Saved configuration redefined.")
 
     run_operation(operation_id, work)
 

@@ -22,6 +22,8 @@ urlpatterns = [
     ),
     path("domains/<slug:host>/<str:uuid>/save/", views.domain_save, name="domain_save"),
     path("domains/<slug:host>/<str:uuid>/migrate/", views.domain_migrate, name="domain_migrate"),
+    path("domains/<slug:host>/<str:uuid>/resize/", views.domain_resize, name="domain_resize"),
+    path("domains/<slug:host>/<str:uuid>/xml/", views.domain_xml_edit, name="domain_xml_edit"),
     path("operations/<int:pk>/", views.operation_detail, name="operation_detail"),
     path("operations/<int:pk>/cancel/", views.operation_cancel, name="operation_cancel"),
     path(

@@ -36,7 +36,9 @@ from .forms import (
     HostForm,
     MembershipForm,
     MigrateForm,
+    ResizeForm,
     SaveForm,
+    XmlEditForm,
 )
 from .hypervisor import HypervisorError
 from .models import (
@@ -232,6 +234,10 @@ def _detail_context(request: HttpRequest, domain: Domain) -> dict:
     may_operate = _may(user, domain, "operate")
     context["may_save"] = may_operate and domain.gone_at is None and domain.is_active
     context["may_migrate"] = may_operate and domain.gone_at is None
+    context["may_resize"] = may_operate and domain.gone_at is None
+    context["may_edit_xml"] = (
+        domain.gone_at is None and domain.persistent and _may(user, domain, "admin")
+    )
     context["may_restore"] = may_operate
     context["saved_images"] = list(
         SavedImage.objects.filter(domain=domain).select_related("host")[:HISTORY_SIZE]
@@ -404,7 +410,9 @@ def operation_detail(request: HttpRequest, pk: int) -> HttpResponse:
         raise Http404(_("No such operation."))
     context = {
         "op": op,
-        "params": sorted(op.params.items()),
+        # An XML edit's diff is shown as a block of its own, not among the parameters.
+        "params": sorted((k, v) for k, v in op.params.items() if k != "diff"),
+        "diff": op.params.get("diff", ""),
         "may_cancel": not op.is_finished
         and op.kind in services.CANCELLABLE
         and op.domain_id is not None
@@ -817,3 +825,143 @@ def operation_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     else:
         messages.info(request, _("Cancel requested for operation #%(id)s.") % {"id": op.pk})
     return _see_other(reverse("operation_detail", args=[op.pk]))
+
+
+# --- resize and raw XML ------------------------------------------------------------
+
+
+def _resize_limits(domain: Domain) -> tuple[hypervisor.ResizeLimits | None, str]:
+    """The domain's counts and limits read live, or why they cannot be read now."""
+    if domain.gone_at is not None:
+        return None, _("This domain no longer exists.")
+    if not domain.host.enabled:
+        return None, _("Host %(host)s is disabled.") % {"host": domain.host}
+    try:
+        return hypervisor.resize_limits(domain.host.uri, str(domain.uuid)), ""
+    except HypervisorError as exc:
+        return None, exc.message
+
+
+def _resize_initial(limits: hypervisor.ResizeLimits | None) -> dict:
+    """The form's defaults: the running values of a running domain, the saved ones else."""
+    if limits is None:
+        return {}
+    # A domain is running, persistent or both: one of each pair is always known.
+    live = limits.active
+    saved = limits.persistent
+    memory = limits.memory_live_kib if live else limits.memory_config_kib
+    memory_max = limits.memory_max_config_kib if saved else limits.memory_max_live_kib
+    return {
+        "vcpus": limits.vcpus_live if live else limits.vcpus_config,
+        "vcpus_max": limits.vcpus_max_config if saved else limits.vcpus_max_live,
+        "memory_mib": (memory or 0) // 1024,
+        "memory_max_mib": (memory_max or 0) // 1024,
+        "live": live,
+        "config": saved,
+    }
+
+
+@require_http_methods(["GET", "HEAD", "POST"])
+def domain_resize(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
+    """vCPUs and memory, live and/or saved, with the limits explained before submitting."""
+    domain = _visible_domain(request, host, uuid)
+    may_operate = _may(request.user, domain, "operate")
+    if not may_operate:
+        if request.method == "POST":
+            # Through the service, so that the refusal for role is on record.
+            try:
+                services.resize_domain(request.user, domain)
+            except services.ActionRefused as exc:
+                raise PermissionDenied(exc.message) from None
+        raise PermissionDenied(_("Your role in this domain's team does not allow this."))
+    limits, limits_error = _resize_limits(domain)
+    problems: list[str] = []
+    if request.method == "POST":
+        form = ResizeForm(request.POST)
+        if form.is_valid():
+            try:
+                op = services.resize_domain(request.user, domain, **form.cleaned_data)
+            except services.ActionRefused as exc:
+                if exc.status == 404:
+                    raise Http404(exc.message) from None
+                if exc.status == 403:
+                    raise PermissionDenied(exc.message) from None
+                problems = [exc.message]
+            else:
+                return _after_queue(request, op)
+    else:
+        form = ResizeForm(initial=_resize_initial(limits))
+    status = 409 if problems else 400 if form.errors else 200
+    context = {
+        "domain": domain,
+        "form": form,
+        "limits": limits,
+        "limits_error": limits_error,
+        "problems": problems,
+    }
+    return render(request, "domains/domain_resize.html", context, status=status)
+
+
+@require_http_methods(["GET", "HEAD", "POST"])
+def domain_xml_edit(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
+    """The saved configuration as XML, for team admins: preview the diff, then save."""
+    domain = _visible_domain(request, host, uuid)
+    if not _may(request.user, domain, "admin"):
+        if request.method == "POST":
+            # Through the service, so that the refusal for role is on record.
+            try:
+                services.edit_domain_xml(request.user, domain, "")
+            except services.ActionRefused as exc:
+                raise PermissionDenied(exc.message) from None
+        raise PermissionDenied(_("Only the team's admins may edit a domain's XML."))
+    problems: list[str] = []
+    diff = None
+    read_error = ""
+    status = 200
+    if request.method == "POST":
+        form = XmlEditForm(request.POST)
+        xml = request.POST.get("xml", "")
+        if "save" in request.POST:
+            try:
+                op = services.edit_domain_xml(request.user, domain, xml)
+            except services.ActionRefused as exc:
+                if exc.status == 404:
+                    raise Http404(exc.message) from None
+                if exc.status == 403:
+                    raise PermissionDenied(exc.message) from None
+                problems = [exc.message]
+                status = 409
+            else:
+                return _after_queue(request, op)
+        else:
+            try:
+                preview = services.preview_domain_xml(request.user, domain, xml)
+            except services.ActionRefused as exc:
+                if exc.status == 404:
+                    raise Http404(exc.message) from None
+                raise PermissionDenied(exc.message) from None
+            diff = preview.diff
+            if preview.problem:
+                problems = [preview.problem]
+    else:
+        xml = ""
+        if not domain.persistent:
+            read_error = _("%(name)s is transient: it has no saved configuration to edit.") % {
+                "name": domain.name
+            }
+        elif domain.gone_at is not None:
+            read_error = _("This domain no longer exists.")
+        else:
+            try:
+                xml = services.current_domain_xml(domain)
+            except HypervisorError as exc:
+                read_error = exc.message
+        form = XmlEditForm(initial={"xml": xml})
+    context = {
+        "domain": domain,
+        "form": form,
+        "problems": problems,
+        "diff": diff,
+        "read_error": read_error,
+    }
+    return render(request, "domains/domain_xml_edit.html", context, status=status)

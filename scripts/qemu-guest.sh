@@ -58,6 +58,13 @@ if [ -b /dev/vda ] && dd if=/dev/vda of=/dev/null bs=64k count=16 2>/dev/null; t
 else
   echo "GUEST-DISK none" >/dev/console
 fi
+# Phase 1 of a two-phase direct kernel boot: the "installer" is done once the disk answers,
+# and powers off as a real installer would (the panel then defines phase 2).
+if grep -qw vmpanel.install=1 /proc/cmdline; then
+  echo GUEST-INSTALL-DONE >/dev/console
+  sync
+  poweroff -f
+fi
 i=0
 while true; do
   i=$((i + 1))

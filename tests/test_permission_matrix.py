@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
+import libvirt
 import pytest
 from django.test import Client
 from django.urls import reverse
@@ -353,6 +354,242 @@ CASES: dict[str, Case] = {
         redirect="/teams/",
     ),
 }
+
+
+# --- provisioning: templates, requests, notifications, quotas -------------------------
+
+TEAM_ADMIN_PAGE = (302, 403, 403, 403, 403, 200, 200)
+ANY_TEAM_PAGE = (302, 403, 200, 200, 200, 200, 200)
+
+
+def _provisioning_world(w: SimpleNamespace) -> None:
+    from provisioning.models import Request, Template
+
+    w.template = Template.objects.create(name="tpl", method="pxe", max_vcpus=4)
+    w.template.hosts.set([w.hosts.alpha])
+    w.req = Request.objects.create(
+        team=w.people.team_a,
+        requester=w.people.victor_viewer,
+        template=w.template,
+        name="asked-1",
+        vcpus=1,
+        memory_mib=256,
+        purpose="matrix",
+    )
+    w.provision = Operation.objects.create(
+        kind=OperationKind.PROVISION,
+        user=w.people.alice_admin,
+        host=w.hosts.alpha,
+        domain_name="made-1",
+        team=w.people.team_a,
+        params={"phase": "1"},
+        status=OperationStatus.RUNNING,
+    )
+
+
+def _request_state_effect(state: str, audit_kind: str):
+    def check(w, user, response, before) -> None:
+        from provisioning.models import Request
+
+        req = Request.objects.get(pk=w.req.pk)
+        assert (req.state, req.decided_by) == (state, user)
+        assert AuditEvent.objects.get(kind=audit_kind).user == user
+        if state == "approved":
+            op = Operation.objects.exclude(pk=w.provision.pk).get(kind=OperationKind.PROVISION)
+            assert op.status == OperationStatus.QUEUED and req.operation == op
+        assert live(w.conn, w.domain.uuid) == before["libvirt"]
+
+    return check
+
+
+def _submitted_effect(w, user, response, before) -> None:
+    from provisioning.models import Request
+
+    req = Request.objects.exclude(pk=w.req.pk).get()
+    assert (req.requester, req.team, req.state) == (user, w.people.team_a, "submitted")
+    assert response["Location"] == reverse("request_detail", args=[req.pk])
+    assert AuditEvent.objects.get(kind="request_submitted").user == user
+
+
+def _template_saved_effect(w, user, response, before) -> None:
+    from provisioning.models import Template
+
+    assert Template.objects.filter(name="new-tpl").exists()
+
+
+def _quota_effect(w, user, response, before) -> None:
+    from provisioning.models import Quota
+
+    assert Quota.objects.get(team=w.people.team_a).max_vcpus == 7
+    assert AuditEvent.objects.get(kind="quota_changed").user == user
+
+
+def _template_data(w) -> dict:
+    return {
+        "name": "new-tpl", "method": "pxe", "domain_type": "kvm", "hosts": [w.hosts.alpha.pk],
+        "vcpus_max": 2, "vcpus_current": 1, "vcpu_placement": "static", "memory_mib": 512,
+        "current_memory_mib": 512, "firmware": "bios", "clock_offset": "utc",
+        "on_poweroff": "destroy", "on_reboot": "restart", "on_crash": "destroy",
+        "disk_gib": 5, "disk_format": "qcow2", "disk_bus": "virtio", "net_type": "network",
+        "net_source": "default", "net_model": "virtio", "balloon_period": 10,
+        "min_vcpus": 1, "max_vcpus": 2, "min_memory_mib": 128, "max_memory_mib": 1024,
+    }  # fmt: skip
+
+
+def _create_data(w) -> dict:
+    # Without "confirm": the preview, which sends nothing.
+    return {
+        "team": w.people.team_a.pk, "host": w.hosts.alpha.pk, "name": "pre-1",
+        "vcpus": 1, "memory_mib": 256, "persistent": "on",
+    }  # fmt: skip
+
+
+def _request_data(w) -> dict:
+    return {
+        "team": w.people.team_a.pk, "template": w.template.pk, "name": "asked-2",
+        "vcpus": 1, "memory_mib": 256, "purpose": "matrix",
+    }  # fmt: skip
+
+
+_P = {"setup": _provisioning_world}
+CASES.update(
+    {
+        "template_list": Case("get", _url("template_list"), SIGNED_IN, **_P),
+        "template_new:GET": Case("get", _url("template_new"), SUPERUSER_PAGE, **_P),
+        "template_new": Case(
+            "post",
+            _url("template_new"),
+            SUPERUSER_POST,
+            data=_template_data,
+            effect=_template_saved_effect,
+            **_P,
+        ),  # fmt: skip
+        "template_edit": Case(
+            "get", _url("template_edit", lambda w: w.template.pk), SUPERUSER_PAGE, **_P
+        ),
+        "template_create:GET": Case(
+            "get", _url("template_create", lambda w: w.template.pk), TEAM_ADMIN_PAGE, **_P
+        ),
+        "template_create": Case(
+            "post",
+            _url("template_create", lambda w: w.template.pk),
+            TEAM_ADMIN_PAGE,
+            data=_create_data,
+            **_P,
+        ),  # fmt: skip
+        "provision_detail": Case(
+            "get", _url("provision_detail", lambda w: w.provision.pk), TEAM_A_PAGE, **_P
+        ),
+        "request_list": Case("get", _url("request_list"), SIGNED_IN, **_P),
+        "request_new:GET": Case("get", _url("request_new"), ANY_TEAM_PAGE, **_P),
+        "request_new": Case(
+            "post",
+            _url("request_new"),
+            (302, 403, 200, 303, 303, 303, 303),
+            data=_request_data,
+            effect=_submitted_effect,
+            **_P,
+        ),  # fmt: skip
+        "request_detail": Case(
+            "get", _url("request_detail", lambda w: w.req.pk), TEAM_A_PAGE, **_P
+        ),
+        "request_approve": Case(
+            "post",
+            _url("request_approve", lambda w: w.req.pk),
+            ADMIN_ONLY,
+            data=lambda w: {"host": w.hosts.alpha.pk},
+            effect=_request_state_effect("approved", "request_approved"),
+            **_P,
+        ),  # fmt: skip
+        "request_approve:GET": Case(
+            "get", _url("request_approve", lambda w: w.req.pk), POST_ONLY, **_P
+        ),
+        "request_reject": Case(
+            "post",
+            _url("request_reject", lambda w: w.req.pk),
+            ADMIN_ONLY,
+            data=lambda w: {"reason": "no"},
+            effect=_request_state_effect("rejected", "request_rejected"),
+            **_P,
+        ),  # fmt: skip
+        "request_reject:GET": Case(
+            "get", _url("request_reject", lambda w: w.req.pk), POST_ONLY, **_P
+        ),
+        "notification_list": Case("get", _url("notification_list"), SIGNED_IN, **_P),
+        "notification_read": Case(
+            "post", _url("notification_read"), (302, 303, 303, 303, 303, 303, 303), **_P
+        ),
+        "notification_read:GET": Case("get", _url("notification_read"), POST_ONLY, **_P),
+        "team_quota": Case("get", _url("team_quota", "team-a"), TEAM_A_PAGE, **_P),
+        "team_quota:POST": Case(
+            "post",
+            _url("team_quota", "team-a"),
+            (302, 404, 404, 403, 403, 403, 303),
+            data=lambda w: {
+                "max_domains": 5,
+                "max_vcpus": 7,
+                "max_memory_mib": 4096,
+                "max_disk_gib": 100,
+            },
+            effect=_quota_effect,
+            **_P,
+        ),  # fmt: skip
+    }
+)
+
+
+# --- resize and raw XML ---------------------------------------------------------------
+
+ADMIN_PAGE = (302, 404, 404, 403, 403, 200, 200)
+
+
+def _resize_data(w) -> dict:
+    # The matrix's domain runs with 1 vCPU of at most 1 and 256 MiB: a new maximum.
+    return {
+        "vcpus": 1, "vcpus_max": 2, "memory_mib": 256, "memory_max_mib": 256,
+        "live": "on", "config": "on",
+    }  # fmt: skip
+
+
+def _edited_xml(w) -> str:
+    """The domain's saved configuration with a description added (read by the tests'
+    own connection)."""
+    xml = w.conn.lookupByUUIDString(str(w.domain.uuid)).XMLDesc(
+        libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
+    )
+    return xml.replace("</uuid>", "</uuid>\n  <description>matrix</description>", 1)
+
+
+CASES.update(
+    {
+        "domain_resize:GET": Case("get", _url("domain_resize", "domain"), OPERATE_PAGE),
+        "domain_resize": Case(
+            "post",
+            _url("domain_resize", "domain"),
+            OPERATE,
+            data=_resize_data,
+            effect=_lifecycle_effect(OperationKind.RESIZE),
+            records_refusal=True,
+        ),
+        "domain_xml_edit:GET": Case("get", _url("domain_xml_edit", "domain"), ADMIN_PAGE),
+        # A preview shows the diff and changes nothing, not even the operations.
+        "domain_xml_edit:preview": Case(
+            "post",
+            _url("domain_xml_edit", "domain"),
+            ADMIN_PAGE,
+            data=lambda w: {"xml": _edited_xml(w), "preview": "1"},
+            records_refusal=True,
+        ),
+        "domain_xml_edit": Case(
+            "post",
+            _url("domain_xml_edit", "domain"),
+            ADMIN_ONLY,
+            data=lambda w: {"xml": _edited_xml(w), "save": "1"},
+            effect=_lifecycle_effect(OperationKind.EDIT_XML),
+            records_refusal=True,
+        ),
+    }
+)
 
 
 def snapshot(w: SimpleNamespace) -> dict:

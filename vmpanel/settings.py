@@ -165,6 +165,14 @@ VMPANEL_HEARTBEAT_SECONDS = env_int("VMPANEL_HEARTBEAT_SECONDS", 2)
 VMPANEL_STALE_SECONDS = env_int("VMPANEL_STALE_SECONDS", 30)
 # How long a per-domain lock lives at most if a worker dies holding it.
 VMPANEL_DOMAIN_LOCK_SECONDS = env_int("VMPANEL_DOMAIN_LOCK_SECONDS", 3600)
+# How long phase 1 of a direct kernel boot (the installer) may run before it is stopped.
+VMPANEL_INSTALL_TIMEOUT_SECONDS = env_int("VMPANEL_INSTALL_TIMEOUT_SECONDS", 3600)
+
+# Mail to requesters (approved, rejected, ready, failed). The demo prints it on the console.
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "vmpanel@localhost")
 
 LOGGING = {
     "version": 1,

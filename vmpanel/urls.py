@@ -12,4 +12,5 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("i18n/", include("django.conf.urls.i18n")),
     path("", include("domains.urls")),
+    path("", include("provisioning.urls")),
 ]

@@ -155,6 +155,11 @@ class Command(BaseCommand):
                 self.seed_host(host, teams)
             except HypervisorError as exc:
                 raise CommandError(f"host {host.name} ({host.uri}): {exc.message}") from None
+        # Provisioning: one template per install method and one request to approve.
+        from provisioning import demo
+
+        count = demo.seed(rows)
+        self.stdout.write(f"{count} templates and one pending request (vera, Platform)")
         self.print_logins()
 
     def wait_for_watcher(self, hosts: list[Host], since, timeout: float = 20) -> None:

@@ -1,0 +1,585 @@
+"""Provisioning actions: quotas, self-service requests, creation from a template.
+
+As in `domains.services`: one function per user action, taking the acting user, checking
+permission and limits, writing the audit or Operation row, and queueing the task on commit.
+A refusal raises `ActionRefused` after putting itself on record.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid as uuidlib
+from dataclasses import dataclass
+
+from django.contrib.auth.models import User
+from django.core.mail import send_mail
+from django.db import transaction
+from django.db.models import Sum
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from domains import domxml, hypervisor
+from domains.hypervisor import HypervisorError
+from domains.models import (
+    Domain,
+    Host,
+    Membership,
+    Operation,
+    OperationKind,
+    OperationStatus,
+    Role,
+    Team,
+    teams_for,
+)
+from domains.services import ActionRefused, _audit, _queue
+from vmpanel.middleware import current_request_id
+
+from .models import (
+    PENDING_STATES,
+    Method,
+    Notification,
+    Quota,
+    Request,
+    RequestState,
+    Template,
+)
+
+log = logging.getLogger(__name__)
+
+IMAGE_DIR = "/var/lib/libvirt/images"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+PROVISION_TASK = "provisioning.tasks.provision_domain_task"
+
+
+# --- the template as a domain specification -------------------------------------------
+
+
+def disk_path(name: str) -> str:
+    return f"{IMAGE_DIR}/{name}.qcow2"
+
+
+def template_to_spec(
+    template: Template, name: str, uuid: str, vcpus: int, memory_mib: int, host: Host
+) -> domxml.DomainSpec:
+    """The domain a template makes, as data for `domxml.build_domain`.
+
+    On a test-driver host the domain type is "test" and no disk file is named (the test
+    driver has no storage to boot from); elsewhere the domain's disk is a volume in the
+    host's images folder.
+    """
+    test_driver = hypervisor.is_test_driver(host.uri)
+    memory_kib = memory_mib * 1024
+    current_kib = min(template.current_memory_mib * 1024, memory_kib) or memory_kib
+    disks: list[domxml.DiskSpec] = []
+    if not test_driver:
+        if template.method == Method.DISK and template.base_image:
+            disks.append(
+                domxml.DiskSpec(
+                    path=template.base_image,
+                    device="disk",
+                    bus=template.disk_bus,
+                    target=_target(template.disk_bus, 0),
+                    format=template.disk_format,
+                )
+            )
+        else:
+            disks.append(
+                domxml.DiskSpec(
+                    path=disk_path(name),
+                    device="disk",
+                    bus=template.disk_bus,
+                    target=_target(template.disk_bus, 0),
+                    format=template.disk_format,
+                    size_bytes=template.disk_gib * 2**30,
+                )
+            )
+        if template.method == Method.CDROM and template.iso_path:
+            disks.append(
+                domxml.DiskSpec(
+                    path=template.iso_path,
+                    device="cdrom",
+                    bus="sata",
+                    target="sdb" if template.disk_bus in ("sata", "scsi") else "sda",
+                    format="raw",
+                    readonly=True,
+                )
+            )
+    boot_order = {
+        Method.CDROM: ("hd", "cdrom"),
+        Method.PXE: ("hd", "network"),
+        Method.KERNEL: ("hd",),
+        Method.DISK: ("hd",),
+    }[template.method]
+    interfaces = []
+    if template.net_type:
+        interfaces.append(
+            domxml.InterfaceSpec(
+                type=template.net_type, source=template.net_source, model=template.net_model
+            )
+        )
+    kernel = template.method == Method.KERNEL
+    return domxml.DomainSpec(
+        name=name,
+        uuid=uuid,
+        domain_type="test" if test_driver else template.domain_type,
+        memory_kib=memory_kib,
+        current_memory_kib=current_kib,
+        max_memory_kib=(template.hotplug_memory_mib or 0) * 1024,
+        memory_slots=template.memory_slots or 0,
+        vcpus=max(vcpus, template.vcpus_max),
+        vcpus_current=vcpus,
+        vcpu_placement=template.vcpu_placement,
+        cpuset=template.cpuset,
+        boot_order=boot_order,
+        boot_menu=template.boot_menu,
+        boot_menu_timeout_ms=template.boot_menu_timeout_ms or 0,
+        kernel=template.kernel if kernel else "",
+        initrd=template.initrd if kernel else "",
+        cmdline=template.cmdline if kernel else "",
+        firmware=template.firmware,
+        loader=template.loader,
+        nvram_template=template.nvram_template,
+        smbios_mode=template.smbios_mode,
+        # BIOS output needs the serial port, which a test-driver domain does not get.
+        bios_useserial=template.bios_useserial and template.serial_console and not test_driver,
+        bios_reboot_timeout_ms=template.bios_reboot_timeout_ms,
+        clock_offset=template.clock_offset,
+        on_poweroff=template.on_poweroff,
+        on_reboot=template.on_reboot,
+        on_crash=template.on_crash,
+        disks=tuple(disks),
+        interfaces=tuple(interfaces),
+        vnc=template.vnc and not test_driver,
+        tablet=template.tablet and not test_driver,
+        balloon=template.balloon,
+        balloon_period=template.balloon_period,
+        serial_console=template.serial_console and not test_driver,
+        serial_log=f"/var/log/libvirt/{name}-serial.log"
+        if template.serial_log and template.serial_console and not test_driver
+        else "",
+    )
+
+
+def _target(bus: str, index: int) -> str:
+    prefix = {"virtio": "vd", "ide": "hd"}.get(bus, "sd")
+    return prefix + "abcdefgh"[index]
+
+
+@dataclass(frozen=True)
+class Preview:
+    xml: str
+    warning: str
+    problems: list[str]
+
+
+def preview(
+    template: Template, host: Host, name: str, vcpus: int, memory_mib: int, uuid: str = ""
+) -> Preview:
+    """The XML a creation would send, its low-memory warning, and what is wrong with it."""
+    uuid = uuid or str(uuidlib.uuid4())
+    spec = template_to_spec(template, name, uuid, vcpus, memory_mib, host)
+    try:
+        domxml.validate_spec(spec)
+    except domxml.SpecError as exc:
+        return Preview("", "", [str(exc)])
+    return Preview(domxml.build_domain(spec), domxml.low_memory_warning(spec) or "", [])
+
+
+# --- quotas ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Usage:
+    domains: int
+    vcpus: int
+    memory_mib: int
+    disk_gib: int
+
+
+def usage(team: Team, exclude_request: Request | None = None) -> Usage:
+    """What the team uses: its domains in the inventory plus approved requests not yet
+    made; disk from the template sizes of its requests that are or will be domains."""
+    doms = Domain.objects.present().filter(team=team)
+    agg = doms.aggregate(v=Sum("vcpus"), m=Sum("memory_kib"))
+    pending = Request.objects.filter(team=team, state__in=PENDING_STATES)
+    if exclude_request is not None:
+        pending = pending.exclude(pk=exclude_request.pk)
+    p = pending.aggregate(v=Sum("vcpus"), m=Sum("memory_mib"))
+    disk = Request.objects.filter(
+        team=team, state__in=[*PENDING_STATES, RequestState.READY]
+    ).exclude(pk=getattr(exclude_request, "pk", None))
+    # A ready request's disk stops counting once its domain is gone from libvirt.
+    disk = disk.exclude(operation__domain__gone_at__isnull=False)
+    disk_gib = disk.aggregate(d=Sum("template__disk_gib"))["d"] or 0
+    return Usage(
+        domains=doms.count() + pending.count(),
+        vcpus=(agg["v"] or 0) + (p["v"] or 0),
+        memory_mib=(agg["m"] or 0) // 1024 + (p["m"] or 0),
+        disk_gib=disk_gib,
+    )
+
+
+def quota_problems(
+    team: Team, vcpus: int, memory_mib: int, disk_gib: int, exclude: Request | None = None
+) -> list[str]:
+    """What one more domain of this size would overrun, with the numbers."""
+    # Read fresh, not through team.quota: a cached row would miss a superuser's change.
+    quota = Quota.objects.filter(team=team).first()
+    if quota is None:
+        return []
+    now = usage(team, exclude)
+    checks = [
+        (_("domains"), now.domains + 1, quota.max_domains),
+        (_("vCPUs"), now.vcpus + vcpus, quota.max_vcpus),
+        (_("MiB of memory"), now.memory_mib + memory_mib, quota.max_memory_mib),
+        (_("GiB of disk"), now.disk_gib + disk_gib, quota.max_disk_gib),
+    ]
+    return [
+        _("%(team)s would use %(want)d of %(limit)d %(what)s.")
+        % {"team": team.name, "want": want, "limit": limit, "what": what}
+        for what, want, limit in checks
+        if want > limit
+    ]
+
+
+def set_quota(user: User, team: Team, **limits: int) -> Quota:
+    if not user.is_superuser:
+        raise ActionRefused(_("Only superusers may change quotas."), status=403)
+    quota, _created = Quota.objects.update_or_create(team=team, defaults=limits)
+    _audit("quota_changed", user, f"{team.name}: {limits}", team=team, **limits)
+    return quota
+
+
+# --- requests --------------------------------------------------------------------------
+
+
+def is_team_admin(user: User, team: Team) -> bool:
+    return (
+        user.is_superuser
+        or Membership.objects.filter(user=user, team=team, role=Role.ADMIN).exists()
+    )
+
+
+def visible_requests(user: User):
+    """Requests the user may see: their own and those of their teams."""
+    if user.is_superuser:
+        return Request.objects.all()
+    return Request.objects.filter(team__in=teams_for(user, "view").values("pk"))
+
+
+def notify(user: User | None, text: str, url: str = "") -> None:
+    """An in-panel notification and an e-mail, when there is someone to tell."""
+    if user is None:
+        return
+    Notification.objects.create(user=user, text=text, url=url)
+    if user.email:
+        # A mail server that does not answer must not undo the decision.
+        send_mail("vmpanel: " + text[:60], text, None, [user.email], fail_silently=True)
+
+
+def _refused(user: User, team: Team | None, message: str, **detail) -> None:
+    _audit("request_refused", user, message, team=team, **detail)
+    raise ActionRefused(message)
+
+
+def _check_size(template: Template, vcpus: int, memory_mib: int) -> list[str]:
+    problems = []
+    if not template.min_vcpus <= vcpus <= template.max_vcpus:
+        problems.append(
+            _("%(template)s allows %(lo)d to %(hi)d vCPUs.")
+            % {"template": template.name, "lo": template.min_vcpus, "hi": template.max_vcpus}
+        )
+    if not template.min_memory_mib <= memory_mib <= template.max_memory_mib:
+        problems.append(
+            _("%(template)s allows %(lo)d to %(hi)d MiB of memory.")
+            % {
+                "template": template.name,
+                "lo": template.min_memory_mib,
+                "hi": template.max_memory_mib,
+            }
+        )
+    return problems
+
+
+def submit_request(
+    user: User,
+    team: Team,
+    template: Template,
+    name: str,
+    vcpus: int,
+    memory_mib: int,
+    purpose: str,
+) -> Request:
+    """Any member of `team` (viewers too) asks for a domain; checked against the template's
+    bounds and the team's quota now, and again at approval."""
+    if not teams_for(user, "view").filter(pk=team.pk).exists():
+        raise ActionRefused(_("No such team."), status=404)
+    detail = {"template": template.name, "name": name, "vcpus": vcpus, "memory_mib": memory_mib}
+    if not NAME_RE.match(name):
+        _refused(user, team, _("A name is letters, digits, '.', '_' and '-'."), **detail)
+    problems = _check_size(template, vcpus, memory_mib)
+    problems += quota_problems(team, vcpus, memory_mib, template.disk_gib)
+    if problems:
+        _refused(user, team, " ".join(problems), **detail)
+    with transaction.atomic():
+        req = Request.objects.create(
+            team=team,
+            requester=user,
+            template=template,
+            name=name,
+            vcpus=vcpus,
+            memory_mib=memory_mib,
+            purpose=purpose,
+        )
+        _audit(
+            "request_submitted",
+            user,
+            f"#{req.pk} {name} from {template.name} ({vcpus} vCPUs, {memory_mib} MiB)",
+            team=team,
+            request=req.pk,
+        )
+    return req
+
+
+def _decidable(user: User, req: Request) -> None:
+    if not visible_requests(user).filter(pk=req.pk).exists():
+        raise ActionRefused(_("No such request."), status=404)
+    if not is_team_admin(user, req.team):
+        raise ActionRefused(_("Only this team's admins may decide requests."), status=403)
+    if req.state != RequestState.SUBMITTED:
+        raise ActionRefused(
+            _("Request #%(pk)d is %(state)s already.")
+            % {"pk": req.pk, "state": req.get_state_display()}
+        )
+
+
+def approve_request(user: User, req: Request, host: Host | None = None) -> Request:
+    """A team admin approves: the quota is checked again and provisioning is queued."""
+    _decidable(user, req)
+    targets = req.template.hosts.filter(enabled=True)
+    host = host or targets.first()
+    if host is None or not targets.filter(pk=host.pk).exists():
+        _refused(user, req.team, _("%(template)s cannot go to that host.") % {
+            "template": req.template.name}, request=req.pk)  # fmt: skip
+    problems = quota_problems(
+        req.team, req.vcpus, req.memory_mib, req.template.disk_gib, exclude=req
+    )
+    try:
+        problems += create_problems(host, req.template, req.name, CreateChoice())
+    except HypervisorError as exc:
+        problems.append(exc.hint)
+    if problems:
+        _refused(user, req.team, " ".join(problems), request=req.pk)
+    with transaction.atomic():
+        req.state = RequestState.APPROVED
+        req.host = host
+        req.decided_by = user
+        req.decided_at = timezone.now()
+        req.save()
+        _audit("request_approved", user, f"#{req.pk} {req.name} on {host}", team=req.team)
+        op = _provision(
+            user,
+            req.template,
+            host,
+            req.team,
+            req.name,
+            req.vcpus,
+            req.memory_mib,
+            CreateChoice(persistent=True, start=True),
+            request=req,
+        )
+        req.operation = op
+        req.save(update_fields=["operation"])
+        notify(
+            req.requester,
+            _("Your request #%(pk)d for %(name)s was approved; it is being provisioned.")
+            % {"pk": req.pk, "name": req.name},
+            reverse("request_detail", args=[req.pk]),
+        )
+    return req
+
+
+def reject_request(user: User, req: Request, reason: str) -> Request:
+    _decidable(user, req)
+    with transaction.atomic():
+        req.state = RequestState.REJECTED
+        req.decided_by = user
+        req.decided_at = timezone.now()
+        req.finished_at = req.decided_at
+        req.reason = reason
+        req.save()
+        _audit("request_rejected", user, f"#{req.pk} {req.name}: {reason}", team=req.team)
+        notify(
+            req.requester,
+            _("Your request #%(pk)d for %(name)s was rejected: %(reason)s")
+            % {"pk": req.pk, "name": req.name, "reason": reason},
+            reverse("request_detail", args=[req.pk]),
+        )
+    return req
+
+
+# --- creation --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CreateChoice:
+    persistent: bool = True
+    start: bool = True
+    paused: bool = False
+    autodestroy: bool = False
+
+
+def create_problems(host: Host, template: Template, name: str, choice: CreateChoice) -> list[str]:
+    """What stops a creation before anything is sent to libvirt, in plain words."""
+    problems = []
+    if not NAME_RE.match(name):
+        problems.append(_("A name is letters, digits, '.', '_' and '-'."))
+    if not template.hosts.filter(pk=host.pk).exists():
+        problems.append(_("%(template)s does not target %(host)s.") % {
+            "template": template.name, "host": host.name})  # fmt: skip
+    if not host.enabled:
+        problems.append(_("%(host)s is disabled.") % {"host": host.name})
+        return problems
+    if choice.autodestroy:
+        if choice.persistent:
+            problems.append(_("Only a transient domain can be destroyed automatically."))
+        elif not hypervisor.supports_autodestroy(host.uri):
+            problems.append(
+                _("%(host)s cannot destroy domains automatically; create it without that.")
+                % {"host": host.name}
+            )
+    if template.method == Method.KERNEL and not choice.persistent:
+        problems.append(
+            _("Direct kernel boot installs in two phases and makes a persistent domain.")
+        )
+    if hypervisor.domain_name_taken(host.uri, name):
+        problems.append(_("%(host)s has a domain named %(name)s already.") % {
+            "host": host.name, "name": name})  # fmt: skip
+    return problems
+
+
+def _record_refused_creation(user, host, team, name, params, message) -> Operation:
+    return Operation.objects.create(
+        kind=OperationKind.PROVISION,
+        user=user,
+        host=host,
+        domain_name=name,
+        team=team,
+        params=params,
+        status=OperationStatus.REFUSED,
+        message=message,
+        request_id=current_request_id.get(),
+        finished_at=timezone.now(),
+    )
+
+
+def create_domain(
+    user: User,
+    template: Template,
+    host: Host,
+    team: Team,
+    name: str,
+    vcpus: int,
+    memory_mib: int,
+    choice: CreateChoice,
+) -> Operation:
+    """A superuser or team admin creates a domain from a template for `team`."""
+    if not is_team_admin(user, team):
+        if teams_for(user, "view").filter(pk=team.pk).exists():
+            raise ActionRefused(_("Only team admins may create domains."), status=403)
+        raise ActionRefused(_("No such team."), status=404)
+    return _provision(user, template, host, team, name, vcpus, memory_mib, choice)
+
+
+def _provision(
+    user: User,
+    template: Template,
+    host: Host,
+    team: Team,
+    name: str,
+    vcpus: int,
+    memory_mib: int,
+    choice: CreateChoice,
+    request: Request | None = None,
+) -> Operation:
+    params = {
+        "template": template.pk,
+        "template_name": template.name,
+        "method": template.method,
+        "vcpus": vcpus,
+        "memory_mib": memory_mib,
+        "persistent": choice.persistent,
+        "start": choice.start,
+        "paused": choice.paused,
+        "autodestroy": choice.autodestroy,
+        "request": request.pk if request else None,
+        "disk_gib": template.disk_gib,
+        "phase": "",
+    }
+    try:
+        problems = create_problems(host, template, name, choice)
+    except HypervisorError as exc:
+        problems = [exc.hint]
+    if request is None:
+        problems += quota_problems(team, vcpus, memory_mib, template.disk_gib)
+    uuid = str(uuidlib.uuid4())
+    view = None
+    if not problems:
+        view = preview(template, host, name, vcpus, memory_mib, uuid)
+        problems = view.problems
+    if problems:
+        message = " ".join(problems)
+        if request is None:
+            _record_refused_creation(user, host, team, name, params, message)
+            raise ActionRefused(message)
+        # Inside approval's transaction: let it roll back, and say why.
+        raise ActionRefused(message)
+    op = Operation.objects.create(
+        kind=OperationKind.PROVISION,
+        user=user,
+        host=host,
+        domain_uuid=uuid,
+        domain_name=name,
+        team=team,
+        params=params,
+        xml_after=view.xml,
+        message=view.warning,
+        request_id=current_request_id.get(),
+        task_id=str(uuidlib.uuid4()),
+    )
+    transaction.on_commit(lambda: _queue(PROVISION_TASK, op))
+    log.info(
+        "operation %s provision queued user=%s host=%s domain=%s",
+        op.pk, user, host.name, uuid,
+    )  # fmt: skip
+    return op
+
+
+def finish_request(op: Operation) -> None:
+    """After the provisioning task: the request is ready or failed, and its requester told."""
+    req = Request.objects.filter(pk=op.params.get("request")).first()
+    if req is None:
+        return
+    url = reverse("request_detail", args=[req.pk])
+    req.finished_at = timezone.now()
+    if op.status == OperationStatus.SUCCEEDED:
+        req.state = RequestState.READY
+        req.save(update_fields=["state", "finished_at"])
+        notify(req.requester, _("%(name)s is ready.") % {"name": req.name}, url)
+    else:
+        req.state = RequestState.FAILED
+        req.reason = op.message
+        req.save(update_fields=["state", "finished_at", "reason"])
+        notify(
+            req.requester,
+            _("Provisioning %(name)s failed: %(why)s") % {"name": req.name, "why": op.message},
+            url,
+        )
+
+
+def mark_read(user: User) -> int:
+    return Notification.objects.filter(user=user, read_at__isnull=True).update(
+        read_at=timezone.now()
+    )

@@ -1,0 +1,244 @@
+"""Pages for templates, requests, quotas and notifications. Thin: look up, check the
+form, call a service, render."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
+
+from domains.models import Operation, OperationKind, Team, teams_for
+from domains.services import ActionRefused
+
+from . import services
+from .forms import ApproveForm, CreateForm, QuotaForm, RejectForm, RequestForm, TemplateForm
+from .models import Notification, Quota, Request, RequestState, Template
+
+
+def _see_other(url: str) -> HttpResponse:
+    response = HttpResponse(status=303)
+    response["Location"] = url
+    return response
+
+
+def _refusal(exc: ActionRefused):
+    if exc.status == 404:
+        raise Http404(exc.message)
+    if exc.status == 403:
+        raise PermissionDenied(exc.message)
+
+
+# --- templates -------------------------------------------------------------------------
+
+
+@require_safe
+def template_list(request: HttpRequest) -> HttpResponse:
+    may_create = request.user.is_superuser or teams_for(request.user, "admin").exists()
+    return render(
+        request,
+        "provisioning/template_list.html",
+        {"templates": Template.objects.prefetch_related("hosts"), "may_create": may_create},
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def template_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
+    if not request.user.is_superuser:
+        raise PermissionDenied(_("Only superusers manage templates."))
+    obj = get_object_or_404(Template, pk=pk) if pk else None
+    form = TemplateForm(request.POST or None, instance=obj)
+    if request.method == "POST" and form.is_valid():
+        saved = form.save()
+        messages.success(request, _("Template %(name)s saved.") % {"name": saved.name})
+        return _see_other(reverse("template_list"))
+    return render(request, "provisioning/template_form.html", {"form": form, "template": obj})
+
+
+@require_http_methods(["GET", "POST"])
+def template_create_domain(request: HttpRequest, pk: int) -> HttpResponse:
+    """Fill in, preview the XML (with the low-memory warning), then create."""
+    if not (request.user.is_superuser or teams_for(request.user, "admin").exists()):
+        raise PermissionDenied(_("Only superusers and team admins create domains."))
+    template = get_object_or_404(Template, pk=pk)
+    form = CreateForm(request.user, template, request.POST or None)
+    context = {"form": form, "template": template}
+    if request.method == "POST" and form.is_valid():
+        d = form.cleaned_data
+        choice = services.CreateChoice(
+            persistent=d["persistent"],
+            start=d["start"],
+            paused=d["paused"],
+            autodestroy=d["autodestroy"],
+        )
+        if "confirm" not in request.POST:
+            context["preview"] = services.preview(
+                template, d["host"], d["name"], d["vcpus"], d["memory_mib"]
+            )
+            return render(request, "provisioning/create_domain.html", context)
+        try:
+            op = services.create_domain(
+                request.user, template, d["host"], d["team"], d["name"],
+                d["vcpus"], d["memory_mib"], choice,
+            )  # fmt: skip
+        except ActionRefused as exc:
+            _refusal(exc)
+            context["refusal"] = exc.message
+            return render(request, "provisioning/create_domain.html", context, status=409)
+        return _see_other(reverse("provision_detail", args=[op.pk]))
+    return render(request, "provisioning/create_domain.html", context)
+
+
+@require_safe
+def provision_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """A provisioning operation: its phase as it goes, then its domain.
+
+    The shared operation page finds operations through their domain, which a provisioning
+    operation has only once it is done; this one goes by the team instead.
+    """
+    op = (
+        Operation.objects.select_related("host", "team", "user", "domain")
+        .filter(pk=pk, kind=OperationKind.PROVISION)
+        .first()
+    )
+    visible = op is not None and (
+        request.user.is_superuser
+        or (op.team_id and teams_for(request.user, "view").filter(pk=op.team_id).exists())
+    )
+    if not visible:
+        raise Http404(_("No such operation."))
+    partial = bool(getattr(request, "htmx", False))
+    page = "provisioning/_provision_status.html" if partial else "provisioning/provision.html"
+    response = render(request, page, {"op": op})
+    response["Vary"] = "HX-Request"
+    return response
+
+
+# --- requests --------------------------------------------------------------------------
+
+
+@require_http_methods(["GET", "POST"])
+def request_new(request: HttpRequest) -> HttpResponse:
+    if not teams_for(request.user, "view").exists():
+        raise PermissionDenied(_("Requests are made for a team, and you are in none."))
+    form = RequestForm(request.user, request.POST or None)
+    context: dict = {"form": form}
+    if request.method == "POST" and form.is_valid():
+        d = form.cleaned_data
+        try:
+            req = services.submit_request(
+                request.user, d["team"], d["template"], d["name"],
+                d["vcpus"], d["memory_mib"], d["purpose"],
+            )  # fmt: skip
+        except ActionRefused as exc:
+            _refusal(exc)
+            context["refusal"] = exc.message
+            return render(request, "provisioning/request_form.html", context, status=409)
+        messages.success(request, _("Request #%(pk)d submitted.") % {"pk": req.pk})
+        return _see_other(reverse("request_detail", args=[req.pk]))
+    return render(request, "provisioning/request_form.html", context)
+
+
+@require_safe
+def request_list(request: HttpRequest) -> HttpResponse:
+    user = request.user
+    mine = Request.objects.filter(requester=user).select_related("team", "template")
+    admin_teams = Team.objects.all() if user.is_superuser else teams_for(user, "admin")
+    to_decide = Request.objects.filter(
+        team__in=admin_teams.values("pk"), state=RequestState.SUBMITTED
+    ).select_related("team", "template", "requester")
+    return render(request, "provisioning/request_list.html", {"mine": mine, "to_decide": to_decide})
+
+
+def _visible_request(request: HttpRequest, pk: int) -> Request:
+    req = services.visible_requests(request.user).filter(pk=pk).first()
+    if req is None:
+        raise Http404(_("No such request."))
+    return req
+
+
+@require_safe
+def request_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    req = _visible_request(request, pk)
+    may_decide = req.state == RequestState.SUBMITTED and services.is_team_admin(
+        request.user, req.team
+    )
+    return render(
+        request,
+        "provisioning/request_detail.html",
+        {
+            "req": req,
+            "may_decide": may_decide,
+            "approve_form": ApproveForm(req.template),
+            "reject_form": RejectForm(),
+        },
+    )
+
+
+@require_POST
+def request_approve(request: HttpRequest, pk: int) -> HttpResponse:
+    req = _visible_request(request, pk)
+    form = ApproveForm(req.template, request.POST)
+    host = form.cleaned_data["host"] if form.is_valid() else None
+    try:
+        services.approve_request(request.user, req, host)
+    except ActionRefused as exc:
+        _refusal(exc)
+        messages.error(request, exc.message)
+    return _see_other(reverse("request_detail", args=[req.pk]))
+
+
+@require_POST
+def request_reject(request: HttpRequest, pk: int) -> HttpResponse:
+    req = _visible_request(request, pk)
+    form = RejectForm(request.POST)
+    if not services.is_team_admin(request.user, req.team):
+        raise PermissionDenied(_("Only this team's admins may decide requests."))
+    if not form.is_valid():
+        messages.error(request, _("Say why the request is rejected."))
+        return _see_other(reverse("request_detail", args=[req.pk]))
+    try:
+        services.reject_request(request.user, req, form.cleaned_data["reason"])
+    except ActionRefused as exc:
+        _refusal(exc)
+        messages.error(request, exc.message)
+    return _see_other(reverse("request_detail", args=[req.pk]))
+
+
+# --- notifications and quotas ----------------------------------------------------------
+
+
+@require_safe
+def notification_list(request: HttpRequest) -> HttpResponse:
+    items = Notification.objects.filter(user=request.user)[:100]
+    return render(request, "provisioning/notification_list.html", {"items": items})
+
+
+@require_POST
+def notification_read(request: HttpRequest) -> HttpResponse:
+    services.mark_read(request.user)
+    return _see_other(reverse("notification_list"))
+
+
+@require_http_methods(["GET", "POST"])
+def team_quota(request: HttpRequest, team: str) -> HttpResponse:
+    obj = teams_for(request.user, "view").filter(slug=team).first()
+    if obj is None:
+        raise Http404(_("No such team."))
+    quota = Quota.objects.filter(team=obj).first()
+    form = QuotaForm(request.POST or None, instance=quota) if request.user.is_superuser else None
+    if request.method == "POST":
+        if form is None:
+            raise PermissionDenied(_("Only superusers may change quotas."))
+        if form.is_valid():
+            services.set_quota(request.user, obj, **form.cleaned_data)
+            messages.success(request, _("Quota of %(team)s saved.") % {"team": obj.name})
+            return _see_other(reverse("team_quota", args=[obj.slug]))
+    return render(
+        request,
+        "provisioning/team_quota.html",
+        {"team": obj, "quota": quota, "usage": services.usage(obj), "form": form},
+    )
