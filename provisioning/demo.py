@@ -46,7 +46,17 @@ def seed(hosts: list[Host], team_slug: str = "platform", requester: str = "vera"
     user = get_user_model().objects.filter(username=requester).first()
     if team is None or user is None:
         return len(DEMO_TEMPLATES)
-    Quota.objects.get_or_create(team=team)
+    # Room for what the demo already runs plus the pending request, so it can be approved;
+    # the quota page shows how close the team is.
+    Quota.objects.update_or_create(
+        team=team,
+        defaults={
+            "max_domains": 16,
+            "max_vcpus": 32,
+            "max_memory_mib": 32768,
+            "max_disk_gib": 200,
+        },
+    )
     if not Request.objects.filter(team=team, state=RequestState.SUBMITTED).exists():
         Request.objects.create(
             team=team,

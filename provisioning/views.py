@@ -172,7 +172,9 @@ def request_detail(request: HttpRequest, pk: int) -> HttpResponse:
         {
             "req": req,
             "may_decide": may_decide,
-            "approve_form": ApproveForm(req.template),
+            "approve_form": ApproveForm(
+                req.template, initial={"host": req.template.hosts.filter(enabled=True).first()}
+            ),
             "reject_form": RejectForm(),
         },
     )
