@@ -402,10 +402,13 @@ def operation_detail(request: HttpRequest, pk: int) -> HttpResponse:
         pk=pk,
     )
     user = request.user
-    visible = user.is_superuser or (
-        op.domain_id is not None
-        and Domain.objects.for_user(user, "view").filter(pk=op.domain_id).exists()
-    )
+    if op.domain_id is not None:
+        visible = Domain.objects.for_user(user, "view").filter(pk=op.domain_id).exists()
+    else:
+        # Not yet tied to a domain (a provisioning in progress, or one that failed): the
+        # team it was for may see it.
+        visible = op.team_id is not None and teams_for(user).filter(pk=op.team_id).exists()
+    visible = visible or user.is_superuser
     if not visible:
         raise Http404(_("No such operation."))
     context = {

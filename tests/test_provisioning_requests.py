@@ -211,3 +211,20 @@ def test_failed_provisioning_fails_the_request_and_tells_the_requester(people, h
     assert req.state == RequestState.FAILED and "Phase 1 failed" in req.reason
     assert "failed" in Notification.objects.get(user=people.victor_viewer).text
     assert len(mail.outbox) == 1
+
+
+def test_operation_without_a_domain_is_seen_by_its_team_only(people, hosts):
+    from domains.models import Operation, OperationKind, OperationStatus
+    from tests.helpers import client_for
+
+    op = Operation.objects.create(
+        kind=OperationKind.PROVISION,
+        user=people.alice_admin,
+        host=hosts.alpha,
+        domain_name="not-yet",
+        team=people.team_a,
+        status=OperationStatus.RUNNING,
+    )
+    assert client_for(people.victor_viewer).get(f"/operations/{op.pk}/").status_code == 200
+    assert client_for(people.bob_b).get(f"/operations/{op.pk}/").status_code == 404
+    assert client_for(people.nora_noteam).get(f"/operations/{op.pk}/").status_code == 404
