@@ -80,6 +80,7 @@ class Monitor(threading.Thread):
         self.stopping = threading.Event()
         self.aborted = False
         self.samples = 0
+        self.started = time.monotonic()
         self.dest_ready_at: float | None = None
 
     def run(self) -> None:
@@ -96,7 +97,7 @@ class Monitor(threading.Thread):
         op = self.op
         fields: dict = {"heartbeat_at": timezone.now()}
         job = None
-        if self.watch_job:
+        if self.watch_job and self.may_query():
             try:
                 job = hypervisor.job_progress(op.host.uri, str(op.domain_uuid))
             except HypervisorError:
@@ -127,6 +128,17 @@ class Monitor(threading.Thread):
             log.info("operation %s: abort not possible yet: %s", op.pk, exc.message)
             self.aborted = False
 
+    def may_query(self) -> bool:
+        """Whether to ask libvirt for job statistics now.
+
+        In the first moments of a peer-to-peer migration, while the destination is being
+        prepared, a jobStats or abortJob call is not answered but queued behind the whole
+        migration (measured here: libvirt 9.0). Ask only once that window has passed.
+        """
+        if self.op.kind != OperationKind.MIGRATE:
+            return True
+        return time.monotonic() - self.started >= MIGRATION_QUIET_SECONDS
+
     def abort_allowed(self, job) -> bool:
         """Whether libvirt takes an abort now.
 
@@ -156,6 +168,9 @@ class Monitor(threading.Thread):
         self.stopping.set()
         self.join(timeout=5)
 
+
+# Seconds at the start of a migration when libvirt must not be asked about its job.
+MIGRATION_QUIET_SECONDS = 2.0
 
 # Operations whose libvirt job reports progress and can be aborted.
 LONG_KINDS = {
