@@ -18,7 +18,7 @@ from django.utils.translation import gettext as _
 
 from domains import domxml, hypervisor, inventory
 from domains.hypervisor import HypervisorError
-from domains.models import Domain, Operation, OperationStatus
+from domains.models import Domain, Operation
 from domains.tasks import run_operation
 
 from . import services
@@ -122,10 +122,11 @@ def provision_domain_task(operation_id: int) -> None:
     Request.objects.filter(operation_id=operation_id, state=RequestState.APPROVED).update(
         state=RequestState.PROVISIONING
     )
-    run_operation(operation_id, _work)
-    op = Operation.objects.select_related("host").get(pk=operation_id)
-    if op.status == OperationStatus.SUCCEEDED:
-        # The new row belongs to the team (the inventory may have made it meanwhile).
+
+    def work(op: Operation) -> str:
+        message = _work(op)
+        # Before the operation says "succeeded": the new row belongs to the team (the
+        # inventory may have made it meanwhile) and the operation to the row.
         row = (
             inventory.refresh_domain(op.host, op.domain_uuid)
             or Domain.objects.filter(host=op.host, uuid=op.domain_uuid).first()
@@ -133,4 +134,7 @@ def provision_domain_task(operation_id: int) -> None:
         if row is not None:
             Domain.objects.filter(pk=row.pk).update(team=op.team)
             Operation.objects.filter(pk=op.pk).update(domain=row)
-    services.finish_request(op)
+        return message
+
+    run_operation(operation_id, work)
+    services.finish_request(Operation.objects.select_related("host").get(pk=operation_id))
