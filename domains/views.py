@@ -90,6 +90,14 @@ def _render(
     return response
 
 
+def raise_for_refusal(exc: services.ActionRefused) -> None:
+    """A refusal for visibility is a 404 and one for role a 403; others are for the page."""
+    if exc.status == 404:
+        raise Http404(exc.message) from None
+    if exc.status == 403:
+        raise PermissionDenied(exc.message) from None
+
+
 def _parse_uuid(value: str) -> uuidlib.UUID:
     try:
         return uuidlib.UUID(value)
@@ -724,10 +732,7 @@ def domain_save(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
                 request.user, domain, request.POST.get("image_name", "")[:200]
             )
         except services.ActionRefused as exc:
-            if exc.status == 404:
-                raise Http404(exc.message) from None
-            if exc.status == 403:
-                raise PermissionDenied(exc.message) from None
+            raise_for_refusal(exc)
             form.is_valid()
             form.add_error("image_name", exc.message)
         else:
@@ -802,10 +807,7 @@ def domain_migrate(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
         try:
             op = services.migrate_domain(request.user, domain, choice)
         except services.ActionRefused as exc:
-            if exc.status == 404:
-                raise Http404(exc.message) from None
-            if exc.status == 403:
-                raise PermissionDenied(exc.message) from None
+            raise_for_refusal(exc)
             problems = [exc.message]
         else:
             return _after_queue(request, op)
@@ -820,10 +822,7 @@ def operation_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         op = services.cancel_operation(request.user, op)
     except services.ActionRefused as exc:
-        if exc.status == 404:
-            raise Http404(exc.message) from None
-        if exc.status == 403:
-            raise PermissionDenied(exc.message) from None
+        raise_for_refusal(exc)
         messages.error(request, exc.message)
     else:
         messages.info(request, _("Cancel requested for operation #%(id)s.") % {"id": op.pk})
@@ -885,10 +884,7 @@ def domain_resize(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
             try:
                 op = services.resize_domain(request.user, domain, **form.cleaned_data)
             except services.ActionRefused as exc:
-                if exc.status == 404:
-                    raise Http404(exc.message) from None
-                if exc.status == 403:
-                    raise PermissionDenied(exc.message) from None
+                raise_for_refusal(exc)
                 problems = [exc.message]
             else:
                 return _after_queue(request, op)
@@ -928,10 +924,7 @@ def domain_xml_edit(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
             try:
                 op = services.edit_domain_xml(request.user, domain, xml)
             except services.ActionRefused as exc:
-                if exc.status == 404:
-                    raise Http404(exc.message) from None
-                if exc.status == 403:
-                    raise PermissionDenied(exc.message) from None
+                raise_for_refusal(exc)
                 problems = [exc.message]
                 status = 409
             else:

@@ -13,6 +13,7 @@ from django.views.decorators.http import require_http_methods, require_POST, req
 
 from domains.models import Operation, OperationKind, Team, teams_for
 from domains.services import ActionRefused
+from domains.views import raise_for_refusal
 
 from . import services
 from .forms import ApproveForm, CreateForm, QuotaForm, RejectForm, RequestForm, TemplateForm
@@ -23,13 +24,6 @@ def _see_other(url: str) -> HttpResponse:
     response = HttpResponse(status=303)
     response["Location"] = url
     return response
-
-
-def _refusal(exc: ActionRefused):
-    if exc.status == 404:
-        raise Http404(exc.message)
-    if exc.status == 403:
-        raise PermissionDenied(exc.message)
 
 
 # --- templates -------------------------------------------------------------------------
@@ -85,7 +79,7 @@ def template_create_domain(request: HttpRequest, pk: int) -> HttpResponse:
                 d["vcpus"], d["memory_mib"], choice,
             )  # fmt: skip
         except ActionRefused as exc:
-            _refusal(exc)
+            raise_for_refusal(exc)
             context["refusal"] = exc.message
             return render(request, "provisioning/create_domain.html", context, status=409)
         return _see_other(reverse("provision_detail", args=[op.pk]))
@@ -134,7 +128,7 @@ def request_new(request: HttpRequest) -> HttpResponse:
                 d["vcpus"], d["memory_mib"], d["purpose"],
             )  # fmt: skip
         except ActionRefused as exc:
-            _refusal(exc)
+            raise_for_refusal(exc)
             context["refusal"] = exc.message
             return render(request, "provisioning/request_form.html", context, status=409)
         messages.success(request, _("Request #%(pk)d submitted.") % {"pk": req.pk})
@@ -188,7 +182,7 @@ def request_approve(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         services.approve_request(request.user, req, host)
     except ActionRefused as exc:
-        _refusal(exc)
+        raise_for_refusal(exc)
         messages.error(request, exc.message)
     return _see_other(reverse("request_detail", args=[req.pk]))
 
@@ -205,7 +199,7 @@ def request_reject(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         services.reject_request(request.user, req, form.cleaned_data["reason"])
     except ActionRefused as exc:
-        _refusal(exc)
+        raise_for_refusal(exc)
         messages.error(request, exc.message)
     return _see_other(reverse("request_detail", args=[req.pk]))
 
