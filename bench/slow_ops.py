@@ -85,8 +85,10 @@ def main() -> None:
     from django.core.management import call_command
     from django.test import Client
 
-    from domains import domxml, hypervisor, inventory, services
+    from domains import domxml, hypervisor, inventory
     from domains.models import Domain, Host, Membership, Operation, SavedImage, Team
+    from domains.rules import DEFAULT_MIGRATION_FLAGS, MigrationChoice
+    from domains.services import images, migration
 
     call_command("migrate", verbosity=0)
     team = Team.objects.create(name="Bench", slug="bench")
@@ -152,7 +154,7 @@ def main() -> None:
             | libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
             | libvirt.VIR_MIGRATE_NON_SHARED_DISK
         )  # fmt: skip
-        choice_flags = services.DEFAULT_MIGRATION_FLAGS | {"NON_SHARED_DISK"}
+        choice_flags = DEFAULT_MIGRATION_FLAGS | {"NON_SHARED_DISK"}
         results: dict[str, dict[str, list[float]]] = {}
 
         def add(kind: str, side: str, seconds: float) -> None:
@@ -173,20 +175,20 @@ def main() -> None:
                 inventory.reconcile_host(h)
             # Through the panel.
             add("save", "panel", through_panel(
-                lambda: services.save_domain(user, row(), f"panel-{n}")  # noqa: B023
+                lambda: images.save_domain(user, row(), f"panel-{n}")  # noqa: B023
             ))  # fmt: skip
             image = SavedImage.objects.order_by("-pk").first()
             add("restore", "panel", through_panel(
-                lambda: services.restore_domain(user, image)  # noqa: B023
+                lambda: images.restore_domain(user, image)  # noqa: B023
             ))  # fmt: skip
             add("migrate", "panel", through_panel(
-                lambda: services.migrate_domain(
-                    user, row(), services.MigrationChoice(hosts["qb"], flags=choice_flags)
+                lambda: migration.migrate_domain(
+                    user, row(), MigrationChoice(hosts["qb"], flags=choice_flags)
                 )
             ))  # fmt: skip
             through_panel(
-                lambda: services.migrate_domain(
-                    user, row(), services.MigrationChoice(hosts["qa"], flags=choice_flags)
+                lambda: migration.migrate_domain(
+                    user, row(), MigrationChoice(hosts["qa"], flags=choice_flags)
                 )
             )
 

@@ -87,6 +87,30 @@ def teams_for(user, action: str = "view"):
     return Team.objects.filter(memberships__user=user, memberships__role__in=ACTION_ROLES[action])
 
 
+def is_team_admin(user, team: Team | None) -> bool:
+    """Whether `user` may manage `team` (its members, its requests): its admins and
+    superusers."""
+    if user.is_superuser:
+        return True
+    return team is not None and teams_for(user, "admin").filter(pk=team.pk).exists()
+
+
+def actions_on(user, domain: Domain) -> frozenset[str]:
+    """The ACTION_ROLES actions `user` holds on `domain` ("view", "operate", "admin"), in
+    one query. It agrees with `Domain.objects.for_user` (tests hold it to that); a view asks
+    once and passes the answer on instead of asking for each button."""
+    if user.is_superuser:
+        return frozenset(ACTION_ROLES)
+    if not user.is_authenticated or domain.team_id is None:
+        return frozenset()
+    role = (
+        Membership.objects.filter(user=user, team_id=domain.team_id)
+        .values_list("role", flat=True)
+        .first()
+    )
+    return frozenset(action for action, roles in ACTION_ROLES.items() if role in roles)
+
+
 # libvirt's virDomainState numbers.
 class State(models.IntegerChoices):
     NOSTATE = 0, _("no state")

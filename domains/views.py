@@ -27,7 +27,9 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 from django_htmx.http import HttpResponseClientRedirect
 
-from . import hypervisor, services
+from vmpanel.http import raise_for_refusal, see_other
+
+from . import hypervisor
 from .forms import (
     DOMAIN_SORTS,
     ActivityFilterForm,
@@ -41,23 +43,26 @@ from .forms import (
     XmlEditForm,
 )
 from .hypervisor import HypervisorError
+from .kinds import BUTTON_KINDS, KINDS, panel_actions
 from .models import (
     AuditEvent,
     Domain,
     Host,
     Membership,
     Operation,
-    OperationKind,
     Role,
     SavedImage,
     Team,
+    actions_on,
+    is_team_admin,
     teams_for,
 )
+from .rules import DEFAULT_MIGRATION_FLAGS, MigrationChoice, ResizeRequest
+from .services import hosts, images, migration, operations, resize, xmledit
+from .services.common import ActionRefused, require
 
 PAGE_SIZE = 50
 HISTORY_SIZE = 50
-# Actions that go through a confirmation page first.
-CONFIRM_ACTIONS = (OperationKind.DESTROY, OperationKind.UNDEFINE)
 # libvirt IDs are C ints: a longer number is not an ID (it may be a dash-less UUID).
 _ID_RE = re.compile(r"\d{1,10}")
 _MAX_ID = 2**31 - 1
@@ -90,14 +95,6 @@ def _render(
     return response
 
 
-def raise_for_refusal(exc: services.ActionRefused) -> None:
-    """A refusal for visibility is a 404 and one for role a 403; others are for the page."""
-    if exc.status == 404:
-        raise Http404(exc.message) from None
-    if exc.status == 403:
-        raise PermissionDenied(exc.message) from None
-
-
 def _parse_uuid(value: str) -> uuidlib.UUID:
     try:
         return uuidlib.UUID(value)
@@ -117,10 +114,6 @@ def _visible_domain(request: HttpRequest, host: str, uuid: str) -> Domain:
     if domain is None:
         raise Http404(_("No such domain."))
     return domain
-
-
-def _may(user, domain: Domain, action: str) -> bool:
-    return Domain.objects.for_user(user, action).filter(pk=domain.pk).exists()
 
 
 def _require_superuser(request: HttpRequest) -> None:
@@ -211,45 +204,31 @@ def domain_list(request: HttpRequest) -> HttpResponse:
 def _detail_context(request: HttpRequest, domain: Domain) -> dict:
     """Everything the detail page shows; the only libvirt call is a read."""
     user = request.user
+    may = actions_on(user, domain)  # asked once; every button below follows from it
     live = None
     live_error = None
     # A gone domain has nothing live to read, and a disabled host is left alone.
     if domain.gone_at is None and domain.host.enabled:
         try:
             live = hypervisor.domain_detail(
-                domain.host.uri, str(domain.uuid), secure=_may(user, domain, "admin")
+                domain.host.uri, str(domain.uuid), secure="admin" in may
             )
         except HypervisorError as exc:
             live_error = exc.message
-    actions = services.allowed_actions(user, domain)
     history = list(Operation.objects.filter(domain=domain).select_related("user")[:HISTORY_SIZE])
     context = {
         "domain": domain,
         "live": live,
         "live_error": live_error,
-        "actions": [
-            {
-                "kind": kind,
-                "label": OperationKind(kind).label,
-                "confirm": kind in CONFIRM_ACTIONS,
-            }
-            for kind in actions
-        ],
+        "actions": panel_actions(domain, may),
         "history": history,
+        "may_restore": KINDS["restore"].role in may,
+        "saved_images": list(
+            SavedImage.objects.filter(domain=domain).select_related("host")[:HISTORY_SIZE]
+        ),
     }
     if user.is_superuser and domain.gone_at is None:
         context["assign_form"] = AssignForm(initial={"team": domain.team})
-    may_operate = _may(user, domain, "operate")
-    context["may_save"] = may_operate and domain.gone_at is None and domain.is_active
-    context["may_migrate"] = may_operate and domain.gone_at is None
-    context["may_resize"] = may_operate and domain.gone_at is None
-    context["may_edit_xml"] = (
-        domain.gone_at is None and domain.persistent and _may(user, domain, "admin")
-    )
-    context["may_restore"] = may_operate
-    context["saved_images"] = list(
-        SavedImage.objects.filter(domain=domain).select_related("host")[:HISTORY_SIZE]
-    )
     return context
 
 
@@ -264,46 +243,16 @@ def domain_detail(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
 def domain_confirm(request: HttpRequest, host: str, uuid: str, action: str) -> HttpResponse:
     """Ask before forcing off or undefining; the form posts to domain_action."""
     domain = _visible_domain(request, host, uuid)
-    if action not in CONFIRM_ACTIONS:
+    spec = KINDS.get(action)
+    if spec is None or not spec.confirm:
         raise Http404(_("This action needs no confirmation."))
     context = {
         "domain": domain,
         "action": action,
-        "action_label": OperationKind(action).label,
-        "available": action in services.allowed_actions(request.user, domain),
+        "spec": spec,
+        "available": spec in panel_actions(domain, actions_on(request.user, domain)),
     }
     return render(request, "domains/domain_confirm.html", context)
-
-
-def _call_service(user, domain: Domain, action: str, data) -> Operation:
-    if action == OperationKind.START:
-        return services.start_domain(user, domain)
-    if action == OperationKind.SHUTDOWN:
-        return services.shutdown_domain(user, domain)
-    if action == OperationKind.DESTROY:
-        return services.destroy_domain(user, domain)
-    if action == OperationKind.REBOOT:
-        return services.reboot_domain(user, domain)
-    if action == OperationKind.SUSPEND:
-        return services.suspend_domain(user, domain)
-    if action == OperationKind.RESUME:
-        return services.resume_domain(user, domain)
-    if action == OperationKind.AUTOSTART_ON:
-        return services.set_autostart(user, domain, True)
-    if action == OperationKind.AUTOSTART_OFF:
-        return services.set_autostart(user, domain, False)
-    if action == OperationKind.MANAGED_SAVE:
-        return services.managed_save_domain(user, domain)
-    if action == OperationKind.MANAGED_SAVE_REMOVE:
-        return services.remove_managed_save(user, domain)
-    if action == OperationKind.UNDEFINE:
-        return services.undefine_domain(
-            user,
-            domain,
-            remove_managed_save=_truthy(data.get("remove_managed_save")),
-            remove_snapshots_metadata=_truthy(data.get("remove_snapshots_metadata")),
-        )
-    raise Http404(_("No such action."))
 
 
 def _wait_briefly(op: Operation) -> Operation:
@@ -333,16 +282,19 @@ def _flash_result(request: HttpRequest, op: Operation) -> None:
 
 @require_POST
 def domain_action(request: HttpRequest, host: str, uuid: str, action: str) -> HttpResponse:
+    """A plain button: the kind's service, with the check boxes its form may post."""
     domain = _visible_domain(request, host, uuid)
-    if action not in services.LIFECYCLE:
+    spec = KINDS.get(action)
+    if spec is None or action not in BUTTON_KINDS:
         raise Http404(_("No such action."))
-    if action in CONFIRM_ACTIONS and request.POST.get("confirm") != "yes":
-        return _see_other(
+    if spec.confirm and request.POST.get("confirm") != "yes":
+        return see_other(
             reverse("domain_confirm", args=[domain.host.name, str(domain.uuid), action])
         )
+    options = {name: _truthy(request.POST.get(name)) for name in spec.options}
     try:
-        op = _call_service(request.user, domain, action, request.POST)
-    except services.ActionRefused as exc:
+        op = spec.service_function(request.user, domain, **options)
+    except ActionRefused as exc:
         return _refusal_page(request, domain, exc)
 
     op = _wait_briefly(op)
@@ -355,7 +307,7 @@ def domain_action(request: HttpRequest, host: str, uuid: str, action: str) -> Ht
         url = reverse("operation_detail", args=[op.pk])
         if htmx_partial(request):
             return HttpResponseClientRedirect(url)
-        return _see_other(url)
+        return see_other(url)
     _flash_result(request, op)
     if htmx_partial(request):
         # Answer with the refreshed panel straight away instead of a redirect to follow.
@@ -366,14 +318,7 @@ def domain_action(request: HttpRequest, host: str, uuid: str, action: str) -> Ht
             "domains/_domain_panel.html",
             _detail_context(request, domain),
         )
-    return _see_other(_domain_url(domain))
-
-
-def _see_other(url: str) -> HttpResponse:
-    """A 303: after a POST, the browser fetches the next page with GET."""
-    response = HttpResponse(status=303)
-    response["Location"] = url
-    return response
+    return see_other(_domain_url(domain))
 
 
 @require_POST
@@ -384,11 +329,11 @@ def domain_assign(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
     form = AssignForm(request.POST)
     if not form.is_valid():
         messages.error(request, _("No such team."))
-        return _see_other(_domain_url(domain))
+        return see_other(_domain_url(domain))
     try:
-        services.assign_domain(request.user, domain, form.cleaned_data["team"])
-    except services.ActionRefused as exc:
-        raise PermissionDenied(exc.message) from None
+        hosts.assign_domain(request.user, domain, form.cleaned_data["team"])
+    except ActionRefused as exc:
+        raise_for_refusal(exc)
     team = form.cleaned_data["team"]
     if team is None:
         messages.success(request, _("%(name)s now belongs to no team.") % {"name": domain.name})
@@ -397,7 +342,7 @@ def domain_assign(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
             request,
             _("%(name)s now belongs to team %(team)s.") % {"name": domain.name, "team": team},
         )
-    return _see_other(_domain_url(domain))
+    return see_other(_domain_url(domain))
 
 
 # --- operations and activity ---------------------------------------------------------
@@ -425,9 +370,9 @@ def operation_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "params": sorted((k, v) for k, v in op.params.items() if k != "diff"),
         "diff": op.params.get("diff", ""),
         "may_cancel": not op.is_finished
-        and op.kind in services.CANCELLABLE
-        and op.domain_id is not None
-        and Domain.objects.for_user(user, "operate").filter(pk=op.domain_id).exists(),
+        and KINDS[op.kind].long
+        and op.domain is not None
+        and "operate" in actions_on(user, op.domain),
     }
     return _render(
         request, "domains/operation_detail.html", "domains/_operation_status.html", context
@@ -518,14 +463,13 @@ def _host_form_page(request: HttpRequest, host: Host | None) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         new = form.save(commit=False)
         try:
-            services.save_host(request.user, new)
-        except services.ActionRefused as exc:
-            if exc.status == 403:
-                raise PermissionDenied(exc.message) from None
+            hosts.save_host(request.user, new)
+        except ActionRefused as exc:
+            raise_for_refusal(exc)
             form.add_error("uri", exc.message)
         else:
             messages.success(request, _("Host %(name)s saved.") % {"name": new.name})
-            return _see_other(reverse("host_detail", args=[new.name]))
+            return see_other(reverse("host_detail", args=[new.name]))
     return render(request, "domains/host_form.html", {"form": form, "host": host})
 
 
@@ -584,14 +528,14 @@ def host_set_enabled(request: HttpRequest, host: str) -> HttpResponse:
     obj = get_object_or_404(Host, name=host)
     enabled = _truthy(request.POST.get("enabled"))
     try:
-        services.set_host_enabled(request.user, obj, enabled)
-    except services.ActionRefused as exc:
-        raise PermissionDenied(exc.message) from None
+        hosts.set_host_enabled(request.user, obj, enabled)
+    except ActionRefused as exc:
+        raise_for_refusal(exc)
     if enabled:
         messages.success(request, _("Host %(name)s enabled.") % {"name": obj.name})
     else:
         messages.success(request, _("Host %(name)s disabled.") % {"name": obj.name})
-    return _see_other(reverse("host_detail", args=[obj.name]))
+    return see_other(reverse("host_detail", args=[obj.name]))
 
 
 # --- teams ---------------------------------------------------------------------------
@@ -622,10 +566,6 @@ def _visible_team(request: HttpRequest, slug: str) -> tuple[Team, Membership | N
     return team, membership
 
 
-def _may_admin_team(request: HttpRequest, membership: Membership | None) -> bool:
-    return request.user.is_superuser or (membership is not None and membership.role == Role.ADMIN)
-
-
 def _team_page(
     request: HttpRequest,
     team: Team,
@@ -633,7 +573,7 @@ def _team_page(
     form: MembershipForm | None = None,
     status: int = 200,
 ) -> HttpResponse:
-    can_admin = _may_admin_team(request, membership)
+    can_admin = is_team_admin(request.user, team)
     context = {
         "team": team,
         "membership": membership,
@@ -654,7 +594,8 @@ def team_detail(request: HttpRequest, team: str) -> HttpResponse:
 @require_POST
 def team_member_set(request: HttpRequest, team: str) -> HttpResponse:
     obj, membership = _visible_team(request, team)
-    if not _may_admin_team(request, membership):
+    if not is_team_admin(request.user, obj):
+        # Before the form, so that a viewer learns nothing from its errors.
         raise PermissionDenied(_("Only this team's admins may change its members."))
     form = MembershipForm(request.POST)
     if not form.is_valid():
@@ -662,41 +603,38 @@ def team_member_set(request: HttpRequest, team: str) -> HttpResponse:
     member = form.cleaned_data["member"]
     role = form.cleaned_data["role"]
     try:
-        services.set_membership(request.user, obj, member, role)
-    except services.ActionRefused as exc:
-        raise PermissionDenied(exc.message) from None
+        hosts.set_membership(request.user, obj, member, role)
+    except ActionRefused as exc:
+        raise_for_refusal(exc)
     messages.success(
         request,
         _("%(user)s is now %(role)s in %(team)s.")
         % {"user": member.username, "role": Role(role).label, "team": obj.name},
     )
-    return _see_other(reverse("team_detail", args=[obj.slug]))
+    return see_other(reverse("team_detail", args=[obj.slug]))
 
 
 @require_POST
 def team_member_remove(request: HttpRequest, team: str, user_id: int) -> HttpResponse:
-    obj, membership = _visible_team(request, team)
-    if not _may_admin_team(request, membership):
-        raise PermissionDenied(_("Only this team's admins may change its members."))
+    obj, _membership = _visible_team(request, team)
     member = get_object_or_404(get_user_model(), pk=user_id)
     try:
-        services.remove_membership(request.user, obj, member)
-    except services.ActionRefused as exc:
-        raise PermissionDenied(exc.message) from None
+        hosts.remove_membership(request.user, obj, member)
+    except ActionRefused as exc:
+        raise_for_refusal(exc)
     messages.success(
         request,
         _("%(user)s removed from %(team)s.") % {"user": member.username, "team": obj.name},
     )
-    return _see_other(reverse("team_detail", args=[obj.slug]))
+    return see_other(reverse("team_detail", args=[obj.slug]))
 
 
 # --- save, restore, migrate, cancel (the slow operations) --------------------------
 
 
-def _refusal_page(request, domain: Domain, exc: services.ActionRefused) -> HttpResponse:
+def _refusal_page(request, domain: Domain, exc: ActionRefused) -> HttpResponse:
     """The domain's page (or panel) with the refusal in plain words, at its status."""
-    if exc.status == 404:
-        raise Http404(exc.message)
+    status = raise_for_refusal(exc)
     context = _detail_context(request, domain)
     context["refusal"] = exc.message
     context["refused_operation"] = exc.operation
@@ -705,7 +643,7 @@ def _refusal_page(request, domain: Domain, exc: services.ActionRefused) -> HttpR
         "domains/domain_detail.html",
         "domains/_domain_panel.html",
         context,
-        status=exc.status,
+        status=status,
     )
 
 
@@ -714,88 +652,92 @@ def _after_queue(request: HttpRequest, op: Operation) -> HttpResponse:
     url = reverse("operation_detail", args=[op.pk])
     if htmx_partial(request):
         return HttpResponseClientRedirect(url)
-    return _see_other(url)
+    return see_other(url)
+
+
+def _form_page_domain(request: HttpRequest, host: str, uuid: str, kind: str) -> Domain:
+    """The domain of a kind's form page, if the user's role allows the kind (else 404 or
+    403). A refused POST is on record; a GET of the form is not an attempt."""
+    domain = _visible_domain(request, host, uuid)
+    try:
+        require(request.user, domain, kind, record=request.method == "POST")
+    except ActionRefused as exc:
+        raise_for_refusal(exc)
+    return domain
 
 
 @require_http_methods(["GET", "HEAD", "POST"])
 def domain_save(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
     """Save the memory to an image in the host's save folder; the guide's warnings shown."""
-    domain = _visible_domain(request, host, uuid)
-    # The form is for operators; a POST goes to the service whoever sends it, so that a
-    # refusal for role is on record like any other.
-    if request.method != "POST" and not _may(request.user, domain, "operate"):
-        raise PermissionDenied(_("Your role in this domain's team does not allow this."))
+    domain = _form_page_domain(request, host, uuid, "save")
     form = SaveForm(request.POST or None)
+    status = 200
     if request.method == "POST":
         try:
-            op = services.save_domain(
-                request.user, domain, request.POST.get("image_name", "")[:200]
-            )
-        except services.ActionRefused as exc:
-            raise_for_refusal(exc)
+            op = images.save_domain(request.user, domain, request.POST.get("image_name", "")[:200])
+        except ActionRefused as exc:
+            status = raise_for_refusal(exc)
             form.is_valid()
             form.add_error("image_name", exc.message)
         else:
             return _after_queue(request, op)
-    return render(request, "domains/domain_save.html", {"domain": domain, "form": form})
+    context = {"domain": domain, "form": form}
+    return render(request, "domains/domain_save.html", context, status=status)
+
+
+def _image_of_visible_domain(request: HttpRequest, image_id: int, **lookup) -> SavedImage:
+    """The saved image if the user may see its domain (superusers: any image), else 404."""
+    image = get_object_or_404(
+        SavedImage.objects.select_related("host", "domain", "domain__host"),
+        pk=image_id,
+        **lookup,
+    )
+    domain = image.domain
+    visible = domain is not None and "view" in actions_on(request.user, domain)
+    if not visible and not request.user.is_superuser:
+        raise Http404(_("No such image."))
+    return image
 
 
 @require_POST
 def image_restore(request: HttpRequest, host: str, image_id: int) -> HttpResponse:
-    image = get_object_or_404(
-        SavedImage.objects.select_related("host", "domain", "domain__host"),
-        pk=image_id,
-        host__name=host,
-    )
-    domain = image.domain
-    visible = domain is not None and _may(request.user, domain, "view")
-    if not visible:
-        raise Http404(_("No such image."))
+    image = _image_of_visible_domain(request, image_id, host__name=host)
+    if image.domain is None:
+        raise Http404(_("This image's domain is unknown to the panel."))
     try:
-        op = services.restore_domain(request.user, image)
-    except services.ActionRefused as exc:
-        return _refusal_page(request, domain, exc)
+        op = images.restore_domain(request.user, image)
+    except ActionRefused as exc:
+        return _refusal_page(request, image.domain, exc)
     return _after_queue(request, op)
 
 
 @require_POST
 def image_forget(request: HttpRequest, host: str, image_id: int) -> HttpResponse:
-    image = get_object_or_404(SavedImage.objects.select_related("domain"), pk=image_id)
-    if image.domain is None or not _may(request.user, image.domain, "view"):
-        if not request.user.is_superuser:
-            raise Http404(_("No such image."))
+    image = _image_of_visible_domain(request, image_id)
     try:
-        services.delete_saved_image(request.user, image)
-    except services.ActionRefused as exc:
-        raise PermissionDenied(exc.message) from None
+        images.forget_saved_image(request.user, image)
+    except ActionRefused as exc:
+        raise_for_refusal(exc)
     messages.success(request, _("Image %(path)s forgotten.") % {"path": image.path})
     if image.domain is not None:
-        return _see_other(_domain_url(image.domain))
-    return _see_other(reverse("host_detail", args=[host]))
+        return see_other(_domain_url(image.domain))
+    return see_other(reverse("host_detail", args=[host]))
 
 
 @require_http_methods(["GET", "HEAD", "POST"])
 def domain_migrate(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
     """Every flag of the guide, checked in plain words before libvirt is asked."""
-    domain = _visible_domain(request, host, uuid)
-    may_operate = _may(request.user, domain, "operate")
-    if request.method != "POST" and not may_operate:
-        raise PermissionDenied(_("Your role in this domain's team does not allow this."))
-    if request.method == "POST" and not may_operate:
-        # Through the service, so the refusal for role is on record.
-        try:
-            services.migrate_domain(request.user, domain, services.MigrationChoice(None, "-"))
-        except services.ActionRefused as exc:
-            raise PermissionDenied(exc.message) from None
+    domain = _form_page_domain(request, host, uuid, "migrate")
+    problems: list[str] = []
+    status = 200
     if request.method == "POST":
         form = MigrateForm(request.POST, domain, request.user)
     else:
         form = MigrateForm(None, domain, request.user)
-        form.initial = {"flags": sorted(services.DEFAULT_MIGRATION_FLAGS), "bandwidth_mib_s": 0}
-    problems: list[str] = []
+        form.initial = {"flags": sorted(DEFAULT_MIGRATION_FLAGS), "bandwidth_mib_s": 0}
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
-        choice = services.MigrationChoice(
+        choice = MigrationChoice(
             destination=data.get("destination"),
             destination_uri=(data.get("destination_uri") or "").strip(),
             flags=frozenset(data["flags"]),
@@ -805,13 +747,12 @@ def domain_migrate(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
             listen_address=data["listen_address"].strip(),
         )
         try:
-            op = services.migrate_domain(request.user, domain, choice)
-        except services.ActionRefused as exc:
-            raise_for_refusal(exc)
+            op = migration.migrate_domain(request.user, domain, choice)
+        except ActionRefused as exc:
+            status = raise_for_refusal(exc)
             problems = [exc.message]
         else:
             return _after_queue(request, op)
-    status = 409 if problems else 200
     context = {"domain": domain, "form": form, "problems": problems}
     return render(request, "domains/domain_migrate.html", context, status=status)
 
@@ -820,13 +761,13 @@ def domain_migrate(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
 def operation_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     op = get_object_or_404(Operation.objects.select_related("domain"), pk=pk)
     try:
-        op = services.cancel_operation(request.user, op)
-    except services.ActionRefused as exc:
+        op = operations.cancel_operation(request.user, op)
+    except ActionRefused as exc:
         raise_for_refusal(exc)
         messages.error(request, exc.message)
     else:
         messages.info(request, _("Cancel requested for operation #%(id)s.") % {"id": op.pk})
-    return _see_other(reverse("operation_detail", args=[op.pk]))
+    return see_other(reverse("operation_detail", args=[op.pk]))
 
 
 # --- resize and raw XML ------------------------------------------------------------
@@ -839,7 +780,7 @@ def _resize_limits(domain: Domain) -> tuple[hypervisor.ResizeLimits | None, str]
     if not domain.host.enabled:
         return None, _("Host %(host)s is disabled.") % {"host": domain.host}
     try:
-        return hypervisor.resize_limits(domain.host.uri, str(domain.uuid)), ""
+        return resize.resize_limits(domain), ""
     except HypervisorError as exc:
         return None, exc.message
 
@@ -866,31 +807,24 @@ def _resize_initial(limits: hypervisor.ResizeLimits | None) -> dict:
 @require_http_methods(["GET", "HEAD", "POST"])
 def domain_resize(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
     """vCPUs and memory, live and/or saved, with the limits explained before submitting."""
-    domain = _visible_domain(request, host, uuid)
-    may_operate = _may(request.user, domain, "operate")
-    if not may_operate:
-        if request.method == "POST":
-            # Through the service, so that the refusal for role is on record.
-            try:
-                services.resize_domain(request.user, domain)
-            except services.ActionRefused as exc:
-                raise PermissionDenied(exc.message) from None
-        raise PermissionDenied(_("Your role in this domain's team does not allow this."))
+    domain = _form_page_domain(request, host, uuid, "resize")
     limits, limits_error = _resize_limits(domain)
     problems: list[str] = []
+    status = 200
     if request.method == "POST":
         form = ResizeForm(request.POST)
         if form.is_valid():
             try:
-                op = services.resize_domain(request.user, domain, **form.cleaned_data)
-            except services.ActionRefused as exc:
-                raise_for_refusal(exc)
+                op = resize.resize_domain(request.user, domain, ResizeRequest(**form.cleaned_data))
+            except ActionRefused as exc:
+                status = raise_for_refusal(exc)
                 problems = [exc.message]
             else:
                 return _after_queue(request, op)
+        else:
+            status = 400
     else:
         form = ResizeForm(initial=_resize_initial(limits))
-    status = 409 if problems else 400 if form.errors else 200
     context = {
         "domain": domain,
         "form": form,
@@ -904,15 +838,7 @@ def domain_resize(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
 @require_http_methods(["GET", "HEAD", "POST"])
 def domain_xml_edit(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
     """The saved configuration as XML, for team admins: preview the diff, then save."""
-    domain = _visible_domain(request, host, uuid)
-    if not _may(request.user, domain, "admin"):
-        if request.method == "POST":
-            # Through the service, so that the refusal for role is on record.
-            try:
-                services.edit_domain_xml(request.user, domain, "")
-            except services.ActionRefused as exc:
-                raise PermissionDenied(exc.message) from None
-        raise PermissionDenied(_("Only the team's admins may edit a domain's XML."))
+    domain = _form_page_domain(request, host, uuid, "edit_xml")
     problems: list[str] = []
     diff = None
     read_error = ""
@@ -920,28 +846,19 @@ def domain_xml_edit(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
     if request.method == "POST":
         form = XmlEditForm(request.POST)
         xml = request.POST.get("xml", "")
-        if "save" in request.POST:
-            try:
-                op = services.edit_domain_xml(request.user, domain, xml)
-            except services.ActionRefused as exc:
-                raise_for_refusal(exc)
-                problems = [exc.message]
-                status = 409
-            else:
-                return _after_queue(request, op)
+        try:
+            if "save" in request.POST:
+                return _after_queue(request, xmledit.edit_domain_xml(request.user, domain, xml))
+            preview = xmledit.preview_domain_xml(request.user, domain, xml)
+        except ActionRefused as exc:
+            status = raise_for_refusal(exc)
+            problems = [exc.message]
         else:
-            try:
-                preview = services.preview_domain_xml(request.user, domain, xml)
-            except services.ActionRefused as exc:
-                if exc.status == 404:
-                    raise Http404(exc.message) from None
-                raise PermissionDenied(exc.message) from None
             diff = preview.diff
-            if preview.problem:
-                problems = [preview.problem]
+            problems = [preview.problem] if preview.problem else []
     else:
         xml = ""
-        if not domain.persistent:
+        if not KINDS["edit_xml"].allowed(domain):
             read_error = _("%(name)s is transient: it has no saved configuration to edit.") % {
                 "name": domain.name
             }
@@ -949,7 +866,7 @@ def domain_xml_edit(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
             read_error = _("This domain no longer exists.")
         else:
             try:
-                xml = services.current_domain_xml(domain)
+                xml = xmledit.current_domain_xml(domain)
             except HypervisorError as exc:
                 read_error = exc.message
         form = XmlEditForm(initial={"xml": xml})

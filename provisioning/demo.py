@@ -6,7 +6,7 @@ from django.contrib.auth import get_user_model
 
 from domains.models import Host, Team
 
-from .models import Method, Quota, Request, RequestState, Template
+from .models import Method, Quota, RequestState, Template, VMRequest
 
 DEMO_TEMPLATES = [
     dict(
@@ -57,8 +57,8 @@ def seed(hosts: list[Host], team_slug: str = "platform", requester: str = "vera"
             "max_disk_gib": 200,
         },
     )
-    if not Request.objects.filter(team=team, state=RequestState.SUBMITTED).exists():
-        Request.objects.create(
+    if not VMRequest.objects.filter(team=team, state=RequestState.SUBMITTED).exists():
+        VMRequest.objects.create(
             team=team,
             requester=user,
             template=Template.objects.get(name="PXE install"),

@@ -140,7 +140,7 @@ class RequestState(models.TextChoices):
 PENDING_STATES = (RequestState.APPROVED, RequestState.PROVISIONING)
 
 
-class Request(models.Model):
+class VMRequest(models.Model):
     """A team member's request for a new domain from a template."""
 
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="requests")

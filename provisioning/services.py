@@ -16,6 +16,7 @@ from django.contrib.auth.models import User
 from django.core.mail import send_mail
 from django.db import transaction
 from django.db.models import Sum
+from django.forms.models import model_to_dict
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -25,15 +26,20 @@ from domains.hypervisor import HypervisorError
 from domains.models import (
     Domain,
     Host,
-    Membership,
     Operation,
     OperationKind,
     OperationStatus,
-    Role,
     Team,
+    is_team_admin,
     teams_for,
 )
-from domains.services import ActionRefused, _audit, _queue
+from domains.services.common import (
+    ActionRefused,
+    audit,
+    record_refusal,
+    require_superuser,
+    send_on_commit,
+)
 from vmpanel.middleware import current_request_id
 
 from .models import (
@@ -41,16 +47,15 @@ from .models import (
     Method,
     Notification,
     Quota,
-    Request,
     RequestState,
     Template,
+    VMRequest,
 )
 
 log = logging.getLogger(__name__)
 
 IMAGE_DIR = "/var/lib/libvirt/images"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-PROVISION_TASK = "provisioning.tasks.provision_domain_task"
 
 
 # --- the template as a domain specification -------------------------------------------
@@ -198,16 +203,16 @@ class Usage:
     disk_gib: int
 
 
-def usage(team: Team, exclude_request: Request | None = None) -> Usage:
+def usage(team: Team, exclude_request: VMRequest | None = None) -> Usage:
     """What the team uses: its domains in the inventory plus approved requests not yet
     made; disk from the template sizes of its requests that are or will be domains."""
     doms = Domain.objects.present().filter(team=team)
     agg = doms.aggregate(v=Sum("vcpus"), m=Sum("memory_kib"))
-    pending = Request.objects.filter(team=team, state__in=PENDING_STATES)
+    pending = VMRequest.objects.filter(team=team, state__in=PENDING_STATES)
     if exclude_request is not None:
         pending = pending.exclude(pk=exclude_request.pk)
     p = pending.aggregate(v=Sum("vcpus"), m=Sum("memory_mib"))
-    disk = Request.objects.filter(
+    disk = VMRequest.objects.filter(
         team=team, state__in=[*PENDING_STATES, RequestState.READY]
     ).exclude(pk=getattr(exclude_request, "pk", None))
     # A ready request's disk stops counting once its domain is gone from libvirt.
@@ -222,7 +227,7 @@ def usage(team: Team, exclude_request: Request | None = None) -> Usage:
 
 
 def quota_problems(
-    team: Team, vcpus: int, memory_mib: int, disk_gib: int, exclude: Request | None = None
+    team: Team, vcpus: int, memory_mib: int, disk_gib: int, exclude: VMRequest | None = None
 ) -> list[str]:
     """What one more domain of this size would overrun, with the numbers."""
     # Read fresh, not through team.quota: a cached row would miss a superuser's change.
@@ -245,42 +250,78 @@ def quota_problems(
 
 
 def set_quota(user: User, team: Team, **limits: int) -> Quota:
-    if not user.is_superuser:
-        raise ActionRefused(_("Only superusers may change quotas."), status=403)
-    quota, _created = Quota.objects.update_or_create(team=team, defaults=limits)
-    _audit("quota_changed", user, f"{team.name}: {limits}", team=team, **limits)
+    """Set a team's limits (superusers); the audit row keeps the old ones too."""
+    require_superuser(user)
+    with transaction.atomic():
+        old = Quota.objects.filter(team=team).values(*limits).first()
+        quota, _created = Quota.objects.update_or_create(team=team, defaults=limits)
+        audit("quota_changed", user, f"{team.name}: {limits}", team=team, before=old, after=limits)
     return quota
+
+
+# --- templates -------------------------------------------------------------------------
+
+
+def _template_fields(template: Template) -> dict:
+    """The template's editable values as JSON-safe data, for the audit row."""
+    values = model_to_dict(template, exclude=["id"])
+    values["hosts"] = sorted(h.name for h in values.get("hosts") or [])
+    return {k: v if isinstance(v, (int, float, bool, str, list, type(None))) else str(v)
+            for k, v in values.items()}  # fmt: skip
+
+
+def save_template(user: User, template: Template, hosts: list[Host]) -> Template:
+    """Add or change a template (superusers); the audit row says what changed, before and
+    after, so that a domain made from it later can be explained."""
+    require_superuser(user)
+    created = template.pk is None
+    with transaction.atomic():
+        before = {} if created else _template_fields(Template.objects.get(pk=template.pk))
+        template.save()
+        template.hosts.set(hosts)
+        after = _template_fields(template)
+        changed = sorted(k for k in after if before.get(k) != after[k])
+        audit(
+            "template_added" if created else "template_changed",
+            user,
+            f"{template.name}: {', '.join(changed) or 'nothing changed'}",
+            template=template.pk,
+            before={k: before.get(k) for k in changed},
+            after={k: after[k] for k in changed},
+        )
+    return template
 
 
 # --- requests --------------------------------------------------------------------------
 
 
-def is_team_admin(user: User, team: Team) -> bool:
-    return (
-        user.is_superuser
-        or Membership.objects.filter(user=user, team=team, role=Role.ADMIN).exists()
-    )
-
-
 def visible_requests(user: User):
     """Requests the user may see: their own and those of their teams."""
     if user.is_superuser:
-        return Request.objects.all()
-    return Request.objects.filter(team__in=teams_for(user, "view").values("pk"))
+        return VMRequest.objects.all()
+    return VMRequest.objects.filter(team__in=teams_for(user, "view").values("pk"))
 
 
 def notify(user: User | None, text: str, url: str = "") -> None:
-    """An in-panel notification and an e-mail, when there is someone to tell."""
+    """An in-panel notification and an e-mail, when there is someone to tell, sent once
+    the current transaction commits: a decision rolled back tells nobody, and a slow mail
+    server holds no database lock."""
     if user is None:
         return
-    Notification.objects.create(user=user, text=text, url=url)
-    if user.email:
-        # A mail server that does not answer must not undo the decision.
-        send_mail("vmpanel: " + text[:60], text, None, [user.email], fail_silently=True)
+
+    def send() -> None:
+        Notification.objects.create(user=user, text=text, url=url)
+        if user.email:
+            # A mail server that does not answer must not undo the decision.
+            send_mail("vmpanel: " + text[:60], text, None, [user.email], fail_silently=True)
+
+    transaction.on_commit(send)
 
 
 def _refused(user: User, team: Team | None, message: str, **detail) -> None:
-    _audit("request_refused", user, message, team=team, **detail)
+    """A request turned down: on record as an audit event (a request is not an operation
+    yet), then raised."""
+    audit("request_refused", user, message, team=team, **detail)
     raise ActionRefused(message)
 
 
@@ -311,7 +352,7 @@ def submit_request(
     vcpus: int,
     memory_mib: int,
     purpose: str,
-) -> Request:
+) -> VMRequest:
     """Any member of `team` (viewers too) asks for a domain; checked against the template's
     bounds and the team's quota now, and again at approval."""
     if not teams_for(user, "view").filter(pk=team.pk).exists():
@@ -324,7 +365,7 @@ def submit_request(
     if problems:
         _refused(user, team, " ".join(problems), **detail)
     with transaction.atomic():
-        req = Request.objects.create(
+        req = VMRequest.objects.create(
             team=team,
             requester=user,
             template=template,
@@ -333,7 +374,7 @@ def submit_request(
             memory_mib=memory_mib,
             purpose=purpose,
         )
-        _audit(
+        audit(
             "request_submitted",
             user,
             f"#{req.pk} {name} from {template.name} ({vcpus} vCPUs, {memory_mib} MiB)",
@@ -343,7 +384,7 @@ def submit_request(
     return req
 
 
-def _decidable(user: User, req: Request) -> None:
+def _decidable(user: User, req: VMRequest) -> None:
     if not visible_requests(user).filter(pk=req.pk).exists():
         raise ActionRefused(_("No such request."), status=404)
     if not is_team_admin(user, req.team):
@@ -355,14 +396,14 @@ def _decidable(user: User, req: Request) -> None:
         )
 
 
-def approve_request(user: User, req: Request, host: Host | None = None) -> Request:
+def approve_request(user: User, req: VMRequest, host: Host | None = None) -> VMRequest:
     """A team admin approves: the quota is checked again and provisioning is queued."""
     _decidable(user, req)
     targets = req.template.hosts.filter(enabled=True)
     host = host or targets.first()
     if host is None or not targets.filter(pk=host.pk).exists():
-        _refused(user, req.team, _("%(template)s cannot go to that host.") % {
-            "template": req.template.name}, request=req.pk)  # fmt: skip
+        message = _("%(template)s cannot go to that host.") % {"template": req.template.name}
+        _refuse_provision(user, host, req.team, req.name, {"request": req.pk}, message)
     problems = quota_problems(
         req.team, req.vcpus, req.memory_mib, req.template.disk_gib, exclude=req
     )
@@ -371,46 +412,49 @@ def approve_request(user: User, req: Request, host: Host | None = None) -> Reque
     except HypervisorError as exc:
         problems.append(exc.hint)
     if problems:
-        _refused(user, req.team, " ".join(problems), request=req.pk)
-    with transaction.atomic():
-        req.state = RequestState.APPROVED
-        req.host = host
-        req.decided_by = user
-        req.decided_at = timezone.now()
-        req.save()
-        _audit("request_approved", user, f"#{req.pk} {req.name} on {host}", team=req.team)
-        op = _provision(
-            user,
-            req.template,
-            host,
-            req.team,
-            req.name,
-            req.vcpus,
-            req.memory_mib,
-            CreateChoice(persistent=True, start=True),
-            request=req,
-        )
-        req.operation = op
-        req.save(update_fields=["operation"])
-        notify(
-            req.requester,
-            _("Your request #%(pk)d for %(name)s was approved; it is being provisioned.")
-            % {"pk": req.pk, "name": req.name},
-            reverse("request_detail", args=[req.pk]),
-        )
+        _refuse_provision(user, host, req.team, req.name, {"request": req.pk}, " ".join(problems))
+    try:
+        with transaction.atomic():
+            # Conditional, so that of two admins deciding at once only one does.
+            decided = VMRequest.objects.filter(pk=req.pk, state=RequestState.SUBMITTED).update(
+                state=RequestState.APPROVED, host=host, decided_by=user, decided_at=timezone.now()
+            )
+            if not decided:
+                raise ActionRefused(_("Request #%(pk)d was decided meanwhile.") % {"pk": req.pk})
+            req.refresh_from_db()
+            audit("request_approved", user, f"#{req.pk} {req.name} on {host}", team=req.team)
+            op = _provision(
+                user, req.template, host, req.team, req.name, req.vcpus, req.memory_mib,
+                CreateChoice(persistent=True, start=True), request=req,
+            )  # fmt: skip
+            req.operation = op
+            req.save(update_fields=["operation"])
+            notify(
+                req.requester,
+                _("Your request #%(pk)d for %(name)s was approved; it is being provisioned.")
+                % {"pk": req.pk, "name": req.name},
+                reverse("request_detail", args=[req.pk]),
+            )
+    except ActionRefused as exc:
+        # The approval rolled back; the refusal stays on record.
+        req.refresh_from_db()
+        _refuse_provision(user, host, req.team, req.name, {"request": req.pk}, exc.message)
     return req
 
 
-def reject_request(user: User, req: Request, reason: str) -> Request:
+def reject_request(user: User, req: VMRequest, reason: str) -> VMRequest:
+    """A team admin turns a request down, saying why; the requester is told."""
     _decidable(user, req)
     with transaction.atomic():
-        req.state = RequestState.REJECTED
-        req.decided_by = user
-        req.decided_at = timezone.now()
-        req.finished_at = req.decided_at
-        req.reason = reason
-        req.save()
-        _audit("request_rejected", user, f"#{req.pk} {req.name}: {reason}", team=req.team)
+        now = timezone.now()
+        decided = VMRequest.objects.filter(pk=req.pk, state=RequestState.SUBMITTED).update(
+            state=RequestState.REJECTED, decided_by=user, decided_at=now, finished_at=now,
+            reason=reason,
+        )  # fmt: skip
+        if not decided:
+            raise ActionRefused(_("Request #%(pk)d was decided meanwhile.") % {"pk": req.pk})
+        req.refresh_from_db()
+        audit("request_rejected", user, f"#{req.pk} {req.name}: {reason}", team=req.team)
         notify(
             req.requester,
             _("Your request #%(pk)d for %(name)s was rejected: %(reason)s")
@@ -460,19 +504,13 @@ def create_problems(host: Host, template: Template, name: str, choice: CreateCho
     return problems
 
 
-def _record_refused_creation(user, host, team, name, params, message) -> Operation:
-    return Operation.objects.create(
-        kind=OperationKind.PROVISION,
-        user=user,
-        host=host,
-        domain_name=name,
-        team=team,
-        params=params,
-        status=OperationStatus.REFUSED,
-        message=message,
-        request_id=current_request_id.get(),
-        finished_at=timezone.now(),
+def _refuse_provision(user, host, team, name, params, message) -> None:
+    """A creation turned down: on record as a refused provisioning, like every refused
+    operation, then raised."""
+    op = record_refusal(
+        user, OperationKind.PROVISION, message, host=host, team=team, name=name, params=params
     )
+    raise ActionRefused(message, op)
 
 
 def create_domain(
@@ -485,7 +523,8 @@ def create_domain(
     memory_mib: int,
     choice: CreateChoice,
 ) -> Operation:
-    """A superuser or team admin creates a domain from a template for `team`."""
+    """A superuser or team admin creates a domain from a template for `team` (a
+    provisioning operation: the task defines or creates it, and starts it if asked)."""
     if not is_team_admin(user, team):
         if teams_for(user, "view").filter(pk=team.pk).exists():
             raise ActionRefused(_("Only team admins may create domains."), status=403)
@@ -502,7 +541,7 @@ def _provision(
     vcpus: int,
     memory_mib: int,
     choice: CreateChoice,
-    request: Request | None = None,
+    request: VMRequest | None = None,
 ) -> Operation:
     params = {
         "template": template.pk,
@@ -531,11 +570,10 @@ def _provision(
         problems = view.problems
     if problems:
         message = " ".join(problems)
-        if request is None:
-            _record_refused_creation(user, host, team, name, params, message)
+        if request is not None:
+            # Inside approval's transaction, which rolls back: the approval records it.
             raise ActionRefused(message)
-        # Inside approval's transaction: let it roll back, and say why.
-        raise ActionRefused(message)
+        _refuse_provision(user, host, team, name, params, message)
     op = Operation.objects.create(
         kind=OperationKind.PROVISION,
         user=user,
@@ -549,34 +587,40 @@ def _provision(
         request_id=current_request_id.get(),
         task_id=str(uuidlib.uuid4()),
     )
-    transaction.on_commit(lambda: _queue(PROVISION_TASK, op))
-    log.info(
-        "operation %s provision queued user=%s host=%s domain=%s",
-        op.pk, user, host.name, uuid,
-    )  # fmt: skip
+    send_on_commit(op)
     return op
 
 
 def finish_request(op: Operation) -> None:
-    """After the provisioning task: the request is ready or failed, and its requester told."""
-    req = Request.objects.filter(pk=op.params.get("request")).first()
-    if req is None:
+    """After the provisioning task: the request is ready or failed, and its requester told.
+
+    Idempotent: it acts only on a finished operation and only on a request still being
+    provisioned, so a redelivered task (whose claim found the operation running or done)
+    neither fails a running request nor tells anybody twice.
+    """
+    if not op.is_finished or not op.params.get("request"):
         return
-    url = reverse("request_detail", args=[req.pk])
-    req.finished_at = timezone.now()
-    if op.status == OperationStatus.SUCCEEDED:
-        req.state = RequestState.READY
-        req.save(update_fields=["state", "finished_at"])
-        notify(req.requester, _("%(name)s is ready.") % {"name": req.name}, url)
-    else:
-        req.state = RequestState.FAILED
-        req.reason = op.message
-        req.save(update_fields=["state", "finished_at", "reason"])
-        notify(
-            req.requester,
-            _("Provisioning %(name)s failed: %(why)s") % {"name": req.name, "why": op.message},
-            url,
+    succeeded = op.status == OperationStatus.SUCCEEDED
+    with transaction.atomic():
+        changed = VMRequest.objects.filter(
+            pk=op.params["request"], state__in=PENDING_STATES
+        ).update(
+            state=RequestState.READY if succeeded else RequestState.FAILED,
+            reason="" if succeeded else op.message,
+            finished_at=timezone.now(),
         )
+        if not changed:
+            return
+        req = VMRequest.objects.select_related("requester").get(pk=op.params["request"])
+        url = reverse("request_detail", args=[req.pk])
+        if succeeded:
+            notify(req.requester, _("%(name)s is ready.") % {"name": req.name}, url)
+        else:
+            notify(
+                req.requester,
+                _("Provisioning %(name)s failed: %(why)s") % {"name": req.name, "why": op.message},
+                url,
+            )
 
 
 def mark_read(user: User) -> int:

@@ -19,10 +19,10 @@ from django.utils.translation import gettext as _
 from domains import domxml, hypervisor, inventory
 from domains.hypervisor import HypervisorError
 from domains.models import Domain, Operation
-from domains.tasks import run_operation
+from domains.runner import run_operation
 
 from . import services
-from .models import Method, Request, RequestState
+from .models import Method, RequestState, VMRequest
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def _work(op: Operation) -> str:
 
 @shared_task(acks_late=True)
 def provision_domain_task(operation_id: int) -> None:
-    Request.objects.filter(operation_id=operation_id, state=RequestState.APPROVED).update(
+    VMRequest.objects.filter(operation_id=operation_id, state=RequestState.APPROVED).update(
         state=RequestState.PROVISIONING
     )
 

@@ -11,20 +11,13 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from domains.models import Operation, OperationKind, Team, teams_for
-from domains.services import ActionRefused
-from domains.views import raise_for_refusal
+from domains.models import Operation, OperationKind, Team, is_team_admin, teams_for
+from domains.services.common import ActionRefused
+from vmpanel.http import raise_for_refusal, see_other
 
 from . import services
 from .forms import ApproveForm, CreateForm, QuotaForm, RejectForm, RequestForm, TemplateForm
-from .models import Notification, Quota, Request, RequestState, Template
-
-
-def _see_other(url: str) -> HttpResponse:
-    response = HttpResponse(status=303)
-    response["Location"] = url
-    return response
-
+from .models import Notification, Quota, RequestState, Template, VMRequest
 
 # --- templates -------------------------------------------------------------------------
 
@@ -46,9 +39,11 @@ def template_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
     obj = get_object_or_404(Template, pk=pk) if pk else None
     form = TemplateForm(request.POST or None, instance=obj)
     if request.method == "POST" and form.is_valid():
-        saved = form.save()
+        saved = services.save_template(
+            request.user, form.save(commit=False), form.cleaned_data["hosts"]
+        )
         messages.success(request, _("Template %(name)s saved.") % {"name": saved.name})
-        return _see_other(reverse("template_list"))
+        return see_other(reverse("template_list"))
     return render(request, "provisioning/template_form.html", {"form": form, "template": obj})
 
 
@@ -79,10 +74,10 @@ def template_create_domain(request: HttpRequest, pk: int) -> HttpResponse:
                 d["vcpus"], d["memory_mib"], choice,
             )  # fmt: skip
         except ActionRefused as exc:
-            raise_for_refusal(exc)
+            status = raise_for_refusal(exc)
             context["refusal"] = exc.message
-            return render(request, "provisioning/create_domain.html", context, status=409)
-        return _see_other(reverse("provision_detail", args=[op.pk]))
+            return render(request, "provisioning/create_domain.html", context, status=status)
+        return see_other(reverse("provision_detail", args=[op.pk]))
     return render(request, "provisioning/create_domain.html", context)
 
 
@@ -128,26 +123,26 @@ def request_new(request: HttpRequest) -> HttpResponse:
                 d["vcpus"], d["memory_mib"], d["purpose"],
             )  # fmt: skip
         except ActionRefused as exc:
-            raise_for_refusal(exc)
+            status = raise_for_refusal(exc)
             context["refusal"] = exc.message
-            return render(request, "provisioning/request_form.html", context, status=409)
+            return render(request, "provisioning/request_form.html", context, status=status)
         messages.success(request, _("Request #%(pk)d submitted.") % {"pk": req.pk})
-        return _see_other(reverse("request_detail", args=[req.pk]))
+        return see_other(reverse("request_detail", args=[req.pk]))
     return render(request, "provisioning/request_form.html", context)
 
 
 @require_safe
 def request_list(request: HttpRequest) -> HttpResponse:
     user = request.user
-    mine = Request.objects.filter(requester=user).select_related("team", "template")
+    mine = VMRequest.objects.filter(requester=user).select_related("team", "template")
     admin_teams = Team.objects.all() if user.is_superuser else teams_for(user, "admin")
-    to_decide = Request.objects.filter(
+    to_decide = VMRequest.objects.filter(
         team__in=admin_teams.values("pk"), state=RequestState.SUBMITTED
     ).select_related("team", "template", "requester")
     return render(request, "provisioning/request_list.html", {"mine": mine, "to_decide": to_decide})
 
 
-def _visible_request(request: HttpRequest, pk: int) -> Request:
+def _visible_request(request: HttpRequest, pk: int) -> VMRequest:
     req = services.visible_requests(request.user).filter(pk=pk).first()
     if req is None:
         raise Http404(_("No such request."))
@@ -157,9 +152,7 @@ def _visible_request(request: HttpRequest, pk: int) -> Request:
 @require_safe
 def request_detail(request: HttpRequest, pk: int) -> HttpResponse:
     req = _visible_request(request, pk)
-    may_decide = req.state == RequestState.SUBMITTED and services.is_team_admin(
-        request.user, req.team
-    )
+    may_decide = req.state == RequestState.SUBMITTED and is_team_admin(request.user, req.team)
     return render(
         request,
         "provisioning/request_detail.html",
@@ -184,24 +177,24 @@ def request_approve(request: HttpRequest, pk: int) -> HttpResponse:
     except ActionRefused as exc:
         raise_for_refusal(exc)
         messages.error(request, exc.message)
-    return _see_other(reverse("request_detail", args=[req.pk]))
+    return see_other(reverse("request_detail", args=[req.pk]))
 
 
 @require_POST
 def request_reject(request: HttpRequest, pk: int) -> HttpResponse:
     req = _visible_request(request, pk)
     form = RejectForm(request.POST)
-    if not services.is_team_admin(request.user, req.team):
+    if not is_team_admin(request.user, req.team):
         raise PermissionDenied(_("Only this team's admins may decide requests."))
     if not form.is_valid():
         messages.error(request, _("Say why the request is rejected."))
-        return _see_other(reverse("request_detail", args=[req.pk]))
+        return see_other(reverse("request_detail", args=[req.pk]))
     try:
         services.reject_request(request.user, req, form.cleaned_data["reason"])
     except ActionRefused as exc:
         raise_for_refusal(exc)
         messages.error(request, exc.message)
-    return _see_other(reverse("request_detail", args=[req.pk]))
+    return see_other(reverse("request_detail", args=[req.pk]))
 
 
 # --- notifications and quotas ----------------------------------------------------------
@@ -216,7 +209,7 @@ def notification_list(request: HttpRequest) -> HttpResponse:
 @require_POST
 def notification_read(request: HttpRequest) -> HttpResponse:
     services.mark_read(request.user)
-    return _see_other(reverse("notification_list"))
+    return see_other(reverse("notification_list"))
 
 
 @require_http_methods(["GET", "POST"])
@@ -232,7 +225,7 @@ def team_quota(request: HttpRequest, team: str) -> HttpResponse:
         if form.is_valid():
             services.set_quota(request.user, obj, **form.cleaned_data)
             messages.success(request, _("Quota of %(team)s saved.") % {"team": obj.name})
-            return _see_other(reverse("team_quota", args=[obj.slug]))
+            return see_other(reverse("team_quota", args=[obj.slug]))
     return render(
         request,
         "provisioning/team_quota.html",

@@ -14,6 +14,7 @@ from typing import TypeVar
 import libvirt
 from django.test import Client
 
+from domains.kinds import KINDS
 from domains.models import Domain, Operation
 
 PASSWORD = "password"
@@ -117,3 +118,9 @@ LIST_FLAGS = {
     "has_snapshot": libvirt.VIR_CONNECT_LIST_DOMAINS_HAS_SNAPSHOT,
     "no_snapshot": libvirt.VIR_CONNECT_LIST_DOMAINS_NO_SNAPSHOT,
 }
+
+
+def button_service(kind: str) -> Callable:
+    """The service the detail page's button for `kind` calls, found as the view finds it
+    (through the kind registry): `service(user, domain, **options)`."""
+    return KINDS[kind].service_function

@@ -25,11 +25,11 @@ from domains.domxml import (
     generate_mac,
     low_memory_warning,
     phase_one_install_xml,
-    read_domain_spec_summary,
     set_boot_from_disk,
     validate_spec,
     xml_diff,
 )
+from tests.xml_summary import read_domain_spec_summary
 
 UUID = "4c5626aa-9ac5-2ccc-8f1e-0123456789ab"
 MAC_RE = re.compile(r"52:54:00(:[0-9a-f]{2}){3}")

@@ -12,10 +12,10 @@ import uuid as uuidlib
 import libvirt
 import pytest
 
-from domains import inventory, services
+from domains import inventory
 from domains.models import LIST_FILTERS, Domain, Host, Operation, OperationStatus, State
-from domains.services import ActionRefused
-from tests.helpers import LIST_FLAGS, fresh
+from domains.services.common import ActionRefused
+from tests.helpers import LIST_FLAGS, button_service, fresh
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
@@ -129,7 +129,7 @@ def test_domain_removed_behind_the_panel_is_marked_gone(how, make_domain, hosts,
     domain = make_domain(state="running", persistent=(how == "undefine"))
     # A history to keep: a refused attempt by a viewer.
     with pytest.raises(ActionRefused):
-        services.destroy_domain(people.victor_viewer, domain)
+        button_service("destroy")(people.victor_viewer, domain)
     dom = make_domain.libvirt_hosts.conn("alpha").lookupByUUIDString(str(domain.uuid))
     dom.destroy()
     if how == "undefine":

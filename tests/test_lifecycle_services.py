@@ -12,9 +12,10 @@ from collections.abc import Callable
 import libvirt
 import pytest
 
-from domains import services, tasks
+from domains import tasks
 from domains.models import Domain, Operation, OperationKind, OperationStatus, State
-from tests.helpers import fresh, live, wait_finished, wait_for
+from domains.services import lifecycle
+from tests.helpers import button_service, fresh, live, wait_finished, wait_for
 
 pytestmark = [
     pytest.mark.integration,
@@ -52,31 +53,31 @@ def row_matches(domain: Domain, check: Callable[[Domain], bool]) -> Domain:
 # (service call, state to start from, libvirt state after, inventory check after)
 LIFECYCLE_CASES = {
     OperationKind.START: (
-        services.start_domain,
+        button_service("start"),
         "shutoff",
         libvirt.VIR_DOMAIN_RUNNING,
         lambda d: d.state == State.RUNNING and d.libvirt_id is not None,
     ),
     OperationKind.SHUTDOWN: (
-        services.shutdown_domain,
+        button_service("shutdown"),
         "running",
         libvirt.VIR_DOMAIN_SHUTOFF,
         lambda d: d.state == State.SHUTOFF and d.libvirt_id is None,
     ),
     OperationKind.DESTROY: (
-        services.destroy_domain,
+        button_service("destroy"),
         "running",
         libvirt.VIR_DOMAIN_SHUTOFF,
         lambda d: d.state == State.SHUTOFF and d.state_reason == "destroyed",
     ),
     OperationKind.SUSPEND: (
-        services.suspend_domain,
+        button_service("suspend"),
         "running",
         libvirt.VIR_DOMAIN_PAUSED,
         lambda d: d.state == State.PAUSED and d.state_reason == "user",
     ),
     OperationKind.RESUME: (
-        services.resume_domain,
+        button_service("resume"),
         "paused",
         libvirt.VIR_DOMAIN_RUNNING,
         lambda d: d.state == State.RUNNING and d.state_reason == "unpaused",
@@ -100,7 +101,7 @@ def test_reboot(make_domain, people, libvirt_hosts):
     domain = make_domain(state="running")
     conn = libvirt_hosts.conn("alpha")
 
-    op = services.reboot_domain(people.olga_operator, domain)
+    op = button_service("reboot")(people.olga_operator, domain)
 
     done = queue_and_finish(op, people.olga_operator, OperationKind.REBOOT)
     assert done.message == "Reboot requested."
@@ -114,10 +115,11 @@ def test_reboot(make_domain, people, libvirt_hosts):
 def test_autostart(enabled, make_domain, people, libvirt_hosts):
     domain = make_domain(autostart=not enabled)
 
-    op = services.set_autostart(people.olga_operator, domain, enabled)
+    service = button_service("autostart_on") if enabled else button_service("autostart_off")
+    op = service(people.olga_operator, domain)
 
     kind = OperationKind.AUTOSTART_ON if enabled else OperationKind.AUTOSTART_OFF
-    assert op.params == {"enabled": enabled}
+    assert op.kind == kind
     queue_and_finish(op, people.olga_operator, kind)
     assert live(libvirt_hosts.conn("alpha"), domain.uuid).autostart is enabled
     row_matches(domain, lambda d: d.autostart is enabled)
@@ -141,7 +143,7 @@ def test_undefine(setup, options, make_domain, people, libvirt_hosts):
     assert domain.has_managed_save is bool(setup.get("managed_save"))
     assert domain.snapshot_count == setup.get("snapshots", 0)
 
-    op = services.undefine_domain(people.alice_admin, domain, **options)
+    op = lifecycle.undefine_domain(people.alice_admin, domain, **options)
 
     done = queue_and_finish(op, people.alice_admin, OperationKind.UNDEFINE)
     assert live(libvirt_hosts.conn("alpha"), domain.uuid) is None
@@ -156,7 +158,7 @@ def test_undefine(setup, options, make_domain, people, libvirt_hosts):
 def test_undefine_running_domain_leaves_it_transient(make_domain, people, libvirt_hosts):
     domain = make_domain(state="running")
 
-    op = services.undefine_domain(people.alice_admin, domain)
+    op = lifecycle.undefine_domain(people.alice_admin, domain)
 
     queue_and_finish(op, people.alice_admin, OperationKind.UNDEFINE)
     facts = live(libvirt_hosts.conn("alpha"), domain.uuid)
@@ -167,7 +169,7 @@ def test_undefine_running_domain_leaves_it_transient(make_domain, people, libvir
 def test_superuser_may_act_on_a_domain_of_no_team(make_domain, people, libvirt_hosts):
     domain = make_domain(team=None)
 
-    op = services.start_domain(people.root, domain)
+    op = button_service("start")(people.root, domain)
 
     queue_and_finish(op, people.root, OperationKind.START)
     assert live(libvirt_hosts.conn("alpha"), domain.uuid).active
@@ -179,8 +181,8 @@ def test_operations_on_two_hosts(make_domain, people, libvirt_hosts):
     on_beta = make_domain("beta", state="running")
 
     ops = [
-        services.suspend_domain(people.olga_operator, on_alpha),
-        services.destroy_domain(people.olga_operator, on_beta),
+        button_service("suspend")(people.olga_operator, on_alpha),
+        button_service("destroy")(people.olga_operator, on_beta),
     ]
 
     for op in ops:
@@ -195,7 +197,7 @@ def test_failure_in_libvirt_is_recorded(make_domain, people, libvirt_hosts):
     domain = make_domain(state="running")
     libvirt_hosts.conn("alpha").lookupByUUIDString(str(domain.uuid)).destroy()
 
-    op = services.destroy_domain(people.olga_operator, domain)
+    op = button_service("destroy")(people.olga_operator, domain)
 
     done = wait_finished(op)
     assert done.status == OperationStatus.FAILED
@@ -209,7 +211,7 @@ def test_failure_in_libvirt_is_recorded(make_domain, people, libvirt_hosts):
 def test_redelivered_task_does_nothing(make_domain, people, libvirt_hosts):
     """acks_late may deliver a task twice: the second run finds the operation claimed."""
     domain = make_domain(state="shutoff")
-    op = services.start_domain(people.olga_operator, domain)
+    op = button_service("start")(people.olga_operator, domain)
     done = queue_and_finish(op, people.olga_operator, OperationKind.START)
     row_matches(domain, lambda d: d.state == State.RUNNING)
     # Turn it off behind the panel's back: a second start would turn it on again.

@@ -8,15 +8,16 @@ import uuid as uuidlib
 
 import pytest
 
-from domains import services
+from domains import rules
 from domains.domxml import SimpleDomain, build_simple_domain
 from domains.models import Operation, OperationStatus
-from domains.services import MigrationChoice
+from domains.rules import MigrationChoice
+from domains.services import common, migration
 from tests.helpers import wait_finished
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
-DEFAULT = services.DEFAULT_MIGRATION_FLAGS
+DEFAULT = rules.DEFAULT_MIGRATION_FLAGS
 
 
 def choose(dest, *flags, **kwargs) -> MigrationChoice:
@@ -25,8 +26,8 @@ def choose(dest, *flags, **kwargs) -> MigrationChoice:
 
 def refused(user, domain, choice) -> str:
     before = Operation.objects.exclude(status=OperationStatus.REFUSED).count()
-    with pytest.raises(services.ActionRefused) as exc:
-        services.migrate_domain(user, domain, choice)
+    with pytest.raises(common.ActionRefused) as exc:
+        migration.migrate_domain(user, domain, choice)
     # Nothing queued; the refusal itself is on record.
     assert Operation.objects.exclude(status=OperationStatus.REFUSED).count() == before
     assert exc.value.operation is None or exc.value.operation.status == OperationStatus.REFUSED
@@ -132,7 +133,7 @@ def test_an_allowed_migration_reaches_libvirt_and_its_refusal_is_recorded(
     people, hosts, make_domain, celery_worker
 ):
     domain = make_domain("alpha", state="running")
-    op = services.migrate_domain(people.olga_operator, domain, choose(hosts.beta))
+    op = migration.migrate_domain(people.olga_operator, domain, choose(hosts.beta))
     assert op.target_host == hosts.beta and op.params["flags"] == sorted(DEFAULT)
     done = wait_finished(op)
     # The test driver cannot migrate: libvirt's own words reach the user.
@@ -143,10 +144,10 @@ def test_an_allowed_migration_reaches_libvirt_and_its_refusal_is_recorded(
 def test_free_uri_is_for_superusers(people, hosts, make_domain):
     domain = make_domain("alpha", state="running")
     choice = MigrationChoice(destination=None, destination_uri=hosts.beta.uri, flags=DEFAULT)
-    with pytest.raises(services.ActionRefused) as exc:
-        services.migrate_domain(people.alice_admin, domain, choice)
+    with pytest.raises(common.ActionRefused) as exc:
+        migration.migrate_domain(people.alice_admin, domain, choice)
     assert exc.value.status == 403
     # A superuser may; pre-flight then runs against that URI like any other.
     clash = MigrationChoice(destination=None, destination_uri=hosts.alpha.uri, flags=DEFAULT)
-    with pytest.raises(services.ActionRefused, match="UUID exists"):
-        services.migrate_domain(people.root, domain, clash)
+    with pytest.raises(common.ActionRefused, match="UUID exists"):
+        migration.migrate_domain(people.root, domain, clash)

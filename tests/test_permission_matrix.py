@@ -363,11 +363,11 @@ ANY_TEAM_PAGE = (302, 403, 200, 200, 200, 200, 200)
 
 
 def _provisioning_world(w: SimpleNamespace) -> None:
-    from provisioning.models import Request, Template
+    from provisioning.models import Template, VMRequest
 
     w.template = Template.objects.create(name="tpl", method="pxe", max_vcpus=4)
     w.template.hosts.set([w.hosts.alpha])
-    w.req = Request.objects.create(
+    w.req = VMRequest.objects.create(
         team=w.people.team_a,
         requester=w.people.victor_viewer,
         template=w.template,
@@ -389,9 +389,9 @@ def _provisioning_world(w: SimpleNamespace) -> None:
 
 def _request_state_effect(state: str, audit_kind: str):
     def check(w, user, response, before) -> None:
-        from provisioning.models import Request
+        from provisioning.models import VMRequest
 
-        req = Request.objects.get(pk=w.req.pk)
+        req = VMRequest.objects.get(pk=w.req.pk)
         assert (req.state, req.decided_by) == (state, user)
         assert AuditEvent.objects.get(kind=audit_kind).user == user
         if state == "approved":
@@ -403,9 +403,9 @@ def _request_state_effect(state: str, audit_kind: str):
 
 
 def _submitted_effect(w, user, response, before) -> None:
-    from provisioning.models import Request
+    from provisioning.models import VMRequest
 
-    req = Request.objects.exclude(pk=w.req.pk).get()
+    req = VMRequest.objects.exclude(pk=w.req.pk).get()
     assert (req.requester, req.team, req.state) == (user, w.people.team_a, "submitted")
     assert response["Location"] == reverse("request_detail", args=[req.pk])
     assert AuditEvent.objects.get(kind="request_submitted").user == user
@@ -680,9 +680,9 @@ def test_matrix(url, role, world, settings, request):
 
 def test_every_button_action_is_in_the_matrix():
     """Each action the detail page offers as a plain button posts to domain_action."""
-    from domains import services
+    from domains import kinds
 
-    assert set(services.BUTTON_KINDS) == set(LIFECYCLE_STATES)
+    assert set(kinds.BUTTON_KINDS) == set(LIFECYCLE_STATES)
 
 
 def test_every_url_of_the_panel_is_in_the_matrix():

@@ -13,7 +13,7 @@ import pytest
 from lxml import etree
 
 from domains.models import Domain, Operation, OperationKind, OperationStatus
-from domains.services import ActionRefused
+from domains.services.common import ActionRefused
 from provisioning import services
 from provisioning.models import Method, Template
 from tests.helpers import client_for, live, wait_finished, wait_for

@@ -8,9 +8,9 @@ from django.core import mail
 from django.urls import reverse
 
 from domains.models import AuditEvent, Domain, OperationStatus
-from domains.services import ActionRefused
+from domains.services.common import ActionRefused
 from provisioning import services
-from provisioning.models import Method, Notification, Quota, Request, RequestState
+from provisioning.models import Method, Notification, Quota, RequestState, VMRequest
 from tests.helpers import client_for, live, wait_finished, wait_for
 from tests.test_provisioning_create import make_template
 
@@ -37,7 +37,7 @@ def test_outsiders_cannot_submit(who, people, hosts):
     with pytest.raises(ActionRefused) as refused:
         submit(people, who, make_template(hosts))
     assert refused.value.status == 404
-    assert not Request.objects.exists()
+    assert not VMRequest.objects.exists()
 
 
 @pytest.mark.django_db
@@ -77,7 +77,7 @@ def test_approval_rechecks_the_quota(people, hosts):
     Quota.objects.create(team=people.team_a, max_vcpus=2)
     with pytest.raises(ActionRefused, match="would use 4 of 2 vCPUs"):
         services.approve_request(people.alice_admin, req, hosts.alpha)
-    assert Request.objects.get(pk=req.pk).state == RequestState.SUBMITTED
+    assert VMRequest.objects.get(pk=req.pk).state == RequestState.SUBMITTED
 
 
 @pytest.mark.django_db
@@ -93,13 +93,14 @@ def test_only_team_admins_decide(who, status, people, hosts):
         with pytest.raises(ActionRefused) as refused:
             decide(getattr(people, who))
         assert refused.value.status == status
-    assert Request.objects.get(pk=req.pk).state == RequestState.SUBMITTED
+    assert VMRequest.objects.get(pk=req.pk).state == RequestState.SUBMITTED
 
 
 @pytest.mark.django_db
-def test_submit_then_reject(people, hosts):
+def test_submit_then_reject(people, hosts, django_capture_on_commit_callbacks):
     req = submit(people, "victor_viewer", make_template(hosts))
-    services.reject_request(people.alice_admin, req, "use the shared box")
+    with django_capture_on_commit_callbacks(execute=True):  # the requester is told on commit
+        services.reject_request(people.alice_admin, req, "use the shared box")
     req.refresh_from_db()
     assert (req.state, req.decided_by, req.reason) == (
         RequestState.REJECTED,
@@ -126,7 +127,7 @@ def test_submit_approve_ready(people, hosts, libvirt_hosts, make_domain, setting
     op = wait_finished(req.operation)
     assert op.status == OperationStatus.SUCCEEDED, (op.message, op.error)
     req = wait_for(
-        lambda: Request.objects.filter(pk=req.pk, state=RequestState.READY).first(),
+        lambda: VMRequest.objects.filter(pk=req.pk, state=RequestState.READY).first(),
         what="request ready",
     )
     row = Domain.objects.get(host=hosts.beta, uuid=op.domain_uuid)
@@ -139,7 +140,7 @@ def test_submit_approve_ready(people, hosts, libvirt_hosts, make_domain, setting
 
 
 @pytest.mark.django_db
-def test_pages_walk_a_request(people, hosts):
+def test_pages_walk_a_request(people, hosts, django_capture_on_commit_callbacks):
     template = make_template(hosts)
     viewer = client_for(people.victor_viewer)
     response = viewer.post(
@@ -154,15 +155,16 @@ def test_pages_walk_a_request(people, hosts):
         },
     )
     assert response.status_code == 303
-    req = Request.objects.get()
+    req = VMRequest.objects.get()
     assert viewer.get(reverse("request_list")).context["mine"][0] == req
     admin = client_for(people.alice_admin)
     page = admin.get(reverse("request_detail", args=[req.pk]))
     assert page.context["may_decide"]
     assert list(admin.get(reverse("request_list")).context["to_decide"]) == [req]
-    response = admin.post(reverse("request_reject", args=[req.pk]), {"reason": "no room"})
+    with django_capture_on_commit_callbacks(execute=True):  # the requester is told on commit
+        response = admin.post(reverse("request_reject", args=[req.pk]), {"reason": "no room"})
     assert response.status_code == 303
-    assert Request.objects.get().state == RequestState.REJECTED
+    assert VMRequest.objects.get().state == RequestState.REJECTED
     assert "no room" in viewer.get(reverse("notification_list")).content.decode()
     viewer.post(reverse("notification_read"))
     assert not Notification.objects.filter(read_at__isnull=True).exists()
@@ -193,7 +195,9 @@ def test_direct_creation_over_quota_is_refused_with_the_numbers(people, hosts):
 
 
 @pytest.mark.django_db
-def test_failed_provisioning_fails_the_request_and_tells_the_requester(people, hosts):
+def test_failed_provisioning_fails_the_request_and_tells_the_requester(
+    people, hosts, django_capture_on_commit_callbacks
+):
     from domains.models import Operation, OperationKind
 
     req = submit(people, "victor_viewer", make_template(hosts))
@@ -205,8 +209,9 @@ def test_failed_provisioning_fails_the_request_and_tells_the_requester(people, h
         status=OperationStatus.FAILED,
         message="Phase 1 failed: the installer did not power off.",
     )
-    Request.objects.filter(pk=req.pk).update(state=RequestState.PROVISIONING, operation=op)
-    services.finish_request(op)
+    VMRequest.objects.filter(pk=req.pk).update(state=RequestState.PROVISIONING, operation=op)
+    with django_capture_on_commit_callbacks(execute=True):  # the requester is told on commit
+        services.finish_request(op)
     req.refresh_from_db()
     assert req.state == RequestState.FAILED and "Phase 1 failed" in req.reason
     assert "failed" in Notification.objects.get(user=people.victor_viewer).text

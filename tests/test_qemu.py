@@ -20,10 +20,11 @@ from types import SimpleNamespace
 import libvirt
 import pytest
 
-from domains import domxml, hypervisor, inventory, services, tasks
+from domains import domxml, hypervisor, inventory, rules, runner, tasks
 from domains.models import Domain, Host, Operation, OperationKind, OperationStatus, State
+from domains.services import images, migration, operations
 from tests.conftest import REPO, RUN_DIR, run_script, stop_process, subprocess_env
-from tests.helpers import wait_finished, wait_for
+from tests.helpers import button_service, wait_finished, wait_for
 
 pytestmark = [pytest.mark.qemu, pytest.mark.django_db(transaction=True)]
 
@@ -101,7 +102,7 @@ def world(qemu, people, celery_worker):
     domain.team = people.team_a
     domain.save()
     w = SimpleNamespace(qemu=qemu, hosts=hosts, domain=domain, name=name, uuid=uuid, disk=disk)
-    finished(services.start_domain(people.olga_operator, domain))
+    finished(button_service("start")(people.olga_operator, domain))
     wait_for(lambda: "GUEST-DISK" in serial(w, "qa"), timeout=90, what="guest booted")
     w.domain = fresh(domain)
     yield w
@@ -155,35 +156,35 @@ def fresh(domain: Domain) -> Domain:
 
 
 def test_save_then_restore_a_real_guest(world, people):
-    op = finished(services.save_domain(people.olga_operator, world.domain, "tiny"))
+    op = finished(images.save_domain(people.olga_operator, world.domain, "tiny"))
     assert (world.qemu.qa.dir / "save" / "tiny.save").stat().st_size > 10 * 2**20
     assert live_state(world.qemu.qa.uri, world.uuid) == libvirt.VIR_DOMAIN_SHUTOFF
     assert fresh(world.domain).state_reason == "saved"
     image = op.saved_images.get()
     assert image.memory_kib == GUEST_MEMORY_MIB * 1024
     marker = serial(world, "qa").count("GUEST-ALIVE")
-    finished(services.restore_domain(people.olga_operator, image))
+    finished(images.restore_domain(people.olga_operator, image))
     assert live_state(world.qemu.qa.uri, world.uuid) == libvirt.VIR_DOMAIN_RUNNING
     # The guest goes on where it was: it keeps writing its heartbeat to the console.
     wait_for(lambda: serial(world, "qa").count("GUEST-ALIVE") > marker, timeout=30)
 
 
 def test_managed_save_then_start(world, people):
-    finished(services.managed_save_domain(people.olga_operator, world.domain))
+    finished(button_service("managed_save")(people.olga_operator, world.domain))
     assert fresh(world.domain).has_managed_save
-    finished(services.start_domain(people.olga_operator, fresh(world.domain)))
+    finished(button_service("start")(people.olga_operator, fresh(world.domain)))
     row = fresh(world.domain)
     assert row.state == State.RUNNING and row.state_reason == "restored"
     assert not row.has_managed_save
 
 
 def _migrate(user, domain, dest, bandwidth=0, extra=()):
-    choice = services.MigrationChoice(
+    choice = rules.MigrationChoice(
         destination=dest,
-        flags=services.DEFAULT_MIGRATION_FLAGS | {"NON_SHARED_DISK", *extra},
+        flags=rules.DEFAULT_MIGRATION_FLAGS | {"NON_SHARED_DISK", *extra},
         bandwidth_mib_s=bandwidth,
     )
-    return services.migrate_domain(user, domain, choice)
+    return migration.migrate_domain(user, domain, choice)
 
 
 def _progress_seen(op: Operation, timeout: float) -> list[int]:
@@ -235,7 +236,7 @@ def test_cancel_mid_flight_leaves_the_guest_on_the_source(world, people):
         timeout=60,
         what="migration data flowing",
     )
-    services.cancel_operation(people.olga_operator, Operation.objects.get(pk=op.pk))
+    operations.cancel_operation(people.olga_operator, Operation.objects.get(pk=op.pk))
     done = wait_finished(op, timeout=60)
     assert done.status == OperationStatus.CANCELLED, (done.message, done.error)
     assert live_state(world.qemu.qa.uri, world.uuid) == libvirt.VIR_DOMAIN_RUNNING
@@ -243,7 +244,7 @@ def test_cancel_mid_flight_leaves_the_guest_on_the_source(world, people):
     row = fresh(world.domain)
     assert row.host.name == "qa" and row.state == State.RUNNING
     # The domain takes operations again.
-    finished(services.suspend_domain(people.olga_operator, row))
+    finished(button_service("suspend")(people.olga_operator, row))
 
 
 def test_killed_worker_leaves_a_truthful_failed_operation(world, people, settings):
@@ -300,7 +301,7 @@ def test_killed_worker_leaves_a_truthful_failed_operation(world, people, setting
     settings.VMPANEL_STALE_SECONDS = 3
 
     def recovered() -> bool:
-        tasks.recover_orphaned_operations()
+        runner.recover_orphaned_operations()
         return Operation.objects.get(pk=op.pk).is_finished
 
     wait_for(recovered, timeout=60, interval=1, what="orphaned save recovered")

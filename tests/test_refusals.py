@@ -15,10 +15,10 @@ import uuid as uuidlib
 
 import pytest
 
-from domains import services
 from domains.models import Domain, Host, Operation, OperationKind, OperationStatus, State
-from domains.services import ActionRefused
-from tests.helpers import live
+from domains.services import lifecycle
+from domains.services.common import ActionRefused
+from tests.helpers import button_service, live
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
@@ -40,12 +40,12 @@ def assert_refused(excinfo, status: int, user, domain: Domain, kind: str, says: 
 @pytest.mark.parametrize(
     ("state", "call", "kind", "says"),
     [
-        ("running", services.start_domain, OperationKind.START, "only a shut-off"),
-        ("shutoff", services.shutdown_domain, OperationKind.SHUTDOWN, "only a running"),
-        ("shutoff", services.destroy_domain, OperationKind.DESTROY, "only a domain that is on"),
-        ("paused", services.reboot_domain, OperationKind.REBOOT, "only a running"),
-        ("paused", services.suspend_domain, OperationKind.SUSPEND, "only a running"),
-        ("running", services.resume_domain, OperationKind.RESUME, "only a paused"),
+        ("running", button_service("start"), OperationKind.START, "only a shut-off"),
+        ("shutoff", button_service("shutdown"), OperationKind.SHUTDOWN, "only a running"),
+        ("shutoff", button_service("destroy"), OperationKind.DESTROY, "only a domain that is on"),
+        ("paused", button_service("reboot"), OperationKind.REBOOT, "only a running"),
+        ("paused", button_service("suspend"), OperationKind.SUSPEND, "only a running"),
+        ("running", button_service("resume"), OperationKind.RESUME, "only a paused"),
     ],
 )
 def test_wrong_state_is_refused(state, call, kind, says, make_domain, people, libvirt_hosts):
@@ -64,7 +64,7 @@ def test_autostart_already_in_that_state_is_refused(make_domain, people):
     domain = make_domain(autostart=True)
 
     with pytest.raises(ActionRefused) as excinfo:
-        services.set_autostart(people.olga_operator, domain, True)
+        button_service("autostart_on")(people.olga_operator, domain)
 
     assert_refused(
         excinfo, 409, people.olga_operator, domain, OperationKind.AUTOSTART_ON, "already"
@@ -75,7 +75,7 @@ def test_transient_domain_cannot_be_undefined(make_domain, people):
     domain = make_domain(state="running", persistent=False)
 
     with pytest.raises(ActionRefused) as excinfo:
-        services.undefine_domain(people.alice_admin, domain)
+        lifecycle.undefine_domain(people.alice_admin, domain)
 
     assert_refused(excinfo, 409, people.alice_admin, domain, OperationKind.UNDEFINE, "transient")
 
@@ -84,7 +84,7 @@ def test_viewer_gets_403_with_a_refused_row(make_domain, people, libvirt_hosts):
     domain = make_domain(state="shutoff")
 
     with pytest.raises(ActionRefused) as excinfo:
-        services.start_domain(people.victor_viewer, domain)
+        button_service("start")(people.victor_viewer, domain)
 
     assert_refused(excinfo, 403, people.victor_viewer, domain, OperationKind.START, "role")
     assert not live(libvirt_hosts.conn("alpha"), domain.uuid).active
@@ -94,7 +94,7 @@ def test_operator_may_not_undefine(make_domain, people, libvirt_hosts):
     domain = make_domain()
 
     with pytest.raises(ActionRefused) as excinfo:
-        services.undefine_domain(people.olga_operator, domain)
+        lifecycle.undefine_domain(people.olga_operator, domain)
 
     assert_refused(excinfo, 403, people.olga_operator, domain, OperationKind.UNDEFINE, "role")
     assert live(libvirt_hosts.conn("alpha"), domain.uuid).persistent
@@ -104,9 +104,9 @@ def test_operator_may_not_undefine(make_domain, people, libvirt_hosts):
 @pytest.mark.parametrize(
     "call",
     [
-        services.start_domain,
-        lambda user, domain: services.set_autostart(user, domain, True),
-        services.undefine_domain,
+        button_service("start"),
+        button_service("autostart_on"),
+        lifecycle.undefine_domain,
     ],
     ids=["start", "autostart", "undefine"],
 )
@@ -128,7 +128,7 @@ def test_domain_of_no_team_is_a_404_for_team_members(make_domain, people):
     domain = make_domain(team=None)
 
     with pytest.raises(ActionRefused) as excinfo:
-        services.start_domain(people.alice_admin, domain)
+        button_service("start")(people.alice_admin, domain)
 
     assert excinfo.value.status == 404
     assert not Operation.objects.exists()
@@ -147,7 +147,7 @@ def test_host_that_does_not_answer(people, tmp_path):
     domain = _domain_row(host, people.team_a)
 
     with pytest.raises(ActionRefused) as excinfo:
-        services.start_domain(people.olga_operator, domain)
+        button_service("start")(people.olga_operator, domain)
 
     op = assert_refused(
         excinfo, 409, people.olga_operator, domain, OperationKind.START, "does not answer"
@@ -173,7 +173,7 @@ def test_host_whose_daemon_stopped(people, libvirt_hosts):
         libvirt_hosts.stop("gamma")
 
     with pytest.raises(ActionRefused) as excinfo:
-        services.shutdown_domain(people.olga_operator, domain)
+        button_service("shutdown")(people.olga_operator, domain)
 
     assert_refused(
         excinfo, 409, people.olga_operator, domain, OperationKind.SHUTDOWN, "does not answer"
@@ -187,7 +187,7 @@ def test_disabled_host(make_domain, people):
     domain.refresh_from_db()
 
     with pytest.raises(ActionRefused) as excinfo:
-        services.start_domain(people.olga_operator, domain)
+        button_service("start")(people.olga_operator, domain)
 
     assert_refused(excinfo, 409, people.olga_operator, domain, OperationKind.START, "disabled")
 
@@ -198,7 +198,7 @@ def test_gone_domain(make_domain, people):
     domain.refresh_from_db()
 
     with pytest.raises(ActionRefused) as excinfo:
-        services.start_domain(people.olga_operator, domain)
+        button_service("start")(people.olga_operator, domain)
 
     assert_refused(
         excinfo, 409, people.olga_operator, domain, OperationKind.START, "no longer exists"
@@ -207,10 +207,10 @@ def test_gone_domain(make_domain, people):
 
 def test_second_operation_on_a_busy_domain(make_domain, people, libvirt_hosts):
     domain = make_domain(state="shutoff")
-    first = services.start_domain(people.olga_operator, domain)  # queued, never sent here
+    first = button_service("start")(people.olga_operator, domain)  # queued, never sent here
 
     with pytest.raises(ActionRefused) as excinfo:
-        services.set_autostart(people.alice_admin, domain, True)
+        button_service("autostart_on")(people.alice_admin, domain)
 
     exc = excinfo.value
     assert exc.status == 409
@@ -226,19 +226,19 @@ def test_second_operation_on_a_busy_domain(make_domain, people, libvirt_hosts):
 
 def test_running_operation_also_makes_the_domain_busy(make_domain, people):
     domain = make_domain(state="running")
-    first = services.suspend_domain(people.olga_operator, domain)
+    first = button_service("suspend")(people.olga_operator, domain)
     Operation.objects.filter(pk=first.pk).update(status=OperationStatus.RUNNING)
 
     with pytest.raises(ActionRefused, match=f"busy with operation #{first.pk}"):
-        services.destroy_domain(people.olga_operator, domain)
+        button_service("destroy")(people.olga_operator, domain)
 
 
 def test_finished_operations_do_not_make_it_busy(make_domain, people):
     domain = make_domain(state="running")
-    first = services.suspend_domain(people.olga_operator, domain)
+    first = button_service("suspend")(people.olga_operator, domain)
     Operation.objects.filter(pk=first.pk).update(status=OperationStatus.FAILED)
 
-    second = services.destroy_domain(people.olga_operator, domain)
+    second = button_service("destroy")(people.olga_operator, domain)
 
     assert second.status == OperationStatus.QUEUED
 
@@ -263,7 +263,7 @@ def test_undefine_without_the_needed_option(
     before = live(libvirt_hosts.conn("alpha"), domain.uuid)
 
     with pytest.raises(ActionRefused) as excinfo:
-        services.undefine_domain(people.alice_admin, domain, **options)
+        lifecycle.undefine_domain(people.alice_admin, domain, **options)
 
     op = assert_refused(excinfo, 409, people.alice_admin, domain, OperationKind.UNDEFINE, says)
     assert domain.name in op.message

@@ -16,9 +16,11 @@ import uuid as uuidlib
 import libvirt
 import pytest
 
-from domains import domxml, services
+from domains import domxml
 from domains.models import Operation, OperationKind, OperationStatus
-from domains.services import ActionRefused
+from domains.rules import ResizeRequest
+from domains.services import resize, xmledit
+from domains.services.common import ActionRefused
 from tests.helpers import client_for, fresh, live, wait_finished
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -187,8 +189,10 @@ def test_resize_live_only_leaves_the_saved_configuration(
     domain = make_domain(state="running", vcpus=2, memory_mib=512)
     assert running(libvirt_hosts, domain) == (2, 2, 512, 512)
 
-    op = services.resize_domain(
-        people.olga_operator, domain, vcpus=1, memory_mib=300, live=True, config=False
+    op = resize.resize_domain(
+        people.olga_operator,
+        domain,
+        ResizeRequest(vcpus=1, memory_mib=300, live=True, config=False),
     )
 
     op = wait_finished(op)
@@ -204,15 +208,12 @@ def test_resize_live_and_saved_with_a_new_maximum_for_the_next_boot(
 ):
     domain = make_domain(state="running", vcpus=2, memory_mib=512)
 
-    op = services.resize_domain(
+    op = resize.resize_domain(
         people.olga_operator,
         domain,
-        vcpus=1,
-        vcpus_max=6,
-        memory_mib=256,
-        memory_max_mib=1024,
-        live=True,
-        config=True,
+        ResizeRequest(
+            vcpus=1, vcpus_max=6, memory_mib=256, memory_max_mib=1024, live=True, config=True
+        ),
     )
 
     op = wait_finished(op)
@@ -235,14 +236,10 @@ def test_lowering_a_maximum_below_the_count_lowers_the_count_first(
 ):
     domain = make_domain(state="shutoff", vcpus=4, memory_mib=512)
 
-    op = services.resize_domain(
+    op = resize.resize_domain(
         people.olga_operator,
         domain,
-        vcpus=2,
-        vcpus_max=2,
-        memory_mib=256,
-        memory_max_mib=256,
-        config=True,
+        ResizeRequest(vcpus=2, vcpus_max=2, memory_mib=256, memory_max_mib=256, config=True),
     )
 
     op = wait_finished(op)
@@ -255,7 +252,9 @@ def test_transient_domain_resizes_live(people, make_domain, celery_worker, libvi
 
     page = client_for(people.olga_operator).get(f"/domains/alpha/{domain.uuid}/resize/")
     assert 'name="config" id="id_config">' in page.content.decode()  # not ticked
-    op = wait_finished(services.resize_domain(people.olga_operator, domain, vcpus=1, live=True))
+    op = wait_finished(
+        resize.resize_domain(people.olga_operator, domain, ResizeRequest(vcpus=1, live=True))
+    )
 
     assert op.status == OperationStatus.SUCCEEDED, (op.message, op.error)
     assert running(libvirt_hosts, domain)[0] == 1
@@ -348,7 +347,7 @@ def test_resize_refusal(case, people, make_domain, libvirt_hosts):
     before = everything(libvirt_hosts, domain)
 
     with pytest.raises(ActionRefused) as excinfo:
-        services.resize_domain(people.olga_operator, domain, **request)
+        resize.resize_domain(people.olga_operator, domain, ResizeRequest(**request))
 
     assert excinfo.value.status == 409
     op = assert_refused_on_record(excinfo, people.olga_operator, domain, "resize", says)
@@ -390,7 +389,7 @@ def test_resize_while_busy_is_refused(people, make_domain):
     )  # fmt: skip
 
     with pytest.raises(ActionRefused) as excinfo:
-        services.resize_domain(people.olga_operator, domain, vcpus_max=2)
+        resize.resize_domain(people.olga_operator, domain, ResizeRequest(vcpus_max=2))
 
     assert f"busy with operation #{busy.pk}" in excinfo.value.message
 
@@ -496,7 +495,7 @@ def test_xml_save_of_a_running_domain_waits_for_the_next_boot(
     domain = make_domain(state="running")
     xml = with_description(current_xml(libvirt_hosts, domain), "for the next boot")
 
-    op = wait_finished(services.edit_domain_xml(people.alice_admin, domain, xml))
+    op = wait_finished(xmledit.edit_domain_xml(people.alice_admin, domain, xml))
 
     assert op.status == OperationStatus.SUCCEEDED, (op.message, op.error)
     assert "next boot" in op.message
@@ -514,7 +513,7 @@ def test_schema_invalid_xml_fails_in_libvirt_and_changes_nothing(
     bad = xml.replace("<vcpu placement='static'>1</vcpu>", "<vcpu placement='static'>abc</vcpu>")
     assert bad != xml
 
-    op = wait_finished(services.edit_domain_xml(people.alice_admin, domain, bad))
+    op = wait_finished(xmledit.edit_domain_xml(people.alice_admin, domain, bad))
 
     assert op.status == OperationStatus.FAILED
     assert "failed to validate against schema" in op.error  # libvirt's own words
@@ -560,7 +559,7 @@ def test_xml_refusal(case, people, make_domain, libvirt_hosts):
     xml = edit(current_xml(libvirt_hosts, domain))
 
     with pytest.raises(ActionRefused) as excinfo:
-        services.edit_domain_xml(people.alice_admin, domain, xml)
+        xmledit.edit_domain_xml(people.alice_admin, domain, xml)
 
     assert excinfo.value.status == 409
     assert_refused_on_record(excinfo, people.alice_admin, domain, "edit_xml", says)
@@ -608,7 +607,7 @@ def test_transient_domain_has_no_xml_to_edit(people, make_domain, libvirt_hosts)
     page = client_for(people.alice_admin).get(f"/domains/alpha/{domain.uuid}/xml/")
     assert "transient" in page.content.decode() and "<textarea" not in page.content.decode()
     with pytest.raises(ActionRefused) as excinfo:
-        services.edit_domain_xml(people.alice_admin, domain, xml)
+        xmledit.edit_domain_xml(people.alice_admin, domain, xml)
     assert_refused_on_record(excinfo, people.alice_admin, domain, "edit_xml", "transient")
     assert (
         "Edit XML…"
@@ -630,7 +629,7 @@ def test_graphics_password_is_kept_by_the_edit_but_not_shown_in_the_record(
     # The editor shows the password, so that saving keeps it.
     page = client_for(people.alice_admin).get(f"/domains/alpha/{domain.uuid}/xml/")
     assert "s3cret-pw" in page.content.decode()
-    op = wait_finished(services.edit_domain_xml(people.alice_admin, domain, with_description(xml)))
+    op = wait_finished(xmledit.edit_domain_xml(people.alice_admin, domain, with_description(xml)))
 
     assert op.status == OperationStatus.SUCCEEDED, (op.message, op.error)
     assert "s3cret-pw" in current_xml(libvirt_hosts, domain)

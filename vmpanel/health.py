@@ -1,5 +1,6 @@
 """Probes: /healthz says the process and database are up; /readyz that the panel can work."""
 
+import redis
 from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
@@ -7,6 +8,7 @@ from django.http import JsonResponse
 from domains import hypervisor
 from domains.hypervisor import HypervisorError
 from domains.models import Host
+from vmpanel.celery import app
 
 
 def healthz(request):
@@ -19,10 +21,6 @@ def healthz(request):
 
 
 def readyz(request):
-    import redis
-
-    from vmpanel.celery import app
-
     checks: dict[str, str] = {}
     try:
         redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2).ping()

@@ -21,6 +21,7 @@ from django.db import close_old_connections
 from domains import hypervisor, inventory
 from domains.hypervisor import HypervisorError
 from domains.models import Host
+from domains.runner import recover_orphaned_operations
 
 log = logging.getLogger("domains.watcher")
 
@@ -105,8 +106,6 @@ class Watcher:
         if time.monotonic() - self.last_recovery < RECOVERY_SECONDS:
             return
         self.last_recovery = time.monotonic()
-        from domains.tasks import recover_orphaned_operations
-
         recover_orphaned_operations()
 
     def run(self, once: bool = False) -> None:

@@ -1,0 +1,328 @@
+"""The panel's pure decisions: which libvirt calls a resize makes, which migration
+flags and states fit together, whether edited XML may replace the saved one.
+
+Nothing here talks to libvirt or the database, so these rules have unit tests that need no
+daemon. The services (`domains.services`) read the facts, ask these rules, and refuse in
+the words the rules return.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid as uuidlib
+from dataclasses import dataclass
+
+from django.utils.translation import gettext as _
+
+from . import domxml
+from .hypervisor import MIGRATION_FLAGS, ResizeLimits
+from .models import Domain, Host
+
+# --- migration ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MigrationChoice:
+    """What the migration form asks for."""
+
+    destination: Host | None  # one of the panel's hosts …
+    destination_uri: str = ""  # … or, for superusers, any libvirt URI
+    flags: frozenset[str] = frozenset()
+    bandwidth_mib_s: int = 0
+    new_name: str = ""
+    migrate_uri: str = ""
+    listen_address: str = ""
+
+
+DEFAULT_MIGRATION_FLAGS = frozenset({"LIVE", "PEER2PEER", "PERSIST_DEST", "UNDEFINE_SOURCE"})
+
+
+def destination_uris(choice: MigrationChoice) -> tuple[str, str]:
+    """(the panel's URI of the destination, the URI the source daemon uses)."""
+    if choice.destination is not None:
+        dest = choice.destination
+        return dest.uri, dest.migration_uri or dest.uri
+    return choice.destination_uri, choice.destination_uri
+
+
+def migration_flag_problems(domain: Domain, choice: MigrationChoice) -> list[str]:
+    """What in the choice itself does not fit: flag combinations this libvirt refuses, the
+    domain's state against the flags, the destination, the new name and the bandwidth.
+    Facts of the hosts are the service's to read (`services.migration`)."""
+    flags = choice.flags
+    problems: list[str] = []
+    unknown = flags - set(MIGRATION_FLAGS)
+    if unknown:
+        return [_("Unknown migration flags: %(flags)s.") % {"flags": ", ".join(sorted(unknown))}]
+    copy = flags & {"NON_SHARED_DISK", "NON_SHARED_INC"}
+    # Flag combinations this libvirt refuses, said before it does.
+    if "TUNNELLED" in flags and "PEER2PEER" not in flags:
+        problems.append(
+            _("Tunnelled migration goes through the source daemon: choose peer-to-peer too.")
+        )
+    if "TUNNELLED" in flags and copy:
+        problems.append(
+            _("This libvirt cannot copy storage through a tunnel: choose one of the two.")
+        )
+    if copy == {"NON_SHARED_DISK", "NON_SHARED_INC"}:
+        problems.append(_("Copy the whole disks or only their changes, not both."))
+    if "OFFLINE" in flags:
+        if "PERSIST_DEST" not in flags:
+            problems.append(
+                _(
+                    "An offline migration moves only the configuration: "
+                    "choose persistent on the destination."
+                )
+            )
+        if "LIVE" in flags:
+            problems.append(_("Offline and live exclude each other."))
+        if copy:
+            problems.append(_("An offline migration copies no storage."))
+    if "UNDEFINE_SOURCE" in flags and "PERSIST_DEST" not in flags and domain.persistent:
+        problems.append(
+            _(
+                "Undefining the source without persisting on the destination would lose "
+                "the domain's configuration."
+            )
+        )
+    if "PAUSED" in flags and "OFFLINE" in flags:
+        problems.append(_("An offline domain cannot be left paused."))
+    # The guest's state must fit the flags.
+    if "OFFLINE" not in flags and not domain.is_active:
+        problems.append(
+            _("%(name)s is shut off: only an offline migration can move it.")
+            % {"name": domain.name}
+        )
+    if "OFFLINE" in flags and not domain.persistent:
+        problems.append(_("A transient domain has no configuration to move offline."))
+    if choice.destination is not None and choice.destination.pk == domain.host_id:
+        problems.append(_("The destination is the host the domain is on."))
+    if choice.destination is not None and not choice.destination.enabled:
+        problems.append(_("Host %(host)s is disabled.") % {"host": choice.destination})
+    if choice.new_name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", choice.new_name):
+        problems.append(_("A new name uses letters, digits, dots, dashes and underscores only."))
+    if choice.bandwidth_mib_s < 0:
+        problems.append(_("Bandwidth is a number of MiB/s, 0 for no limit."))
+    return problems
+
+
+# --- resize -----------------------------------------------------------------------
+
+# Beyond what any libvirt driver takes; also keeps the numbers inside libvirt's C types.
+MAX_VCPUS = 16384
+MAX_MEMORY_MIB = 2**32
+
+
+@dataclass(frozen=True)
+class ResizeRequest:
+    """What the resize form asks for. None leaves a value as it is; memory in MiB.
+
+    `live` and `config` say where the counts change; the maximums only ever change in the
+    saved configuration (libvirt cannot change them on a running domain).
+    """
+
+    vcpus: int | None = None
+    vcpus_max: int | None = None
+    memory_mib: int | None = None
+    memory_max_mib: int | None = None
+    live: bool = False
+    config: bool = False
+
+
+@dataclass(frozen=True)
+class ResizeStep:
+    """One libvirt call of a resize: `what` is vcpus, vcpus_max, memory or memory_max."""
+
+    what: str
+    value: int  # a number of vCPUs, or KiB
+    live: bool = False
+    config: bool = False
+
+
+def _mib(kib: int | None) -> int | None:
+    return None if kib is None else kib // 1024
+
+
+def _resize_rows(lim: ResizeLimits, req: ResizeRequest) -> list[tuple]:
+    """(what, unit in KiB, wanted, wanted maximum, live now, live maximum, config now,
+    config maximum) for vCPUs and for memory, the memory in MiB."""
+    return [
+        (
+            "vcpus", 1, req.vcpus, req.vcpus_max, lim.vcpus_live, lim.vcpus_max_live,
+            lim.vcpus_config, lim.vcpus_max_config,
+        ),
+        (
+            "memory", 1024, req.memory_mib, req.memory_max_mib, _mib(lim.memory_live_kib),
+            _mib(lim.memory_max_live_kib), _mib(lim.memory_config_kib),
+            _mib(lim.memory_max_config_kib),
+        ),
+    ]  # fmt: skip
+
+
+def resize_plan(lim: ResizeLimits, req: ResizeRequest) -> list[ResizeStep]:
+    """The libvirt calls that take the domain from `lim` to `req`; [] if nothing changes.
+
+    Maximums first, so that a count may rise to a new maximum; but where a maximum comes
+    down below the configuration's count, that count comes down first. Either way every
+    count stays within its maximum at each step.
+    """
+    steps: list[ResizeStep] = []
+    for what, unit, value, top, now_live, _max_live, now_config, now_top in _resize_rows(lim, req):
+        live = req.live and value is not None and now_live is not None and value != now_live
+        config = req.config and value is not None and now_config is not None and value != now_config
+        count = [ResizeStep(what, value * unit, live, config)] if live or config else []
+        if top is not None and now_top is not None and top != now_top:
+            maximum = [ResizeStep(f"{what}_max", top * unit, config=True)]
+            steps += count + maximum if top < (now_config or 0) else maximum + count
+        else:
+            steps += count
+    return steps
+
+
+def resize_problems(domain: Domain, lim: ResizeLimits, req: ResizeRequest) -> list[str]:
+    """Everything that would make this resize fail, in plain words, before libvirt is asked."""
+    name = domain.name
+    problems: list[str] = []
+    labels = {
+        "vcpus": _("vCPUs"),
+        "vcpus_max": _("Maximum vCPUs"),
+        "memory_mib": _("Memory"),
+        "memory_max_mib": _("Maximum memory"),
+    }
+    for field, label in labels.items():
+        value = getattr(req, field)
+        ceiling = MAX_MEMORY_MIB if field.startswith("memory") else MAX_VCPUS
+        if value is not None and value < 1:
+            problems.append(_("%(what)s must be at least 1.") % {"what": label})
+        elif value is not None and value > ceiling:
+            problems.append(
+                _("%(what)s: %(value)s is more than libvirt takes (%(max)s).")
+                % {"what": label, "value": value, "max": ceiling}
+            )
+    if req.live and not lim.active:
+        problems.append(
+            _(
+                "%(name)s is shut off: a live change needs it running. Choose the saved "
+                "configuration only."
+            )
+            % {"name": name}
+        )
+    if not lim.persistent:
+        if req.config:
+            problems.append(
+                _(
+                    "%(name)s is transient: it has no saved configuration to change. "
+                    "Choose live only."
+                )
+                % {"name": name}
+            )
+        if (req.vcpus_max is not None and req.vcpus_max != lim.vcpus_max_live) or (
+            req.memory_max_mib is not None and req.memory_max_mib != _mib(lim.memory_max_live_kib)
+        ):
+            problems.append(
+                _(
+                    "The maximums change only in a saved configuration, and %(name)s is "
+                    "transient: it has none."
+                )
+                % {"name": name}
+            )
+    if problems:
+        return problems
+
+    if not req.live and not req.config:
+        # The form shows the live values of a running domain, the configuration's else.
+        shown = [
+            (value, now_live if lim.active else now_config)
+            for _w, _u, value, _t, now_live, _ml, now_config, _mc in _resize_rows(lim, req)
+        ]
+        if any(value is not None and value != now for value, now in shown):
+            problems.append(
+                _(
+                    "Choose where the change goes: the running domain, the saved "
+                    "configuration, or both."
+                )
+            )
+    for what, _unit, value, top, _now_live, max_live, now_config, now_top in _resize_rows(lim, req):
+        mib = what == "memory"
+        new_top = top if top is not None else now_top
+        if req.live and value is not None and max_live is not None and value > max_live:
+            problems.append(
+                (
+                    _(
+                        "%(value)s MiB is more than the running domain's maximum memory of "
+                        "%(max)s MiB. A new maximum takes effect only at the next boot."
+                    )
+                    if mib
+                    else _(
+                        "%(value)s vCPUs is more than the running domain's maximum of "
+                        "%(max)s. A new maximum takes effect only at the next boot."
+                    )
+                )
+                % {"value": value, "max": max_live}
+            )
+        if not lim.persistent or new_top is None:
+            continue
+        changed_here = req.config and value is not None
+        count = value if changed_here else now_config
+        if count is not None and count > new_top:
+            if changed_here:
+                message = (
+                    _(
+                        "%(value)s MiB is more than the maximum memory of %(max)s MiB in the "
+                        "saved configuration; raise the maximum as well."
+                    )
+                    if mib
+                    else _(
+                        "%(value)s vCPUs is more than the maximum of %(max)s in the saved "
+                        "configuration; raise the maximum as well."
+                    )
+                )
+            else:
+                message = (
+                    _(
+                        "The new maximum memory of %(max)s MiB is below the %(value)s MiB of "
+                        "the saved configuration; lower that as well."
+                    )
+                    if mib
+                    else _(
+                        "The new maximum of %(max)s vCPUs is below the %(value)s vCPUs of the "
+                        "saved configuration; lower those as well."
+                    )
+                )
+            problems.append(message % {"value": count, "max": new_top})
+    if not problems and not resize_plan(lim, req):
+        problems.append(_("Nothing to change: these are the current values."))
+    return problems
+
+
+# --- edited XML -------------------------------------------------------------------
+
+MAX_XML_CHARS = 1_000_000
+
+
+def xml_edit_check(current: str, new_xml: str) -> tuple[str, str]:
+    """(diff, problem) of replacing `current` by `new_xml`; problem "" when it may go."""
+    if len(new_xml) > MAX_XML_CHARS:
+        return "", _("The XML is longer than %(n)s characters.") % {"n": MAX_XML_CHARS}
+    try:
+        new = domxml.edited_domain_identity(new_xml)
+    except domxml.XMLError as exc:
+        return "", str(exc)
+    now = domxml.identity(current)
+    try:
+        same_uuid = uuidlib.UUID(new.uuid) == uuidlib.UUID(now.uuid)
+    except ValueError:
+        same_uuid = False
+    if not same_uuid:
+        return "", _(
+            "The UUID must stay %(uuid)s: this page edits this domain, and another UUID "
+            "would define another domain."
+        ) % {"uuid": now.uuid}
+    if new.name != now.name:
+        return "", _("The name must stay %(name)s: renaming is not done by editing the XML.") % {
+            "name": now.name
+        }
+    diff = domxml.xml_diff(current, new_xml)
+    if not diff:
+        return "", _("The XML is the same as the saved configuration: nothing to change.")
+    return diff, ""

@@ -1,0 +1,298 @@
+"""Running an operation in a worker: the claim, the lock, the heartbeat, the record.
+
+Every operation task (`domains.tasks`, `provisioning.tasks`) hands its work to
+`run_operation`, which claims the Operation (queued → running, exactly one row, so a
+redelivered task does no harm), holds the domain's Redis lock, beats the heartbeat (and,
+for long jobs, copies libvirt's job statistics and aborts on cancel), records the result
+and refreshes the inventory row. `recover_orphaned_operations` settles what a dead worker
+left running. (NetBox's JobRunner plays this part there.)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import timedelta
+from functools import lru_cache
+
+import redis
+from django.conf import settings
+from django.db import close_old_connections, connection
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from . import hypervisor, inventory
+from .hypervisor import HypervisorError
+from .kinds import KINDS
+from .models import Operation, OperationKind, OperationStatus
+
+log = logging.getLogger(__name__)
+
+# Transient libvirt failures are tried again this many times, a moment apart.
+RETRIES = 2
+RETRY_DELAY_SECONDS = 1.0
+
+
+@lru_cache(maxsize=1)
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL)
+
+
+def _finish(op: Operation, status: str, message: str = "", error=None) -> None:
+    op.status = status
+    op.message = message
+    op.finished_at = timezone.now()
+    if error is not None:
+        op.error = error.message
+        op.error_code = error.code
+    op.progress = 100 if status == OperationStatus.SUCCEEDED else op.progress
+    op.save(
+        update_fields=[
+            "status", "message", "finished_at", "error", "error_code", "progress",
+            "xml_before", "xml_after",
+        ]
+    )  # fmt: skip
+    log.info(
+        "operation %s %s %s user=%s host=%s domain=%s request=%s %s",
+        op.pk, op.kind, status, op.user, op.host.name, op.domain_uuid,
+        op.request_id, op.error,
+    )  # fmt: skip
+
+
+class Monitor(threading.Thread):
+    """Runs beside an operation: beats its heartbeat, copies libvirt's job statistics
+    into it, and aborts the libvirt job once a user asks to cancel."""
+
+    def __init__(self, op: Operation, watch_job: bool):
+        super().__init__(name=f"monitor-{op.pk}", daemon=True)
+        self.op = op
+        self.watch_job = watch_job
+        self.interval = 0.5 if watch_job else settings.VMPANEL_HEARTBEAT_SECONDS
+        self.stopping = threading.Event()
+        self.aborted = False
+        self.samples = 0
+        self.started = time.monotonic()
+        self.dest_ready_at: float | None = None
+
+    def run(self) -> None:
+        try:
+            while not self.stopping.wait(self.interval):
+                try:
+                    self.tick()
+                except Exception:  # a missed beat is no reason to stop beating
+                    log.exception("operation %s: monitor tick failed", self.op.pk)
+        finally:
+            connection.close()  # this thread's own database connection
+
+    def tick(self) -> None:
+        op = self.op
+        fields: dict = {"heartbeat_at": timezone.now()}
+        job = None
+        if self.watch_job and self.may_query():
+            try:
+                job = hypervisor.job_progress(op.host.uri, str(op.domain_uuid))
+            except HypervisorError:
+                job = None
+            if job is not None:
+                self.samples += 1
+                fields["progress"] = job.percent
+                fields["progress_detail"] = {**asdict(job), "samples": self.samples}
+        Operation.objects.filter(pk=op.pk, status=OperationStatus.RUNNING).update(**fields)
+        if (
+            not self.aborted
+            and Operation.objects.filter(pk=op.pk, cancel_requested=True).exists()
+            and self.abort_allowed(job)
+        ):
+            log.info("operation %s: cancel requested; aborting libvirt's job", op.pk)
+            # In a thread of its own: should libvirt make the call wait, the heartbeat and
+            # the progress go on meanwhile.
+            self.aborted = True
+            threading.Thread(target=self.abort, name=f"abort-{op.pk}", daemon=True).start()
+
+    def abort(self) -> None:
+        op = self.op
+        try:
+            hypervisor.abort_job(op.host.uri, str(op.domain_uuid))
+            log.info("operation %s: libvirt job aborted on request", op.pk)
+        except HypervisorError as exc:
+            # No job yet, or one that cannot be aborted: the next tick tries again.
+            log.info("operation %s: abort not possible yet: %s", op.pk, exc.message)
+            self.aborted = False
+
+    def may_query(self) -> bool:
+        """Whether to ask libvirt for job statistics now.
+
+        In the first moments of a peer-to-peer migration, while the destination is being
+        prepared, a jobStats or abortJob call is not answered but queued behind the whole
+        migration (measured here: libvirt 9.0). Ask only once that window has passed.
+        """
+        if self.op.kind != OperationKind.MIGRATE:
+            return True
+        return time.monotonic() - self.started >= MIGRATION_QUIET_SECONDS
+
+    def abort_allowed(self, job) -> bool:
+        """Whether libvirt takes an abort now.
+
+        A migration cannot be aborted while the destination is still being prepared, and
+        an abortJob sent then is not refused: it waits until the whole migration is over.
+        So wait until data flows, or the destination has had its incoming domain a moment.
+        """
+        if self.op.kind != OperationKind.MIGRATE:
+            return True
+        if job is None:
+            return False
+        if job.data_total > 0:
+            return True
+        try:
+            arrived = hypervisor.domain_exists(
+                self.op.params["destination_uri"], str(self.op.domain_uuid)
+            )
+        except HypervisorError:
+            return False
+        if not arrived:
+            return False
+        if self.dest_ready_at is None:
+            self.dest_ready_at = time.monotonic()
+        return time.monotonic() - self.dest_ready_at >= 1.0
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=5)
+
+
+# Seconds at the start of a migration when libvirt must not be asked about its job.
+MIGRATION_QUIET_SECONDS = 2.0
+
+
+def run_operation(operation_id: int, work: Callable[[Operation], str]) -> None:
+    """Claim, lock, do `work(op)` (returns the success message), record, refresh."""
+    close_old_connections()
+    claimed = Operation.objects.filter(pk=operation_id, status=OperationStatus.QUEUED).update(
+        status=OperationStatus.RUNNING, started_at=timezone.now()
+    )
+    if claimed != 1:
+        log.info("operation %s already claimed; redelivery ignored", operation_id)
+        return
+    op = Operation.objects.select_related("host", "domain", "user", "target_host").get(
+        pk=operation_id
+    )
+    log.info(
+        "operation %s %s running user=%s host=%s domain=%s request=%s",
+        op.pk, op.kind, op.user, op.host.name, op.domain_uuid, op.request_id,
+    )  # fmt: skip
+    lock = _redis().lock(
+        lock_key(op.host_id, op.domain_uuid),
+        timeout=settings.VMPANEL_DOMAIN_LOCK_SECONDS,
+        blocking_timeout=5,
+    )
+    if not lock.acquire():
+        _finish(
+            op,
+            OperationStatus.FAILED,
+            _("Another operation holds this domain; try again when it has finished."),
+        )
+        return
+    long_job = KINDS[op.kind].long
+    monitor = Monitor(op, watch_job=long_job)
+    monitor.start()
+    try:
+        # A long job is never tried twice: it may have done half its work.
+        for attempt in range(1 if long_job else RETRIES + 1):
+            try:
+                message = work(op)
+                if Operation.objects.filter(pk=op.pk, cancel_requested=True).exists():
+                    message = _("The cancel came too late: it had finished.") + " " + message
+                # The inventory first, so whoever sees "succeeded" sees the new state.
+                _refresh_inventory(op)
+                _finish(op, OperationStatus.SUCCEEDED, message)
+                break
+            except HypervisorError as exc:
+                if exc.retryable and attempt < RETRIES and not long_job:
+                    hypervisor.forget(op.host.uri)
+                    time.sleep(RETRY_DELAY_SECONDS)
+                    continue
+                if Operation.objects.filter(pk=op.pk, cancel_requested=True).exists():
+                    _finish(
+                        op,
+                        OperationStatus.CANCELLED,
+                        _("Cancelled; libvirt stopped the job and the domain stays where it was."),
+                        exc,
+                    )
+                else:
+                    _finish(op, OperationStatus.FAILED, exc.hint, exc)
+                break
+    except Exception as exc:  # record the unexpected too, then let Celery log it
+        _finish(op, OperationStatus.FAILED, _("Unexpected error: %(error)s") % {"error": exc})
+        raise
+    finally:
+        monitor.stop()
+        lock.release()
+    if op.status != OperationStatus.SUCCEEDED:
+        _refresh_inventory(op)  # a failure may have changed the state too
+
+
+def _refresh_inventory(op: Operation) -> None:
+    try:
+        inventory.refresh_domain(op.host, op.domain_uuid)
+    except HypervisorError as exc:
+        log.warning("operation %s: inventory not refreshed: %s", op.pk, exc)
+
+
+def lock_key(host_id: int, uuid) -> str:
+    return f"vmpanel:domain:{host_id}:{uuid}"
+
+
+def uri_uuid(op: Operation) -> tuple[str, str]:
+    return op.host.uri, str(op.domain_uuid)
+
+
+# --- operations orphaned by a dead worker ------------------------------------------
+
+
+def recover_orphaned_operations() -> list[int]:
+    """Mark failed the running operations whose worker stopped beating; returns their ids.
+
+    The domain's real state is read back from libvirt and said in the message. An
+    operation whose libvirt job still runs (libvirtd carries on without the worker) is
+    left for a later pass.
+    """
+    cutoff = timezone.now() - timedelta(seconds=settings.VMPANEL_STALE_SECONDS)
+    stale = Operation.objects.filter(status=OperationStatus.RUNNING).filter(
+        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
+    )
+    recovered = []
+    for op in stale.select_related("host", "domain"):
+        uri, uuid = uri_uuid(op)
+        try:
+            if hypervisor.job_progress(uri, uuid) is not None:
+                continue  # libvirt is still at it; look again next time
+        except HypervisorError:
+            pass
+        try:
+            row = inventory.refresh_domain(op.host, op.domain_uuid)
+            if row is None:
+                now = _("gone from %(host)s") % {"host": op.host.name}
+            else:
+                now = f"{row.get_state_display()} ({row.state_reason}) on {op.host.name}"
+        except HypervisorError as exc:
+            now = _("unknown: %(host)s does not answer (%(error)s)") % {
+                "host": op.host.name,
+                "error": exc.message,
+            }
+        message = _(
+            "The worker running this operation stopped before it finished (it was killed "
+            "or crashed). libvirt says the domain is now %(state)s."
+        ) % {"state": now}
+        done = Operation.objects.filter(pk=op.pk, status=OperationStatus.RUNNING).update(
+            status=OperationStatus.FAILED, message=message, finished_at=timezone.now()
+        )
+        if done:
+            # Its lock died with it, but may not have expired yet.
+            _redis().delete(lock_key(op.host_id, op.domain_uuid))
+            log.warning("operation %s %s marked failed: %s", op.pk, op.kind, message)
+            recovered.append(op.pk)
+    return recovered

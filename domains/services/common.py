@@ -1,0 +1,231 @@
+"""What every service shares: the refusal, the permission gate, the audit row and the
+queueing of an operation once its transaction commits."""
+
+from __future__ import annotations
+
+import logging
+import uuid as uuidlib
+from collections.abc import Callable
+
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from vmpanel.celery import app
+from vmpanel.middleware import current_request_id
+
+from .. import hypervisor
+from ..hypervisor import HypervisorError
+from ..kinds import KINDS, wrong_state_message
+from ..models import (
+    ACTIVE_STATUSES,
+    AuditEvent,
+    Domain,
+    Host,
+    Operation,
+    OperationStatus,
+    Team,
+    actions_on,
+    is_team_admin,
+)
+
+log = logging.getLogger(__name__)
+
+
+class ActionRefused(Exception):
+    """The action was turned down before any work; `message` says why in plain words.
+
+    `status` says how a page answers it: 404 for what the user may not even see, 403 for
+    a role too small, 409 for a state or a limit that does not allow it now, 400 for input
+    that is not usable.
+    """
+
+    def __init__(self, message: str, operation: Operation | None = None, status: int = 409):
+        super().__init__(message)
+        self.message = message
+        self.operation = operation
+        self.status = status
+
+
+def audit(kind: str, user: User, summary: str, team: Team | None = None, **detail) -> AuditEvent:
+    """Put on record what is not an operation on a domain (hosts, roles, requests)."""
+    log.info("audit %s user=%s %s", kind, user, summary)
+    return AuditEvent.objects.create(
+        kind=kind, user=user, team=team, summary=summary, detail=detail
+    )
+
+
+def record_refusal(
+    user: User,
+    kind: str,
+    message: str,
+    *,
+    domain: Domain | None = None,
+    host: Host | None = None,
+    team: Team | None = None,
+    name: str = "",
+    params: dict | None = None,
+) -> Operation:
+    """An Operation row saying that `kind` was refused and why, so refusals are on record
+    like everything else. For an operation on a domain, `domain` fills in the rest."""
+    if domain is not None:
+        host, team, name = domain.host, domain.team, domain.name
+    op = Operation.objects.create(
+        kind=kind,
+        user=user,
+        domain=domain,
+        host=host,
+        domain_uuid=domain.uuid if domain is not None else None,
+        domain_name=name,
+        team=team,
+        params=params or {},
+        status=OperationStatus.REFUSED,
+        message=message,
+        request_id=current_request_id.get(),
+        finished_at=timezone.now(),
+    )
+    log.info(
+        "operation %s %s refused user=%s host=%s domain=%s: %s",
+        op.pk, kind, user, host, op.domain_uuid, message,
+    )  # fmt: skip
+    return op
+
+
+def refuse(
+    user: User, domain: Domain, kind: str, params: dict | None, message: str, status: int = 409
+):
+    """Record the refusal of `kind` on `domain`, then raise it."""
+    op = record_refusal(user, kind, message, domain=domain, params=params)
+    raise ActionRefused(message, op, status)
+
+
+def require(
+    user: User, domain: Domain, kind: str, params: dict | None = None, *, record: bool = True
+) -> frozenset[str]:
+    """Refuse unless `user` holds the role `kind` needs on `domain`; returns the actions
+    the user holds there.
+
+    A domain the user cannot see is a 404 and leaves no record, so that its existence does
+    not leak through the audit trail either. A role too small is a 403, on record unless
+    `record` is false (a GET of a form is not an attempt).
+    """
+    actions = actions_on(user, domain)
+    if "view" not in actions:
+        raise ActionRefused(_("No such domain."), status=404)
+    if KINDS[kind].role not in actions:
+        message = _("Your role in this domain's team does not allow this.")
+        if record:
+            refuse(user, domain, kind, params, message, status=403)
+        raise ActionRefused(message, status=403)
+    return actions
+
+
+def require_superuser(user: User) -> None:
+    if not user.is_superuser:
+        raise ActionRefused(_("Only superusers may do this."), status=403)
+
+
+def require_team_admin(user: User, team: Team, message: str = "") -> None:
+    if not is_team_admin(user, team):
+        raise ActionRefused(message or _("Only this team's admins may do this."), status=403)
+
+
+def queue_operation(
+    user: User,
+    domain: Domain,
+    kind: str,
+    params: dict | None = None,
+    *,
+    check: Callable[[], str | None] | None = None,
+    target_host: Host | None = None,
+    fields: dict | None = None,
+) -> Operation:
+    """Check and queue one operation of `kind` on `domain`; returns the queued Operation.
+
+    The checks, each refusal on record: the role, the domain still there, its host
+    enabled and answering, the state (the kind's entry in `kinds.KINDS`), then `check`,
+    which returns the reason to refuse in plain words or None, and last that no other
+    operation holds the domain. `fields` are further Operation fields for the queued row
+    (the XML an edit is to define, say).
+    """
+    spec = KINDS[kind]
+    params = params or {}
+    require(user, domain, kind, params)
+    if domain.gone_at is not None and not spec.allow_gone:
+        refuse(user, domain, kind, params, _("This domain no longer exists."))
+    if not domain.host.enabled:
+        refuse(
+            user, domain, kind, params,
+            _("Host %(host)s is disabled; enable it first.") % {"host": domain.host},
+        )  # fmt: skip
+    try:
+        hypervisor.ping(domain.host.uri)
+    except HypervisorError as exc:
+        refuse(
+            user, domain, kind, params,
+            _("Host %(host)s does not answer (%(error)s); try again when it is back.")
+            % {"host": domain.host, "error": exc.message},
+        )  # fmt: skip
+    if not spec.allowed(domain):
+        refuse(user, domain, kind, params, wrong_state_message(spec, domain))
+    problem = check() if check else None
+    if problem:
+        refuse(user, domain, kind, params, problem)
+
+    with transaction.atomic():
+        # Lock the inventory row so that two requests cannot both find the domain idle.
+        locked = Domain.objects.select_for_update().get(pk=domain.pk)
+        busy = (
+            Operation.objects.filter(domain=locked, status__in=ACTIVE_STATUSES)
+            .order_by("created_at")
+            .first()
+        )
+        if busy is None:
+            op = Operation.objects.create(
+                kind=kind,
+                user=user,
+                domain=locked,
+                host=locked.host,
+                domain_uuid=locked.uuid,
+                domain_name=locked.name,
+                team=locked.team,
+                params=params,
+                target_host=target_host,
+                request_id=current_request_id.get(),
+                task_id=str(uuidlib.uuid4()),
+                **(fields or {}),
+            )
+            send_on_commit(op)
+            return op
+    # Outside the transaction, so that the refusal stays on record.
+    refuse(
+        user, domain, kind, params,
+        _("%(name)s is busy with operation #%(id)s (%(kind)s).")
+        % {"name": domain.name, "id": busy.pk, "kind": busy.get_kind_display()},
+    )  # fmt: skip
+    raise AssertionError("unreachable")
+
+
+def send_on_commit(op: Operation) -> None:
+    """Hand `op` to its kind's Celery task once the current transaction commits."""
+    transaction.on_commit(lambda: _send(op))
+    log.info(
+        "operation %s %s queued user=%s host=%s domain=%s",
+        op.pk, op.kind, op.user, op.host, op.domain_uuid,
+    )  # fmt: skip
+
+
+def _send(op: Operation) -> None:
+    try:
+        app.send_task(KINDS[op.kind].task, args=[op.pk], task_id=op.task_id)
+    except Exception as exc:  # broker down: kombu raises several kinds
+        # Never leave a queued operation that no worker will ever see: the domain would
+        # stay "busy" for good.
+        log.error("operation %s not queued: %s", op.pk, exc)
+        Operation.objects.filter(pk=op.pk, status=OperationStatus.QUEUED).update(
+            status=OperationStatus.FAILED,
+            message=_("The task queue does not answer; nothing was done. Try again later."),
+            error=str(exc),
+            finished_at=timezone.now(),
+        )

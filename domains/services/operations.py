@@ -1,0 +1,45 @@
+"""What applies to an operation already queued or running: cancelling it."""
+
+from __future__ import annotations
+
+import logging
+
+from django.contrib.auth.models import User
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from ..kinds import KINDS
+from ..models import Operation, OperationStatus, actions_on
+from .common import ActionRefused
+
+log = logging.getLogger(__name__)
+
+
+def cancel_operation(user: User, op: Operation) -> Operation:
+    """Ask the worker running `op` to abort its libvirt job; a queued one just stops.
+
+    Operators of the domain's team may cancel; only long jobs (save, restore, migration)
+    can be aborted by libvirt.
+    """
+    actions = actions_on(user, op.domain) if op.domain is not None else frozenset()
+    if "view" not in actions:
+        raise ActionRefused(_("No such operation."), status=404)
+    if "operate" not in actions:
+        raise ActionRefused(_("Your role does not allow cancelling this."), status=403)
+    if op.is_finished:
+        raise ActionRefused(_("Operation #%(id)s has finished already.") % {"id": op.pk})
+    if not KINDS[op.kind].long:
+        raise ActionRefused(_("A %(kind)s cannot be cancelled.") % {"kind": op.get_kind_display()})
+    # A queued operation is cancelled here; the worker's claim then finds nothing to do.
+    stopped = Operation.objects.filter(pk=op.pk, status=OperationStatus.QUEUED).update(
+        status=OperationStatus.CANCELLED,
+        cancel_requested=True,
+        message=_("Cancelled by %(user)s before it started.") % {"user": user},
+        finished_at=timezone.now(),
+    )
+    if not stopped:
+        # Running: the worker's monitor sees the flag and calls abortJob.
+        Operation.objects.filter(pk=op.pk).update(cancel_requested=True)
+    op.refresh_from_db()
+    log.info("operation %s cancel requested by %s", op.pk, user)
+    return op

@@ -1,0 +1,166 @@
+"""The pure rules of `domains.rules`: no daemon, no database; facts are built by hand."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from domains.hypervisor import ResizeLimits
+from domains.models import Domain, Host, State
+from domains.rules import (
+    DEFAULT_MIGRATION_FLAGS,
+    MigrationChoice,
+    ResizeRequest,
+    ResizeStep,
+    migration_flag_problems,
+    resize_plan,
+    resize_problems,
+    xml_edit_check,
+)
+
+MIB = 1024
+
+RUNNING_PERSISTENT = ResizeLimits(
+    active=True, persistent=True,
+    vcpus_live=2, vcpus_max_live=4, vcpus_config=2, vcpus_max_config=4,
+    memory_live_kib=512 * MIB, memory_max_live_kib=1024 * MIB,
+    memory_config_kib=512 * MIB, memory_max_config_kib=1024 * MIB,
+    host_cpus=8, host_memory_kib=16 * 1024 * MIB,
+)  # fmt: skip
+SHUT_OFF = replace(
+    RUNNING_PERSISTENT,
+    active=False, vcpus_live=None, vcpus_max_live=None,
+    memory_live_kib=None, memory_max_live_kib=None,
+)  # fmt: skip
+TRANSIENT = replace(
+    RUNNING_PERSISTENT,
+    persistent=False, vcpus_config=None, vcpus_max_config=None,
+    memory_config_kib=None, memory_max_config_kib=None,
+)  # fmt: skip
+
+
+def _domain(**fields) -> Domain:
+    defaults = dict(name="web1", host_id=1, state=State.RUNNING, libvirt_id=7, persistent=True)
+    return Domain(**{**defaults, **fields})
+
+
+# --- resize -------------------------------------------------------------------------
+
+
+def test_plan_raises_the_maximum_before_the_count_it_allows():
+    req = ResizeRequest(vcpus=6, vcpus_max=8, config=True)
+    assert resize_plan(SHUT_OFF, req) == [
+        ResizeStep("vcpus_max", 8, config=True),
+        ResizeStep("vcpus", 6, config=True),
+    ]
+
+
+def test_plan_lowers_the_count_before_a_maximum_below_it():
+    req = ResizeRequest(memory_mib=256, memory_max_mib=384, config=True)
+    assert resize_plan(SHUT_OFF, req) == [
+        ResizeStep("memory", 256 * MIB, config=True),
+        ResizeStep("memory_max", 384 * MIB, config=True),
+    ]
+
+
+def test_plan_live_and_config_in_one_step_and_nothing_for_current_values():
+    req = ResizeRequest(vcpus=3, memory_mib=512, live=True, config=True)
+    assert resize_plan(RUNNING_PERSISTENT, req) == [ResizeStep("vcpus", 3, True, True)]
+    assert resize_plan(RUNNING_PERSISTENT, ResizeRequest(vcpus=2, live=True)) == []
+
+
+@pytest.mark.parametrize(
+    ("limits", "req", "words"),
+    [
+        (SHUT_OFF, ResizeRequest(vcpus=3, live=True), "is shut off: a live change"),
+        (TRANSIENT, ResizeRequest(vcpus=3, config=True), "transient: it has no saved"),
+        (TRANSIENT, ResizeRequest(vcpus_max=8, live=True), "maximums change only"),
+        (RUNNING_PERSISTENT, ResizeRequest(vcpus=6, live=True), "more than the running"),
+        (RUNNING_PERSISTENT, ResizeRequest(memory_mib=2048, config=True), "raise the maximum"),
+        (SHUT_OFF, ResizeRequest(vcpus_max=1, config=True), "lower those as well"),
+        (RUNNING_PERSISTENT, ResizeRequest(vcpus=3), "Choose where the change goes"),
+        (RUNNING_PERSISTENT, ResizeRequest(vcpus=0, live=True), "at least 1"),
+        (RUNNING_PERSISTENT, ResizeRequest(vcpus=2, live=True), "Nothing to change"),
+    ],
+)
+def test_resize_problems_in_plain_words(limits, req, words):
+    problems = resize_problems(_domain(), limits, req)
+    assert any(words in p for p in problems), problems
+
+
+def test_a_resize_within_the_limits_has_no_problem():
+    req = ResizeRequest(vcpus=4, memory_mib=1024, live=True, config=True)
+    assert resize_problems(_domain(), RUNNING_PERSISTENT, req) == []
+
+
+# --- migration ------------------------------------------------------------------------
+
+DEST = Host(pk=2, name="beta", uri="test:///beta", enabled=True)
+
+
+def _choice(*flags: str, **more) -> MigrationChoice:
+    return MigrationChoice(DEST, flags=frozenset(flags), **more)
+
+
+def test_the_default_choice_fits_a_running_persistent_domain():
+    assert (
+        migration_flag_problems(_domain(), MigrationChoice(DEST, flags=DEFAULT_MIGRATION_FLAGS))
+        == []
+    )
+
+
+@pytest.mark.parametrize(
+    ("domain", "choice", "words"),
+    [
+        (_domain(), _choice("LIVE", "TUNNELLED"), "choose peer-to-peer too"),
+        (_domain(), _choice("PEER2PEER", "TUNNELLED", "NON_SHARED_DISK"), "through a tunnel"),
+        (_domain(), _choice("NON_SHARED_DISK", "NON_SHARED_INC"), "not both"),
+        (_domain(), _choice("OFFLINE"), "choose persistent on the destination"),
+        (_domain(), _choice("OFFLINE", "PERSIST_DEST", "LIVE"), "exclude each other"),
+        (_domain(), _choice("UNDEFINE_SOURCE"), "would lose"),
+        (_domain(state=State.SHUTOFF, libvirt_id=None), _choice("LIVE"), "only an offline"),
+        (_domain(persistent=False), _choice("OFFLINE", "PERSIST_DEST"), "transient domain has no"),
+        (_domain(host_id=2), _choice("LIVE"), "the host the domain is on"),
+        (_domain(), _choice("LIVE", new_name="bad name!"), "A new name uses"),
+        (_domain(), _choice("LIVE", bandwidth_mib_s=-1), "0 for no limit"),
+        (_domain(), _choice("LIVE", "WARP"), "Unknown migration flags: WARP"),
+    ],
+)
+def test_migration_flag_rules(domain, choice, words):
+    problems = migration_flag_problems(domain, choice)
+    assert any(words in p for p in problems), problems
+
+
+def test_disabled_destination_is_refused():
+    off = Host(pk=3, name="gamma", uri="test:///gamma", enabled=False)
+    problems = migration_flag_problems(_domain(), MigrationChoice(off, flags=frozenset({"LIVE"})))
+    assert problems == ["Host gamma is disabled."]
+
+
+# --- edited XML -------------------------------------------------------------------------
+
+SAVED = (
+    "<domain type='test'><name>web1</name>"
+    "<uuid>11111111-2222-3333-4444-555555555555</uuid><memory>1024</memory></domain>"
+)
+
+
+def test_an_edit_gives_its_diff():
+    diff, problem = xml_edit_check(SAVED, SAVED.replace("1024", "2048"))
+    assert problem == "" and "-" in diff and "2048" in diff
+
+
+@pytest.mark.parametrize(
+    ("edited", "words"),
+    [
+        (SAVED.replace("web1", "web2"), "The name must stay web1"),
+        (SAVED.replace("11111111", "99999999"), "The UUID must stay"),
+        (SAVED, "nothing to change"),
+        ("<domain>", ""),  # not well-formed: the parser's own words
+        ('<!DOCTYPE d [<!ENTITY x "y">]>' + SAVED, ""),
+    ],
+)
+def test_an_edit_that_may_not_go(edited, words):
+    diff, problem = xml_edit_check(SAVED, edited)
+    assert diff == "" and problem and words in problem
