@@ -19,6 +19,7 @@ from .models import (
     Role,
     Team,
 )
+from .rules import host_uri_problem, listen_address_problem, migrate_uri_problem
 
 # Titles of libvirt's filter groups, in the order of models.LIST_FILTER_GROUPS.
 FILTER_GROUP_TITLES = [
@@ -131,7 +132,10 @@ class HostForm(forms.ModelForm):
         fields = ["name", "uri", "enabled", "save_dir", "migration_uri", "migration_address"]
         help_texts = {
             "name": _("A short label used in URLs: letters, digits, - and _."),
-            "uri": _("For example qemu+ssh://root@kvm1/system. The panel connects to check it."),
+            "uri": _(
+                "qemu+ssh://root@kvm1/system, qemu+tls://…/system, qemu+tcp://…/system or "
+                "qemu:///system. The panel connects to check it."
+            ),
             "enabled": _("A disabled host is not watched and takes no operations."),
             "save_dir": _(
                 "The folder saved images go to, as the host sees it. Users name the file, "
@@ -151,6 +155,27 @@ class HostForm(forms.ModelForm):
             "save_dir": forms.TextInput(attrs={"size": 60}),
             "migration_uri": forms.TextInput(attrs={"size": 60}),
         }
+
+    def clean_uri(self) -> str:
+        uri = self.cleaned_data["uri"].strip()
+        problem = host_uri_problem(uri)
+        if problem:
+            raise forms.ValidationError(problem)
+        return uri
+
+    def clean_migration_uri(self) -> str:
+        uri = self.cleaned_data["migration_uri"].strip()
+        problem = host_uri_problem(uri) if uri else None
+        if problem:
+            raise forms.ValidationError(problem)
+        return uri
+
+    def clean_migration_address(self) -> str:
+        address = self.cleaned_data["migration_address"].strip()
+        problem = listen_address_problem(address)
+        if problem:
+            raise forms.ValidationError(problem)
+        return address
 
     def clean_save_dir(self) -> str:
         path = self.cleaned_data["save_dir"].strip()
@@ -257,6 +282,27 @@ class MigrateForm(forms.Form):
         )
         if not user.is_superuser:
             del self.fields["destination_uri"]
+
+    def clean_destination_uri(self) -> str:
+        uri = self.cleaned_data["destination_uri"].strip()
+        problem = host_uri_problem(uri) if uri else None
+        if problem:
+            raise forms.ValidationError(problem)
+        return uri
+
+    def clean_migrate_uri(self) -> str:
+        uri = self.cleaned_data["migrate_uri"].strip()
+        problem = migrate_uri_problem(uri)
+        if problem:
+            raise forms.ValidationError(problem)
+        return uri
+
+    def clean_listen_address(self) -> str:
+        address = self.cleaned_data["listen_address"].strip()
+        problem = listen_address_problem(address)
+        if problem:
+            raise forms.ValidationError(problem)
+        return address
 
     def clean(self):
         cleaned = super().clean()

@@ -8,6 +8,7 @@ the words the rules return.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import uuid as uuidlib
 from dataclasses import dataclass
@@ -17,6 +18,205 @@ from django.utils.translation import gettext as _
 from . import domxml
 from .hypervisor import MIGRATION_FLAGS, ResizeLimits
 from .models import Domain, Host
+
+# --- URIs and addresses ---------------------------------------------------------------
+
+# The libvirt URIs a superuser means when adding a host: a remote QEMU host over SSH, TLS
+# or TCP, the local system daemon, and the private test-driver daemons of the demo and the
+# tests. Anything else (test:///<file> reads a local file as a driver configuration and
+# echoes its first line; ?command= runs a program; qemu:///session is the panel's own
+# user's daemon) is refused before libvirt is asked.
+#
+# Query parameters each transport may take, as libvirt's remote driver documents them.
+# Never command= or netcat= (they run programs), nor socket= on a remote transport.
+URI_PARAMS = {
+    "qemu+ssh": frozenset({"keyfile", "known_hosts", "no_verify", "no_tty", "sshauth"}),
+    "qemu+tls": frozenset({"pkipath", "no_verify"}),
+    "qemu+tcp": frozenset(),
+}
+# Parameters whose value is a path on the panel's machine: absolute, no "..".
+_PATH_PARAMS = frozenset({"keyfile", "known_hosts", "pkipath", "socket"})
+_FLAG_PARAMS = frozenset({"no_verify", "no_tty"})
+_SCHEME_RE = re.compile(r"([a-z][a-z0-9+]*)://(.*)", re.DOTALL)
+_HOSTNAME_RE = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+)
+_USER_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_PORT_RE = re.compile(r"[0-9]{1,5}")
+MAX_URI_CHARS = 500
+
+
+def _plain_ascii(text: str) -> bool:
+    """Printable ASCII without spaces: what a URI or an address is made of."""
+    return all(33 <= ord(c) < 127 for c in text)
+
+
+def _host_problem(host: str) -> str | None:
+    """Why `host` (a URI's host part, IPv6 in brackets) is not a host name or address."""
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return _("The address in brackets is not an IPv6 address.")
+        return None
+    if _HOSTNAME_RE.fullmatch(host):
+        return None
+    return _("The host is not a host name or an IP address.")
+
+
+def _netloc_problem(netloc: str, *, user: bool) -> str | None:
+    """Why `netloc` is not [user@]host[:port]."""
+    if "@" in netloc:
+        if not user:
+            return _("No user name here, only a host and a port.")
+        name, _at, netloc = netloc.rpartition("@")
+        if not _USER_RE.fullmatch(name):
+            return _("A user name is letters, digits, dots, dashes and underscores (no password).")
+    host, port = netloc, ""
+    if netloc.startswith("["):
+        end = netloc.find("]")
+        host, rest = netloc[: end + 1], netloc[end + 1 :]
+        if end < 0 or (rest and not rest.startswith(":")):
+            return _("The host is not a host name or an IP address.")
+        port = rest[1:] if rest else ""
+        if rest and not port:
+            return _("A port is a number from 1 to 65535.")
+    elif ":" in netloc:
+        host, port = netloc.rsplit(":", 1)
+        if not port:
+            return _("A port is a number from 1 to 65535.")
+    if not host:
+        return _("Name the host.")
+    if port and not (_PORT_RE.fullmatch(port) and 1 <= int(port) <= 65535):
+        return _("A port is a number from 1 to 65535.")
+    return _host_problem(host)
+
+
+# Parameters as libvirt reads them, without any decoding: names, then values of letters,
+# digits and / . _ , : - only. No “%”, “+”, “;” (libvirt splits on “;” as well as “&”) or
+# “=” inside a value, so that libvirt and this check cannot read a query two ways.
+_QUERY_RE = re.compile(r"[a-z_]+=[A-Za-z0-9/._,:-]*(?:&[a-z_]+=[A-Za-z0-9/._,:-]*)*")
+
+
+def _query_problem(query: str, allowed: frozenset[str]) -> tuple[dict[str, str], str | None]:
+    """(the parameters, or why they are not ones this transport may take)."""
+    if not query:
+        return {}, None
+    if not _QUERY_RE.fullmatch(query):
+        return {}, _(
+            "The parameters after “?” are name=value pairs of letters, digits and / . _ , : -"
+        )
+    params: dict[str, str] = {}
+    for pair in query.split("&"):
+        name, _eq, value = pair.partition("=")
+        if name not in allowed:
+            if allowed:
+                return {}, _("Parameter %(name)s is not allowed here; allowed: %(allowed)s.") % {
+                    "name": name[:40],
+                    "allowed": ", ".join(sorted(allowed)),
+                }
+            return {}, _("This transport takes no parameters after “?”.")
+        if name in params:
+            return {}, _("Parameter %(name)s is given twice.") % {"name": name}
+        if name in _PATH_PARAMS and (
+            not value.startswith("/") or "/../" in f"{value}/" or "/./" in f"{value}/"
+        ):
+            return {}, _("Parameter %(name)s must be an absolute path without “..”.") % {
+                "name": name
+            }
+        if name in _FLAG_PARAMS and value not in ("0", "1"):
+            return {}, _("Parameter %(name)s is 0 or 1.") % {"name": name}
+        params[name] = value
+    return params, None
+
+
+def host_uri_problem(uri: str) -> str | None:
+    """Why the panel will not connect to `uri`, in plain words; None when it may.
+
+    Allowed: qemu+ssh://[user@]host[:port]/system, qemu+tls://…/system and
+    qemu+tcp://…/system (a remote host), qemu:///system with an optional
+    ?socket=<absolute path> (the local daemon, or one on another socket), and
+    test+unix:///default?socket=<absolute path> (the demo's and the tests' private
+    test-driver daemons). The words never repeat what the URI names, nor anything libvirt
+    would say: this is decided before libvirt is asked.
+    """
+    if not uri:
+        return _("Give a libvirt URI.")
+    if len(uri) > MAX_URI_CHARS:
+        return _("A libvirt URI is at most %(n)s characters.") % {"n": MAX_URI_CHARS}
+    if not _plain_ascii(uri):
+        return _("A libvirt URI has no spaces, control characters or non-ASCII letters.")
+    match = _SCHEME_RE.fullmatch(uri)
+    if match is None:
+        return _("A libvirt URI looks like qemu+ssh://root@kvm1/system.")
+    scheme, rest = match.groups()
+    if "#" in rest:
+        return _("A libvirt URI has no “#” part.")
+    location, _q, query = rest.partition("?")
+    netloc, slash, path = location.partition("/")
+    path = slash + path
+    if scheme in URI_PARAMS:
+        if path != "/system":
+            return _("A remote QEMU host's URI ends in /system (e.g. qemu+ssh://root@kvm1/system).")
+        problem = _netloc_problem(netloc, user=True)
+        if problem:
+            return problem
+        return _query_problem(query, URI_PARAMS[scheme])[1]
+    if scheme == "qemu":
+        if netloc or path != "/system":
+            return _(
+                "The local QEMU daemon is qemu:///system (the panel uses no per-user session "
+                "daemons); a remote host is qemu+ssh://, qemu+tls:// or qemu+tcp://."
+            )
+        return _query_problem(query, frozenset({"socket"}))[1]
+    if scheme == "test+unix":
+        if netloc or path != "/default":
+            return _("A test-driver host is a private daemon: test+unix:///default?socket=<path>.")
+        params, problem = _query_problem(query, frozenset({"socket"}))
+        if problem:
+            return problem
+        if "socket" not in params:
+            return _("A test-driver host needs its daemon's socket: ?socket=<absolute path>.")
+        return None
+    return _(
+        "The panel connects to qemu+ssh://, qemu+tls://, qemu+tcp:// or qemu:///system hosts "
+        "(and test+unix:///default?socket=… for the demo); not to this kind of URI."
+    )
+
+
+def migrate_uri_problem(uri: str) -> str | None:
+    """Why `uri` is not a migration data URI (tcp://host[:port] or rdma://host[:port]);
+    None when it is, or when it is blank (the host's setting)."""
+    if not uri:
+        return None
+    if len(uri) > 200 or not _plain_ascii(uri):
+        return _("A migration URI is tcp://host[:port] or rdma://host[:port], without spaces.")
+    match = _SCHEME_RE.fullmatch(uri)
+    if match is None or match.group(1) not in ("tcp", "rdma"):
+        return _("A migration URI is tcp://host[:port] or rdma://host[:port].")
+    netloc = match.group(2)
+    if any(c in netloc for c in "/?#"):
+        return _("A migration URI has a host and a port only: no path, no “?” or “#”.")
+    return _netloc_problem(netloc, user=False)
+
+
+def listen_address_problem(address: str) -> str | None:
+    """Why `address` is not an IP address or a host name; None when it is, or is blank."""
+    if not address:
+        return None
+    if len(address) > 100 or not _plain_ascii(address):
+        return _("A listen address is an IP address or a host name, without spaces.")
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        pass
+    else:
+        return None
+    if _HOSTNAME_RE.fullmatch(address):
+        return None
+    return _("A listen address is an IP address or a host name.")
+
 
 # --- migration ------------------------------------------------------------------------
 
@@ -51,6 +251,19 @@ def migration_flag_problems(domain: Domain, choice: MigrationChoice) -> list[str
     Facts of the hosts are the service's to read (`services.migration`)."""
     flags = choice.flags
     problems: list[str] = []
+    # The URIs and addresses first: a refused URI is never handed to libvirt.
+    if choice.destination is None:
+        problem = host_uri_problem(choice.destination_uri)
+        if problem:
+            problems.append(_("Destination URI: %(problem)s") % {"problem": problem})
+    problem = migrate_uri_problem(choice.migrate_uri)
+    if problem:
+        problems.append(problem)
+    problem = listen_address_problem(choice.listen_address)
+    if problem:
+        problems.append(problem)
+    if problems:
+        return problems
     unknown = flags - set(MIGRATION_FLAGS)
     if unknown:
         return [_("Unknown migration flags: %(flags)s.") % {"flags": ", ".join(sorted(unknown))}]

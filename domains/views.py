@@ -735,7 +735,9 @@ def domain_migrate(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
     else:
         form = MigrateForm(None, domain, request.user)
         form.initial = {"flags": sorted(DEFAULT_MIGRATION_FLAGS), "bandwidth_mib_s": 0}
-    if request.method == "POST" and form.is_valid():
+    if request.method == "POST" and not form.is_valid():
+        status = 400
+    elif request.method == "POST":
         data = form.cleaned_data
         choice = MigrationChoice(
             destination=data.get("destination"),

@@ -213,3 +213,86 @@ def test_everyone_but_superusers_gets_403(who, people, hosts, libvirt_hosts):
     assert not AuditEvent.objects.exclude(kind="login").exists()
     # The menu does not offer the page either.
     assert 'href="/hosts/"' not in client.get(reverse("domain_list")).content.decode()
+
+
+# --- issue 8, item 3: host URIs are checked before libvirt is asked ------------------
+
+
+@pytest.fixture
+def secret_file(tmp_path):
+    """A local file with a line no page may ever show (the test driver, asked to open
+    test:///<file>, reads it as its configuration and echoes the first line)."""
+    path = tmp_path / "secret"
+    path.write_text("SECRET-FIRST-LINE-4f1c\nsecond\n")
+    return path
+
+
+def _calls_to_libvirt(monkeypatch) -> list[str]:
+    calls: list[str] = []
+    real = hypervisor.check_uri
+    monkeypatch.setattr(hypervisor, "check_uri", lambda uri: calls.append(uri) or real(uri))
+    return calls
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("uri", "test:///{secret}"),
+        ("uri", "qemu:///session"),
+        ("uri", "qemu+ssh://root@kvm1/system?command=/bin/sh"),
+        ("uri", "test+unix:///default?socket=/tmp/s;command=/bin/sh"),
+        ("migration_uri", "test:///{secret}"),
+        ("migration_uri", "qemu+ext:///system?command=/bin/sh"),
+        ("migration_address", "10.0.0.2; rm -rf /"),
+    ],
+)
+def test_a_uri_the_panel_does_not_use_is_refused_before_libvirt(
+    root, hosts, libvirt_hosts, secret_file, monkeypatch, field, value
+):
+    calls = _calls_to_libvirt(monkeypatch)
+    data = {"name": "sneaky", "uri": libvirt_hosts.uri("alpha"), "enabled": "on"}
+    data[field] = value.format(secret=secret_file)
+
+    for url in (reverse("host_create"), reverse("host_edit", args=["alpha"])):
+        if "edit" in url:
+            data["name"] = "alpha"
+        response = root.post(url, data)
+
+        assert response.status_code == 200
+        assert field in response.context["form"].errors
+        assert "SECRET-FIRST-LINE" not in response.content.decode()
+    assert calls == []
+    assert not Host.objects.filter(name="sneaky").exists()
+    assert Host.objects.get(name="alpha").uri == libvirt_hosts.uri("alpha")
+    assert not AuditEvent.objects.exclude(kind="login").exists()
+
+
+def test_the_service_refuses_such_uris_too(people, hosts, secret_file, monkeypatch):
+    from domains.services.common import ActionRefused
+    from domains.services.hosts import save_host
+
+    calls = _calls_to_libvirt(monkeypatch)
+    for host in (
+        Host(name="sneaky", uri=f"test:///{secret_file}"),
+        Host(name="sneaky", uri=hosts.alpha.uri, migration_uri=f"test:///{secret_file}"),
+        Host(name="sneaky", uri=hosts.alpha.uri, migration_address="a b"),
+    ):
+        with pytest.raises(ActionRefused) as exc:
+            save_host(people.root, host)
+        assert exc.value.status == 400 and "SECRET" not in exc.value.message
+    assert calls == [] and not Host.objects.filter(name="sneaky").exists()
+
+
+def test_the_qemu_tier_uris_are_accepted(root, hosts, libvirt_hosts):
+    """scripts/qemuhost.sh's URIs (`uri`: the local daemon on a socket of its own,
+    `p2p-uri`: qemu+tcp) pass the rule; a disabled host is saved without connecting."""
+    response = root.post(
+        reverse("host_create"),
+        {
+            "name": "qa",
+            "uri": "qemu:///system?socket=/tmp/vmpanel-qemu/qa/run/libvirt-sock",
+            "migration_uri": "qemu+tcp://10.201.0.1/system",
+            "migration_address": "10.201.0.1",
+        },
+    )
+    assert response.status_code == 303

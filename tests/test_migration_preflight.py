@@ -151,3 +151,33 @@ def test_free_uri_is_for_superusers(people, hosts, make_domain):
     clash = MigrationChoice(destination=None, destination_uri=hosts.alpha.uri, flags=DEFAULT)
     with pytest.raises(common.ActionRefused, match="UUID exists"):
         migration.migrate_domain(people.root, domain, clash)
+
+
+# --- issue 8, item 3: the URIs and addresses of a migration are checked ------------------
+
+
+def test_a_free_uri_naming_a_local_file_is_refused_without_echo(
+    people, hosts, make_domain, tmp_path
+):
+    secret = tmp_path / "secret"
+    secret.write_text("SECRET-FIRST-LINE-77aa\n")
+    domain = make_domain("alpha", state="running")
+    for uri in (f"test:///{secret}", "qemu:///session", "qemu+ssh://h/system?command=/bin/sh"):
+        choice = MigrationChoice(destination=None, destination_uri=uri, flags=DEFAULT)
+        message = refused(people.root, domain, choice)
+        assert message.startswith("Destination URI:") and "SECRET" not in message, message
+
+
+@pytest.mark.parametrize(
+    "more,words",
+    [
+        ({"migrate_uri": "exec:cat /etc/shadow"}, "tcp://host[:port]"),
+        ({"migrate_uri": "unix:///var/run/libvirt/x"}, "tcp://host[:port]"),
+        ({"migrate_uri": "tcp://10.0.0.2/x?y"}, "no path"),
+        ({"listen_address": "0.0.0.0 -incoming"}, "listen address"),
+    ],
+)
+def test_migrate_uri_and_listen_address_are_checked(people, hosts, make_domain, more, words):
+    domain = make_domain("alpha", state="running")
+    message = refused(people.olga_operator, domain, choose(hosts.beta, **more))
+    assert words in message

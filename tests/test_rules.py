@@ -13,6 +13,9 @@ from domains.rules import (
     MigrationChoice,
     ResizeRequest,
     ResizeStep,
+    host_uri_problem,
+    listen_address_problem,
+    migrate_uri_problem,
     migration_flag_problems,
     resize_plan,
     resize_problems,
@@ -96,7 +99,7 @@ def test_a_resize_within_the_limits_has_no_problem():
 
 # --- migration ------------------------------------------------------------------------
 
-DEST = Host(pk=2, name="beta", uri="test:///beta", enabled=True)
+DEST = Host(pk=2, name="beta", uri="qemu+tcp://10.0.0.2/system", enabled=True)
 
 
 def _choice(*flags: str, **more) -> MigrationChoice:
@@ -133,7 +136,7 @@ def test_migration_flag_rules(domain, choice, words):
 
 
 def test_disabled_destination_is_refused():
-    off = Host(pk=3, name="gamma", uri="test:///gamma", enabled=False)
+    off = Host(pk=3, name="gamma", uri="qemu+tcp://10.0.0.3/system", enabled=False)
     problems = migration_flag_problems(_domain(), MigrationChoice(off, flags=frozenset({"LIVE"})))
     assert problems == ["Host gamma is disabled."]
 
@@ -164,3 +167,147 @@ def test_an_edit_gives_its_diff():
 def test_an_edit_that_may_not_go(edited, words):
     diff, problem = xml_edit_check(SAVED, edited)
     assert diff == "" and problem and words in problem
+
+
+# --- host URIs, migration URIs and listen addresses -------------------------------------
+
+SOCKET = "/tmp/vmpanel-test-0123abcd/hosts/alpha/sock/libvirt-sock"
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "qemu+ssh://root@kvm1/system",
+        "qemu+ssh://kvm1.example.org:2222/system",
+        "qemu+ssh://admin@10.0.0.2/system?keyfile=/root/.ssh/id_ed25519&no_verify=1",
+        "qemu+ssh://root@kvm1/system?sshauth=agent,privkey&known_hosts=/etc/vmpanel/known",
+        "qemu+tls://kvm1.example.org/system",
+        "qemu+tls://kvm1/system?pkipath=/etc/pki/vmpanel&no_verify=0",
+        "qemu+tcp://10.0.0.2/system",  # scripts/qemuhost.sh p2p-uri
+        "qemu+tcp://[fd00::2]:16509/system",
+        "qemu:///system",
+        f"qemu:///system?socket={SOCKET}",  # scripts/qemuhost.sh uri
+        f"test+unix:///default?socket={SOCKET}",  # scripts/testhost.sh uri
+    ],
+)
+def test_host_uris_a_superuser_means(uri):
+    assert host_uri_problem(uri) is None
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "",
+        "test:///etc/shadow",  # the test driver reads the file and echoes its first line
+        "test:///default",  # in-process: a world private to one process
+        "test+unix:///default",  # no socket
+        "test+unix:///etc/shadow?socket=/tmp/sock",
+        "test+unix:///default?socket=relative/sock",
+        "test+unix:///default?socket=/tmp/../etc/sock",
+        "test+unix:///default?socket=/tmp/a&socket=/tmp/b",
+        "test+unix:///default?socket=/tmp/a;command=/bin/sh",  # libvirt splits on ;
+        "test+unix:///default?socket=%2Fetc%2Fshadow",
+        "test+unix://somehost/default?socket=/tmp/sock",
+        "qemu:///session",
+        "qemu:///system?command=/bin/sh",
+        "qemu:///embed?root=/etc",
+        "qemu://kvm1/system",
+        "qemu+ssh://root@kvm1/system?command=/tmp/evil",
+        "qemu+ssh://root@kvm1/system?netcat=/tmp/evil",
+        "qemu+ssh://root@kvm1/system?socket=/var/run/x",
+        "qemu+ssh://root@kvm1/session",
+        "qemu+ssh://root@kvm1/",
+        "qemu+ssh://root:secret@kvm1/system",
+        "qemu+ssh://kvm1:0/system",
+        "qemu+ssh://kvm1:99999/system",
+        "qemu+ssh:///system",
+        "qemu+ssh://bad_host!/system",
+        "qemu+ssh://root@kvm1/system#x",
+        "qemu+ssh://root@kvm1/system?keyfile=id_rsa",
+        "qemu+ssh://root@kvm1/system?no_verify=yes",
+        "qemu+tcp://kvm1/system?pkipath=/etc/pki",
+        "qemu+ext:///system?command=/bin/sh",
+        "qemu+unix:///system",
+        "qemu+libssh2://root@kvm1/system",
+        "xen:///system",
+        "lxc:///",
+        "vbox:///session",
+        "QEMU+SSH://root@kvm1/system",
+        "qemu+ssh://root@kvm1/system ",
+        "qemu+ssh://root@kvm1/sys\ttem",
+        "qemu+ssh://root@kvm1/system\x00",
+        "qemu+ssh://root@k\u0662vm1/system",
+        "qemu+ssh://" + "a" * 600 + "/system",
+        "../../etc/passwd",
+        "<script>alert(1)</script>",
+        "/etc/shadow",
+    ],
+)
+def test_host_uris_refused_before_libvirt_is_asked(uri):
+    problem = host_uri_problem(uri)
+    assert problem
+    # The words never repeat the URI (nor what libvirt would read behind it).
+    assert "shadow" not in problem and "evil" not in problem
+
+
+@pytest.mark.parametrize(
+    ("uri", "ok"),
+    [
+        ("", True),
+        ("tcp://10.0.0.2", True),
+        ("tcp://10.0.0.2:49152", True),
+        ("tcp://kvm2.example.org:49152", True),
+        ("tcp://[fd00::2]:49152", True),
+        ("rdma://10.0.0.2:49152", True),
+        ("tcp://10.0.0.2/path", False),
+        ("tcp://10.0.0.2?x=1", False),
+        ("tcp://user@10.0.0.2", False),
+        ("tcp://10.0.0.2:0", False),
+        ("tcp://10.0.0.2:70000", False),
+        ("tcp://", False),
+        ("unix:///var/run/x", False),
+        ("fd:3", False),
+        ("exec:cat /etc/shadow", False),
+        ("tcp:10.0.0.2:49152", False),
+        ("tcp://10.0.0.2 ", False),
+        ("tcp://10.0.0.2\x00", False),
+    ],
+)
+def test_migrate_uris(uri, ok):
+    assert (migrate_uri_problem(uri) is None) == ok
+
+
+@pytest.mark.parametrize(
+    ("address", "ok"),
+    [
+        ("", True),
+        ("10.0.0.2", True),
+        ("0.0.0.0", True),
+        ("fd00::2", True),
+        ("kvm2.example.org", True),
+        ("kvm2", True),
+        ("10.0.0.2/24", False),
+        ("kvm 2", False),
+        ("[fd00::2]", False),
+        ("tcp://10.0.0.2", False),
+        ("../../etc/passwd", False),
+        ("a\x00b", False),
+        ("\u202ekvm2", False),
+    ],
+)
+def test_listen_addresses(address, ok):
+    assert (listen_address_problem(address) is None) == ok
+
+
+@pytest.mark.parametrize(
+    ("choice", "words"),
+    [
+        (MigrationChoice(None, destination_uri="test:///etc/shadow"), "Destination URI:"),
+        (MigrationChoice(None, destination_uri="qemu:///session"), "Destination URI:"),
+        (MigrationChoice(DEST, migrate_uri="exec:cat /etc/shadow"), "tcp://host[:port]"),
+        (MigrationChoice(DEST, listen_address="0.0.0.0/0"), "A listen address"),
+    ],
+)
+def test_migration_uris_are_checked_before_anything_else(choice, words):
+    problems = migration_flag_problems(_domain(), replace(choice, flags=DEFAULT_MIGRATION_FLAGS))
+    assert len(problems) == 1 and words in problems[0], problems

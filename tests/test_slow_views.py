@@ -116,3 +116,25 @@ def test_running_operation_shows_progress_and_cancel(people, make_domain):
     response = client_for(people.olga_operator).post(f"/operations/{op.pk}/cancel/")
     assert response.status_code == 303
     assert Operation.objects.get(pk=op.pk).cancel_requested
+
+
+@pytest.mark.parametrize(
+    "who,field,value",
+    [
+        ("olga_operator", "migrate_uri", "exec:cat /etc/shadow"),
+        ("olga_operator", "listen_address", "10.0.0.2/8"),
+        ("root", "destination_uri", "test:///etc/shadow"),
+        ("root", "destination_uri", "qemu:///session"),
+    ],
+)
+def test_migration_form_checks_uris_and_addresses(people, make_domain, who, field, value):
+    """Issue 8, item 3: a form error, before libvirt is asked, and never libvirt's words."""
+    domain = make_domain("alpha", state="running")
+    data = {"flags": ["LIVE", "PEER2PEER", "PERSIST_DEST"], field: value}
+    if field != "destination_uri":
+        data["destination"] = "beta"
+    response = client_for(getattr(people, who)).post(f"/domains/alpha/{domain.uuid}/migrate/", data)
+    assert response.status_code == 400
+    assert field in response.context["form"].errors
+    assert "root:" not in response.content.decode()
+    assert not Operation.objects.exists()

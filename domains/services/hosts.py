@@ -9,12 +9,21 @@ from django.utils.translation import gettext as _
 from .. import hypervisor
 from ..hypervisor import HypervisorError
 from ..models import Domain, Host, Membership, Team
+from ..rules import host_uri_problem, listen_address_problem
 from .common import ActionRefused, audit, require_superuser, require_team_admin
 
 
 def save_host(user: User, host: Host) -> Host:
-    """Add or change a host (superusers), after checking that its URI answers."""
+    """Add or change a host (superusers), after checking that its URIs are ones the panel
+    uses (`rules.host_uri_problem`, before libvirt is asked) and that its URI answers."""
     require_superuser(user)
+    problems = [host_uri_problem(host.uri)]
+    if host.migration_uri:
+        problem = host_uri_problem(host.migration_uri)
+        problems.append(problem and _("Migration URI: %(problem)s") % {"problem": problem})
+    problems.append(listen_address_problem(host.migration_address))
+    if any(problems):
+        raise ActionRefused(" ".join(p for p in problems if p), status=400)
     if host.enabled:
         try:
             hypervisor.check_uri(host.uri)
