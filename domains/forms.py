@@ -10,6 +10,8 @@ from django import forms
 from django.contrib.auth import get_user_model
 from django.utils.translation import gettext_lazy as _
 
+from vmpanel import fields as panel_fields
+
 from .models import (
     LIST_FILTER_GROUPS,
     LIST_FILTERS,
@@ -129,6 +131,7 @@ class ActivityFilterForm(forms.Form):
 class HostForm(forms.ModelForm):
     class Meta:
         model = Host
+        formfield_callback = panel_fields.formfield
         fields = ["name", "uri", "enabled", "save_dir", "migration_uri", "migration_address"]
         help_texts = {
             "name": _("A short label used in URLs: letters, digits, - and _."),
@@ -200,7 +203,7 @@ class MembershipForm(forms.Form):
 
 
 class AssignForm(forms.Form):
-    team = forms.ModelChoiceField(
+    team = panel_fields.ModelChoiceField(
         label=_("Team"),
         queryset=Team.objects.all(),
         to_field_name="slug",
@@ -234,7 +237,7 @@ MIGRATION_FLAG_HELP = {
 
 
 class MigrateForm(forms.Form):
-    destination = forms.ModelChoiceField(
+    destination = panel_fields.ModelChoiceField(
         label=_("Destination host"),
         queryset=Host.objects.none(),
         to_field_name="name",
@@ -253,7 +256,7 @@ class MigrateForm(forms.Form):
         choices=[(k, k) for k in MIGRATION_FLAG_HELP],
         widget=forms.CheckboxSelectMultiple,
     )
-    bandwidth_mib_s = forms.IntegerField(
+    bandwidth_mib_s = panel_fields.IntegerField(
         label=_("Bandwidth limit (MiB/s)"),
         min_value=0,
         max_value=100000,
@@ -322,14 +325,14 @@ class ResizeForm(forms.Form):
     """vCPUs and memory with their maximums; the service checks every limit (and records
     a refusal), so the fields only insist on whole numbers of a sane size."""
 
-    vcpus = forms.IntegerField(label=_("vCPUs"), max_value=1_000_000)
-    vcpus_max = forms.IntegerField(
+    vcpus = panel_fields.IntegerField(label=_("vCPUs"), max_value=1_000_000)
+    vcpus_max = panel_fields.IntegerField(
         label=_("Maximum vCPUs"),
         max_value=1_000_000,
         help_text=_("Saved configuration only; takes effect at the next boot."),
     )
-    memory_mib = forms.IntegerField(label=_("Memory (MiB)"), max_value=2**40)
-    memory_max_mib = forms.IntegerField(
+    memory_mib = panel_fields.IntegerField(label=_("Memory (MiB)"), max_value=2**40)
+    memory_max_mib = panel_fields.IntegerField(
         label=_("Maximum memory (MiB)"),
         max_value=2**40,
         help_text=_("Saved configuration only; takes effect at the next boot."),

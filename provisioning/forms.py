@@ -6,6 +6,7 @@ from django import forms
 from django.utils.translation import gettext_lazy as _
 
 from domains.models import Host, teams_for
+from vmpanel import fields as panel_fields
 
 from .models import Quota, Template
 
@@ -16,20 +17,22 @@ class TemplateForm(forms.ModelForm):
         fields = [f.name for f in Template._meta.get_fields() if f.concrete and f.editable
                   and f.name not in ("id", "created_at")]  # fmt: skip
         widgets = {"hosts": forms.CheckboxSelectMultiple}
+        formfield_callback = panel_fields.formfield
 
 
 class QuotaForm(forms.ModelForm):
     class Meta:
         model = Quota
         fields = ["max_domains", "max_vcpus", "max_memory_mib", "max_disk_gib"]
+        formfield_callback = panel_fields.formfield
 
 
 class RequestForm(forms.Form):
-    team = forms.ModelChoiceField(queryset=None, label=_("team"))
-    template = forms.ModelChoiceField(queryset=Template.objects.all(), label=_("template"))
+    team = panel_fields.ModelChoiceField(queryset=None, label=_("team"))
+    template = panel_fields.ModelChoiceField(queryset=Template.objects.all(), label=_("template"))
     name = forms.CharField(max_length=64, label=_("name"))
-    vcpus = forms.IntegerField(min_value=1, label=_("vCPUs"))
-    memory_mib = forms.IntegerField(min_value=1, label=_("memory (MiB)"))
+    vcpus = panel_fields.IntegerField(min_value=1, label=_("vCPUs"))
+    memory_mib = panel_fields.IntegerField(min_value=1, label=_("memory (MiB)"))
     purpose = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), label=_("purpose"))
 
     def __init__(self, user, *args, **kwargs):
@@ -38,7 +41,9 @@ class RequestForm(forms.Form):
 
 
 class ApproveForm(forms.Form):
-    host = forms.ModelChoiceField(queryset=Host.objects.none(), required=False, label=_("host"))
+    host = panel_fields.ModelChoiceField(
+        queryset=Host.objects.none(), required=False, label=_("host")
+    )
 
     def __init__(self, template: Template, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -50,11 +55,11 @@ class RejectForm(forms.Form):
 
 
 class CreateForm(forms.Form):
-    team = forms.ModelChoiceField(queryset=None, label=_("team"))
-    host = forms.ModelChoiceField(queryset=Host.objects.none(), label=_("host"))
+    team = panel_fields.ModelChoiceField(queryset=None, label=_("team"))
+    host = panel_fields.ModelChoiceField(queryset=Host.objects.none(), label=_("host"))
     name = forms.CharField(max_length=64, label=_("name"))
-    vcpus = forms.IntegerField(min_value=1, label=_("vCPUs"))
-    memory_mib = forms.IntegerField(min_value=1, label=_("memory (MiB)"))
+    vcpus = panel_fields.IntegerField(min_value=1, label=_("vCPUs"))
+    memory_mib = panel_fields.IntegerField(min_value=1, label=_("memory (MiB)"))
     persistent = forms.BooleanField(required=False, initial=True, label=_("persistent"))
     start = forms.BooleanField(required=False, initial=True, label=_("start it"))
     paused = forms.BooleanField(required=False, label=_("started paused"))

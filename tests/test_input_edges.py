@@ -1,0 +1,147 @@
+"""Issue 8, item 5: the edges of input. Numbers are ASCII digits within a column's range,
+keys out of any range are form errors (never a 500), an approval's host is one of the
+template's, an address's host part must be the object's, NUL bytes and other characters
+no database or XML parser takes are form errors, and a proxy's request id is checked.
+
+Every test function here failed on the code before the fix (a few of their parameters are
+guards that passed already); tests/test_hostile_input.py then throws a battery of bad
+values at every form of the panel."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+from django import forms
+from django.urls import reverse
+
+import domains.forms
+import provisioning.forms
+from domains.models import AuditEvent, Operation
+from provisioning.models import Quota, Template
+from tests.helpers import client_for
+from vmpanel import fields as panel_fields
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db]
+
+BIG = str(10**22)
+REQUEST_ID_MAX = Operation._meta.get_field("request_id").max_length
+FULL_WIDTH_12 = "１２"
+
+
+def _form_classes():
+    for module in (domains.forms, provisioning.forms):
+        for name, obj in vars(module).items():
+            mine = inspect.isclass(obj) and obj.__module__ == module.__name__
+            if mine and issubclass(obj, forms.BaseForm):
+                yield f"{module.__name__}.{name}", obj
+
+
+@pytest.mark.parametrize(("name", "form_class"), list(_form_classes()))
+def test_every_form_uses_the_panels_number_and_choice_fields(name, form_class):
+    """One IntegerField (ASCII digits, a column's range) and choice fields that refuse keys
+    out of range, for declared fields and those model forms derive alike."""
+    for field_name, field in form_class.base_fields.items():
+        where = f"{name}.{field_name}"
+        if isinstance(field, forms.IntegerField):
+            assert isinstance(field, panel_fields.IntegerField), where
+        if isinstance(field, forms.ModelMultipleChoiceField):
+            assert isinstance(field, panel_fields.ModelMultipleChoiceField), where
+        elif isinstance(field, forms.ModelChoiceField):
+            assert isinstance(field, panel_fields.ModelChoiceField), where
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("12", True),
+        (" 12 ", True),
+        ("-3", True),
+        ("+3", True),
+        (FULL_WIDTH_12, False),
+        ("١٢", False),  # Arabic-Indic digits
+        ("12.0", False),
+        ("1e3", False),
+        ("0x10", False),
+        ("1_000", False),
+        ("\u200f12", False),
+        ("12\x00", False),
+        (BIG, False),
+        (str(2**31), False),
+        (str(-(2**31) - 1), False),
+        ("9" * 5000, False),
+    ],
+)
+def test_integer_field_takes_ascii_digits_in_range(value, ok):
+    field = panel_fields.IntegerField(required=False)
+    if ok:
+        assert field.clean(value) == int(value)
+    else:
+        with pytest.raises(forms.ValidationError):
+            field.clean(value)
+
+
+def _template_data(rows, **more) -> dict:
+    data = {
+        "name": "edge-tpl", "method": "pxe", "domain_type": "kvm", "hosts": [rows.alpha.pk],
+        "vcpus_max": 2, "vcpus_current": 1, "vcpu_placement": "static", "memory_mib": 512,
+        "current_memory_mib": 512, "firmware": "bios", "clock_offset": "utc",
+        "on_poweroff": "destroy", "on_reboot": "restart", "on_crash": "destroy",
+        "disk_gib": 5, "disk_format": "qcow2", "disk_bus": "virtio", "net_type": "network",
+        "net_source": "default", "net_model": "virtio", "balloon_period": 10,
+        "min_vcpus": 1, "max_vcpus": 2, "min_memory_mib": 128, "max_memory_mib": 1024,
+    }  # fmt: skip
+    data.update(more)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("hosts", [BIG]),  # OverflowError on SQLite, a 500, before
+        ("hosts", [str(2**63)]),
+        ("hosts", ["-1"]),
+        ("memory_mib", FULL_WIDTH_12),  # a 12 MiB template, before
+        ("memory_mib", str(2**40)),  # beyond PostgreSQL's integer column
+        ("disk_gib", BIG),
+        ("bios_reboot_timeout_ms", str(-(2**40))),
+    ],
+)
+def test_template_form_refuses_numbers_out_of_range(people, hosts, field, value):
+    client = client_for(people.root)
+    client.raise_request_exception = False
+
+    response = client.post(reverse("template_new"), _template_data(hosts, **{field: value}))
+
+    assert response.status_code == 200
+    assert field in response.context["form"].errors
+    assert not Template.objects.exists()
+    assert not AuditEvent.objects.exclude(kind="login").exists()
+
+
+@pytest.mark.parametrize("value", [FULL_WIDTH_12, BIG, "-1", "1e3"])
+def test_quota_form_refuses_what_is_not_a_number(people, value):
+    client = client_for(people.root)
+    data = {"max_domains": value, "max_vcpus": 1, "max_memory_mib": 1, "max_disk_gib": 1}
+
+    response = client.post(reverse("team_quota", args=["team-a"]), data)
+
+    assert response.status_code == 200
+    assert "max_domains" in response.context["form"].errors
+    assert not Quota.objects.exists()
+
+
+def test_a_single_choice_does_not_read_full_width_digits_as_a_key(people, hosts):
+    form = provisioning.forms.RequestForm(
+        people.alice_admin,
+        {
+            "team": "".join(chr(ord(c) + 0xFEE0) for c in str(people.team_a.pk)),
+            "template": BIG,
+            "name": "x",
+            "vcpus": "1",
+            "memory_mib": "1",
+            "purpose": "p",
+        },
+    )
+    assert not form.is_valid()
+    assert set(form.errors) == {"team", "template"}
