@@ -149,29 +149,43 @@ def _visible_request(request: HttpRequest, pk: int) -> VMRequest:
     return req
 
 
-@require_safe
-def request_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    req = _visible_request(request, pk)
+def _request_page(
+    request: HttpRequest, req: VMRequest, approve_form: ApproveForm | None = None, status=200
+) -> HttpResponse:
     may_decide = req.state == RequestState.SUBMITTED and is_team_admin(request.user, req.team)
+    if approve_form is None:
+        approve_form = ApproveForm(
+            req.template, initial={"host": req.template.hosts.filter(enabled=True).first()}
+        )
     return render(
         request,
         "provisioning/request_detail.html",
         {
             "req": req,
             "may_decide": may_decide,
-            "approve_form": ApproveForm(
-                req.template, initial={"host": req.template.hosts.filter(enabled=True).first()}
-            ),
+            "approve_form": approve_form,
             "reject_form": RejectForm(),
         },
+        status=status,
     )
+
+
+@require_safe
+def request_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    return _request_page(request, _visible_request(request, pk))
 
 
 @require_POST
 def request_approve(request: HttpRequest, pk: int) -> HttpResponse:
     req = _visible_request(request, pk)
     form = ApproveForm(req.template, request.POST)
-    host = form.cleaned_data["host"] if form.is_valid() else None
+    if not form.is_valid():
+        # A host the template does not target (or no host at all) is the form's error,
+        # never "the first host" instead; said only to those who may decide.
+        if not is_team_admin(request.user, req.team):
+            raise PermissionDenied(_("Only this team's admins may decide requests."))
+        return _request_page(request, req, form, status=400)
+    host = form.cleaned_data["host"]
     try:
         services.approve_request(request.user, req, host)
     except ActionRefused as exc:

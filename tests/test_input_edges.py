@@ -18,7 +18,7 @@ from django.urls import reverse
 import domains.forms
 import provisioning.forms
 from domains.models import AuditEvent, Operation
-from provisioning.models import Quota, Template
+from provisioning.models import Quota, RequestState, Template, VMRequest
 from tests.helpers import client_for
 from vmpanel import fields as panel_fields
 
@@ -145,3 +145,41 @@ def test_a_single_choice_does_not_read_full_width_digits_as_a_key(people, hosts)
     )
     assert not form.is_valid()
     assert set(form.errors) == {"team", "template"}
+
+
+# --- an approval's host is one of the template's -------------------------------------
+
+
+@pytest.fixture
+def submitted(people, hosts):
+    template = Template.objects.create(name="tpl", method="pxe", max_vcpus=4)
+    template.hosts.set([hosts.alpha])
+    return VMRequest.objects.create(
+        team=people.team_a, requester=people.victor_viewer, template=template,
+        name="asked-1", vcpus=1, memory_mib=256, purpose="edges",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("host", ["beta", BIG, "nonsense", FULL_WIDTH_12])
+def test_approval_to_a_host_outside_the_template_is_refused(people, hosts, submitted, host):
+    """Before, a host outside the template (or no host at all) approved the request onto
+    the template's first host."""
+    value = {"beta": lambda: hosts.beta.pk}.get(host, lambda: host)()
+
+    response = client_for(people.alice_admin).post(
+        reverse("request_approve", args=[submitted.pk]), {"host": value}
+    )
+
+    assert response.status_code == 400
+    assert "host" in response.context["approve_form"].errors
+    assert VMRequest.objects.get(pk=submitted.pk).state == RequestState.SUBMITTED
+    assert not Operation.objects.exists()
+    assert not AuditEvent.objects.exclude(kind="login").exists()
+
+
+def test_a_bad_host_from_a_viewer_is_still_a_403(people, hosts, submitted):
+    response = client_for(people.victor_viewer).post(
+        reverse("request_approve", args=[submitted.pk]), {"host": hosts.beta.pk}
+    )
+    assert response.status_code == 403
+    assert VMRequest.objects.get(pk=submitted.pk).state == RequestState.SUBMITTED
