@@ -713,7 +713,8 @@ def image_restore(request: HttpRequest, host: str, image_id: int) -> HttpRespons
 
 @require_POST
 def image_forget(request: HttpRequest, host: str, image_id: int) -> HttpResponse:
-    image = _image_of_visible_domain(request, image_id)
+    # The host in the address must be the image's: another host's name is a 404.
+    image = _image_of_visible_domain(request, image_id, host__name=host)
     try:
         images.forget_saved_image(request.user, image)
     except ActionRefused as exc:

@@ -17,7 +17,7 @@ from django.urls import reverse
 
 import domains.forms
 import provisioning.forms
-from domains.models import AuditEvent, Operation
+from domains.models import AuditEvent, Operation, SavedImage
 from provisioning.models import Quota, RequestState, Template, VMRequest
 from tests.helpers import client_for
 from vmpanel import fields as panel_fields
@@ -183,3 +183,25 @@ def test_a_bad_host_from_a_viewer_is_still_a_403(people, hosts, submitted):
     )
     assert response.status_code == 403
     assert VMRequest.objects.get(pk=submitted.pk).state == RequestState.SUBMITTED
+
+
+# --- the host part of an address must be the object's --------------------------------
+
+
+def test_forgetting_an_image_under_another_hosts_address_is_a_404(people, make_domain):
+    domain = make_domain("alpha", state="shutoff")
+    image = SavedImage.objects.create(
+        host=domain.host, path="/tmp/edges/x.save", domain=domain, domain_uuid=domain.uuid,
+        domain_name=domain.name, team=domain.team,
+    )  # fmt: skip
+    client = client_for(people.olga_operator)
+
+    for other in ("beta", "nowhere"):
+        response = client.post(reverse("image_forget", args=[other, image.pk]))
+        assert response.status_code == 404, other
+    assert SavedImage.objects.filter(pk=image.pk).exists()
+    assert not AuditEvent.objects.exclude(kind="login").exists()
+
+    response = client.post(reverse("image_forget", args=["alpha", image.pk]))
+    assert response.status_code == 303
+    assert not SavedImage.objects.filter(pk=image.pk).exists()
