@@ -6,6 +6,8 @@ hand-edited URL shows the unfiltered list instead of an error.
 
 from __future__ import annotations
 
+import re
+
 from django import forms
 from django.contrib.auth import get_user_model
 from django.utils.translation import gettext_lazy as _
@@ -343,9 +345,25 @@ class ResizeForm(forms.Form):
     )
 
 
+# Characters XML 1.0 does not allow in a document: C0 controls but tab, newline and
+# carriage return, and U+FFFE, U+FFFF (lxml refuses them with a ValueError, not a parse
+# error; PostgreSQL refuses the NUL byte).
+_NOT_XML_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
 class XmlEditForm(forms.Form):
     xml = forms.CharField(
         label=_("Domain XML"),
         strip=False,
         widget=forms.Textarea(attrs={"rows": 30, "cols": 100, "spellcheck": "false"}),
     )
+
+    def clean_xml(self) -> str:
+        xml = self.cleaned_data["xml"]
+        bad = _NOT_XML_CHARS.search(xml)
+        if bad:
+            raise forms.ValidationError(
+                _("Character U+%(code)04X at position %(pos)s is not allowed in XML."),
+                params={"code": ord(bad.group()), "pos": bad.start() + 1},
+            )
+        return xml

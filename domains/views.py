@@ -672,12 +672,14 @@ def domain_save(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
     domain = _form_page_domain(request, host, uuid, "save")
     form = SaveForm(request.POST or None)
     status = 200
-    if request.method == "POST":
+    if request.method == "POST" and not form.is_valid():
+        # Not a name at all (too long, a NUL byte): the form says so; nothing is recorded.
+        status = 400
+    elif request.method == "POST":
         try:
-            op = images.save_domain(request.user, domain, request.POST.get("image_name", "")[:200])
+            op = images.save_domain(request.user, domain, form.cleaned_data["image_name"])
         except ActionRefused as exc:
             status = raise_for_refusal(exc)
-            form.is_valid()
             form.add_error("image_name", exc.message)
         else:
             return _after_queue(request, op)
@@ -848,17 +850,23 @@ def domain_xml_edit(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
     status = 200
     if request.method == "POST":
         form = XmlEditForm(request.POST)
-        xml = request.POST.get("xml", "")
-        try:
-            if "save" in request.POST:
-                return _after_queue(request, xmledit.edit_domain_xml(request.user, domain, xml))
-            preview = xmledit.preview_domain_xml(request.user, domain, xml)
-        except ActionRefused as exc:
-            status = raise_for_refusal(exc)
-            problems = [exc.message]
+        if not form.is_valid():
+            # Not text XML could hold (a NUL byte, another control character): the form
+            # says so, and nothing is recorded.
+            status = 400
         else:
-            diff = preview.diff
-            problems = [preview.problem] if preview.problem else []
+            xml = form.cleaned_data["xml"]
+            try:
+                if "save" in request.POST:
+                    op = xmledit.edit_domain_xml(request.user, domain, xml)
+                    return _after_queue(request, op)
+                preview = xmledit.preview_domain_xml(request.user, domain, xml)
+            except ActionRefused as exc:
+                status = raise_for_refusal(exc)
+                problems = [exc.message]
+            else:
+                diff = preview.diff
+                problems = [preview.problem] if preview.problem else []
     else:
         xml = ""
         if not KINDS["edit_xml"].allowed(domain):

@@ -205,3 +205,45 @@ def test_forgetting_an_image_under_another_hosts_address_is_a_404(people, make_d
     response = client.post(reverse("image_forget", args=["alpha", image.pk]))
     assert response.status_code == 303
     assert not SavedImage.objects.filter(pk=image.pk).exists()
+
+
+# --- NUL bytes and characters XML cannot hold ------------------------------------------
+
+
+@pytest.fixture
+def save_folder(hosts):
+    hosts.alpha.save_dir = "/tmp/vmpanel-edges-save"
+    hosts.alpha.save(update_fields=["save_dir"])
+
+
+@pytest.mark.parametrize("name", ["ok\x00name", "x" * 101])
+def test_a_save_name_that_is_no_name_is_a_form_error(people, make_domain, save_folder, name):
+    """Before, the raw value went to the service and its refusal put the NUL byte into an
+    Operation's JSON parameters, which PostgreSQL refuses (a 500 there)."""
+    domain = make_domain("alpha", state="running")
+
+    response = client_for(people.olga_operator).post(
+        reverse("domain_save", args=["alpha", domain.uuid]), {"image_name": name}
+    )
+
+    assert response.status_code == 400
+    assert "image_name" in response.context["form"].errors
+    assert not Operation.objects.exists()
+
+
+@pytest.mark.parametrize("bad", ["\x00", "\x01", "\x1b", "\ufffe"])
+@pytest.mark.parametrize("button", ["preview", "save"])
+def test_xml_with_characters_xml_cannot_hold_is_a_form_error(people, make_domain, bad, button):
+    """Before, the raw text went on and libxml's parse error answered (a refusal on record
+    when saving); now the form refuses it before any service is asked."""
+    domain = make_domain("alpha", state="shutoff")
+    client = client_for(people.alice_admin)
+    client.raise_request_exception = False
+    url = reverse("domain_xml_edit", args=["alpha", domain.uuid])
+    xml = client.get(url).context["form"].initial["xml"]
+
+    response = client.post(url, {"xml": xml.replace("</name>", f"{bad}</name>", 1), button: "1"})
+
+    assert response.status_code == 400
+    assert "xml" in response.context["form"].errors
+    assert not Operation.objects.exists()
