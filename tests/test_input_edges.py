@@ -17,7 +17,7 @@ from django.urls import reverse
 
 import domains.forms
 import provisioning.forms
-from domains.models import AuditEvent, Operation, SavedImage
+from domains.models import AuditEvent, Operation, OperationStatus, SavedImage
 from provisioning.models import Quota, RequestState, Template, VMRequest
 from tests.helpers import client_for
 from vmpanel import fields as panel_fields
@@ -247,3 +247,36 @@ def test_xml_with_characters_xml_cannot_hold_is_a_form_error(people, make_domain
     assert response.status_code == 400
     assert "xml" in response.context["form"].errors
     assert not Operation.objects.exists()
+
+
+# --- the request id from a proxy ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        ("req-1.a_B", "req-1.a_B"),
+        ("r" * 200, "r" * REQUEST_ID_MAX),  # cut to the column, not a DataError on PostgreSQL
+        ("two words", None),
+        ("evil\r\nSet-Cookie: x=1", None),
+        ("<script>", None),
+        ("é", None),
+        ("", None),
+    ],
+)
+def test_request_id_is_checked_and_cut_to_the_column(people, make_domain, given, kept):
+    domain = make_domain("alpha", state="running")
+    client = client_for(people.victor_viewer)  # a viewer: the refusal is on record
+
+    response = client.post(
+        reverse("domain_action", args=["alpha", domain.uuid, "suspend"]),
+        headers={"X-Request-Id": given},
+    )
+
+    assert response.status_code == 403
+    op = Operation.objects.get(status=OperationStatus.REFUSED)
+    assert op.request_id == response["X-Request-Id"]
+    if kept is None:
+        assert len(op.request_id) == 16 and op.request_id != given
+    else:
+        assert op.request_id == kept

@@ -1,4 +1,5 @@
 import contextvars
+import re
 import uuid
 
 from django.contrib.auth.views import redirect_to_login
@@ -11,12 +12,26 @@ current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("reques
 PUBLIC_PREFIXES = ("/login/", "/healthz", "/readyz", "/static/")
 
 
+# What a request id from a proxy may be: it goes into Operation.request_id (64 characters),
+# the logs and the answer's header, so letters, digits, dots, dashes and underscores only.
+REQUEST_ID_MAX = 64
+_REQUEST_ID_RE = re.compile(rf"[A-Za-z0-9._-]{{1,{REQUEST_ID_MAX}}}")
+
+
+def request_id_of(request) -> str:
+    """The request's X-Request-Id if it is a usable one (see above), else a fresh id.
+    An id longer than the column is cut to it, not refused: a proxy's long ids still tie
+    the logs together by their beginning."""
+    given = (request.headers.get("X-Request-Id") or "")[:REQUEST_ID_MAX]
+    return given if _REQUEST_ID_RE.fullmatch(given) else uuid.uuid4().hex[:16]
+
+
 class RequestIdMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
-        request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex[:16]
+        request_id = request_id_of(request)
         request.request_id = request_id
         token = current_request_id.set(request_id)
         try:
