@@ -280,3 +280,20 @@ def test_request_id_is_checked_and_cut_to_the_column(people, make_domain, given,
         assert len(op.request_id) == 16 and op.request_id != given
     else:
         assert op.request_id == kept
+
+
+# --- what goes on record fits its column -------------------------------------------------
+
+
+def test_an_audit_summary_is_cut_to_its_column(people, hosts):
+    """A new template's summary lists every field: with a long name it passed 500
+    characters, which SQLite stores and PostgreSQL refuses (a DataError, a 500)."""
+    client = client_for(people.root)
+
+    response = client.post(reverse("template_new"), _template_data(hosts, name="t" * 100))
+
+    assert response.status_code == 303
+    event = AuditEvent.objects.get(kind="template_added")
+    limit = AuditEvent._meta.get_field("summary").max_length
+    assert len(event.summary) == limit and event.summary.endswith("…")
+    assert event.summary.startswith("t" * 100 + ": ")

@@ -48,9 +48,16 @@ class ActionRefused(Exception):
         self.status = status
 
 
+# AuditEvent.summary's column: a longer summary is cut to it (PostgreSQL refuses it whole).
+_SUMMARY_MAX = AuditEvent._meta.get_field("summary").max_length
+
+
 def audit(kind: str, user: User, summary: str, team: Team | None = None, **detail) -> AuditEvent:
-    """Put on record what is not an operation on a domain (hosts, roles, requests)."""
+    """Put on record what is not an operation on a domain (hosts, roles, requests).
+    The summary is one line for lists, cut to its column; `detail` keeps everything."""
     log.info("audit %s user=%s %s", kind, user, summary)
+    if len(summary) > _SUMMARY_MAX:
+        summary = summary[: _SUMMARY_MAX - 1] + "…"
     return AuditEvent.objects.create(
         kind=kind, user=user, team=team, summary=summary, detail=detail
     )
