@@ -30,6 +30,7 @@ RUN_DIR = os.environ.setdefault("VMPANEL_RUN_DIR", "/tmp/vmpanel-bench")
 DB_FILE = Path(tempfile.gettempdir()) / "vmpanel-bench.sqlite3"
 os.environ.setdefault("DATABASE_URL", f"sqlite:///{DB_FILE}")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "vmpanel.settings")
+os.environ.setdefault("VMPANEL_ALLOW_DEMO_SECRET", "true")  # a benchmark, not a panel
 
 import libvirt  # noqa: E402  (the bench counts libvirt calls, so it may import it)
 

@@ -32,6 +32,7 @@ REDIS_PORT = os.environ.setdefault("VMPANEL_REDIS_PORT", "6394")
 os.environ["REDIS_URL"] = f"redis://127.0.0.1:{REDIS_PORT}/0"
 os.environ["DATABASE_URL"] = f"sqlite:///{DB_FILE}"
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "vmpanel.settings")
+os.environ.setdefault("VMPANEL_ALLOW_DEMO_SECRET", "true")  # a benchmark, not a panel
 
 import libvirt  # noqa: E402  (the direct side of the comparison)
 

@@ -20,6 +20,10 @@ fi
 
 "$SCRIPTS/install.sh"
 
+# The demo runs on the published demo key unless SECRET_KEY says otherwise; the panel
+# refuses that key at start unless told this is the demo.
+export VMPANEL_ALLOW_DEMO_SECRET=${VMPANEL_ALLOW_DEMO_SECRET:-true}
+
 # shellcheck disable=SC2317 # only reached through the traps below
 cleanup() {
   trap - INT TERM EXIT

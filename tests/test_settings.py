@@ -16,17 +16,27 @@ READ_SETTINGS = (
 )
 
 
-def load_settings(**env: str) -> subprocess.CompletedProcess:
-    """Load vmpanel.settings in a fresh interpreter with `env` on top of a clean base."""
+def clean_env(**env: str) -> dict[str, str]:
+    """A clean environment with `env` on top; the demo's key allowed unless `env` says."""
     base = {
         k: v
         for k, v in os.environ.items()
         if k in ("PATH", "HOME", "LANG", "LC_ALL", "DATABASE_URL", "TMPDIR")
     }
+    return {
+        **base,
+        "DJANGO_SETTINGS_MODULE": "vmpanel.settings",
+        "VMPANEL_ALLOW_DEMO_SECRET": "true",
+        **env,
+    }
+
+
+def load_settings(code: str = READ_SETTINGS, **env: str) -> subprocess.CompletedProcess:
+    """Load vmpanel.settings in a fresh interpreter with `env` on top of a clean base."""
     return subprocess.run(
-        [sys.executable, "-c", READ_SETTINGS],
+        [sys.executable, "-c", code],
         cwd=REPO,
-        env={**base, "DJANGO_SETTINGS_MODULE": "vmpanel.settings", **env},
+        env=clean_env(**env),
         capture_output=True,
         text=True,
         timeout=60,
@@ -57,8 +67,30 @@ def test_good_values_are_read():
     assert proc.stdout.split() == ["7", "True"]
 
 
-def test_defaults_need_no_environment():
+def test_defaults_need_no_environment_but_the_demo_allowance():
     proc = load_settings()
 
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["10", "False"]
+
+
+# --- issue 8, item 6: production settings ------------------------------------------------
+
+REAL_KEY = "vmpanel-test-9c1f4e2b7a6d5c3e8f0a1b2c4d6e8f0a1b3c5d7e9f2a4b6c8d0e"
+
+
+def test_the_demo_key_is_refused_unless_the_demo_says_so():
+    refused = load_settings(VMPANEL_ALLOW_DEMO_SECRET="")
+
+    assert refused.returncode != 0
+    assert "django.core.exceptions.ImproperlyConfigured: SECRET_KEY is the demo's" in (
+        refused.stderr
+    )
+    assert "VMPANEL_ALLOW_DEMO_SECRET=true" in refused.stderr
+    # Allowed: the demo and the tests, a debugging developer, and of course a real key.
+    for env in (
+        {"VMPANEL_ALLOW_DEMO_SECRET": "true"},
+        {"VMPANEL_ALLOW_DEMO_SECRET": "", "DEBUG": "true"},
+        {"VMPANEL_ALLOW_DEMO_SECRET": "", "SECRET_KEY": REAL_KEY},
+    ):
+        assert load_settings(**env).returncode == 0, env

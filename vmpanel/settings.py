@@ -40,7 +40,18 @@ def env_int(name: str, default: int) -> int:
 
 
 DEBUG = env_bool("DEBUG", False)
-SECRET_KEY = env_str("SECRET_KEY", "vmpanel-demo-secret-key-change-me-in-production")
+# The demo's key: public, so anyone could forge sessions with it. Refused at start unless
+# DEBUG is on or VMPANEL_ALLOW_DEMO_SECRET says this is the demo or the tests.
+DEMO_SECRET_KEY = "vmpanel-demo-secret-key-change-me-in-production"
+SECRET_KEY = env_str("SECRET_KEY", DEMO_SECRET_KEY)
+if SECRET_KEY == DEMO_SECRET_KEY and not DEBUG and not env_bool("VMPANEL_ALLOW_DEMO_SECRET", False):
+    raise ImproperlyConfigured(
+        "SECRET_KEY is the demo's published key, which must not sign a real panel's "
+        "sessions. Set SECRET_KEY to a long random value (e.g. the output of "
+        "python3 -c 'import secrets; print(secrets.token_urlsafe(50))'), or set "
+        "VMPANEL_ALLOW_DEMO_SECRET=true for the demo and the tests "
+        "(make demo and make test do)."
+    )
 ALLOWED_HOSTS = env_str("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",")
 CSRF_TRUSTED_ORIGINS = [o for o in env_str("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
 
