@@ -39,6 +39,20 @@ def env_int(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name} must be a whole number, not {raw!r}") from None
 
 
+def env_header(name: str, default: str) -> tuple[str, str] | None:
+    """A request header and its value, given as "X-Forwarded-Proto=https", in the form
+    Django's SECURE_PROXY_SSL_HEADER takes; "" or "off" for none."""
+    raw = os.environ.get(name, default).strip()
+    if raw.lower() in ("", "off", "none", "false"):
+        return None
+    header, sep, value = raw.partition("=")
+    if not sep or not header.strip() or not value.strip():
+        raise ImproperlyConfigured(
+            f"{name} must be a header and its value, like X-Forwarded-Proto=https, not {raw!r}"
+        )
+    return "HTTP_" + header.strip().upper().replace("-", "_"), value.strip()
+
+
 DEBUG = env_bool("DEBUG", False)
 # The demo's key: public, so anyone could forge sessions with it. Refused at start unless
 # DEBUG is on or VMPANEL_ALLOW_DEMO_SECRET says this is the demo or the tests.
@@ -54,6 +68,22 @@ if SECRET_KEY == DEMO_SECRET_KEY and not DEBUG and not env_bool("VMPANEL_ALLOW_D
     )
 ALLOWED_HOSTS = env_str("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",")
 CSRF_TRUSTED_ORIGINS = [o for o in env_str("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
+
+# Behind HTTPS (VMPANEL_HTTPS=true): secure cookies, HSTS, a redirect of plain HTTP, and the
+# proxy's word that the request came in over HTTPS. Each can be set on its own too.
+VMPANEL_HTTPS = env_bool("VMPANEL_HTTPS", False)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", VMPANEL_HTTPS)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", VMPANEL_HTTPS)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", VMPANEL_HTTPS)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000 if VMPANEL_HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", VMPANEL_HTTPS)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", VMPANEL_HTTPS)
+# Trusted only when a proxy in front sets (or overwrites) this header on every request.
+SECURE_PROXY_SSL_HEADER = env_header(
+    "SECURE_PROXY_SSL_HEADER", "X-Forwarded-Proto=https" if VMPANEL_HTTPS else ""
+)
+# The health probes answer over plain HTTP too (a load balancer asks them directly).
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 
 INSTALLED_APPS = [
     "django.contrib.auth",
