@@ -42,6 +42,22 @@ class RequestIdMiddleware:
         return response
 
 
+class PermissionsPolicyMiddleware:
+    """Sends settings.PERMISSIONS_POLICY as the Permissions-Policy header of every answer."""
+
+    def __init__(self, get_response):
+        from django.conf import settings
+
+        self.policy = settings.PERMISSIONS_POLICY
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if self.policy:
+            response.setdefault("Permissions-Policy", self.policy)
+        return response
+
+
 class LoginRequiredMiddleware:
     """Every page but login and the health probes needs a signed-in user."""
 
