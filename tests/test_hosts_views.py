@@ -296,3 +296,26 @@ def test_the_qemu_tier_uris_are_accepted(root, hosts, libvirt_hosts):
         },
     )
     assert response.status_code == 303
+
+
+@pytest.mark.parametrize(
+    "variable,value",
+    [
+        ("VMPANEL_HOSTS", "evil=test:///etc/shadow"),
+        ("VMPANEL_MIGRATION_URIS", "alpha=qemu+ext:///system?command=/bin/sh"),
+    ],
+)
+def test_seed_demo_checks_its_uris_too(monkeypatch, libvirt_hosts, variable, value):
+    from django.core.management import CommandError, call_command
+
+    from domains.management.commands import seed_demo
+
+    monkeypatch.setenv("VMPANEL_HOSTS", f"alpha={libvirt_hosts.uri('alpha')}")
+    monkeypatch.setenv(variable, value)
+    monkeypatch.setattr(
+        seed_demo.Command, "wait_for_watcher", lambda *a: pytest.fail("got as far as the hosts")
+    )
+
+    with pytest.raises(CommandError, match=f"{variable}: host "):
+        call_command("seed_demo")
+    assert not Host.objects.exists()

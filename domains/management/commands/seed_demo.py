@@ -20,6 +20,7 @@ from django.utils import timezone
 from domains import domxml, hypervisor, inventory
 from domains.hypervisor import HypervisorError
 from domains.models import Domain, Host, Membership, Role, Team
+from domains.rules import host_uri_problem
 
 PASSWORD = os.environ.get("VMPANEL_DEMO_PASSWORD", "vmpanel-demo")
 
@@ -132,6 +133,16 @@ class Command(BaseCommand):
         hosts = parse_hosts(os.environ.get("VMPANEL_HOSTS", ""))
         if not hosts:
             raise CommandError("Set VMPANEL_HOSTS=name=uri,... (make demo does).")
+        migration_uris = parse_hosts(os.environ.get("VMPANEL_MIGRATION_URIS", ""))
+        # The same rule as the host form's, before anything is saved or connected to.
+        for variable, uris in (
+            ("VMPANEL_HOSTS", hosts),
+            ("VMPANEL_MIGRATION_URIS", migration_uris),
+        ):
+            for name, uri in uris.items():
+                problem = host_uri_problem(uri)
+                if problem:
+                    raise CommandError(f"{variable}: host {name}: {problem}")
         teams = self.seed_people()
         started = timezone.now()
         rows = [
@@ -139,7 +150,6 @@ class Command(BaseCommand):
             for name, uri in hosts.items()
         ]
         qemu_guest = os.environ.get("VMPANEL_QEMU_GUEST", "")
-        migration_uris = parse_hosts(os.environ.get("VMPANEL_MIGRATION_URIS", ""))
         for host in rows:
             folder = QEMU_SAVE_DIR if qemu_guest else demo_save_dir(host.uri)
             if not host.save_dir and folder:
