@@ -917,14 +917,45 @@ def edited_domain_identity(text: str) -> Identity:
     )
 
 
+# Attributes that carry a secret in domain XML: graphics passwords (VNC, SPICE, RDP) and
+# any `password`-like attribute a device may grow. What libvirt shows only with
+# VIR_DOMAIN_XML_SECURE.
+_SECRET_ATTRIBUTES = frozenset({"passwd", "password", "passphrase"})
+
+
+def _secret_attributes(root: etree._Element):
+    for el in root.iter():
+        if isinstance(el.tag, str):
+            for name in el.attrib:
+                if name.lower() in _SECRET_ATTRIBUTES:
+                    yield el, name
+
+
 def redact_secrets(xml: str) -> str:
-    """The XML without its `passwd` attributes (graphics passwords), for the record.
+    """The XML without its secrets (graphics passwords and the like), for the record.
 
     An edited XML is read with its secrets, so that saving keeps them; what the operation
     history shows to every member of the team must not carry them.
     """
     root = parse(xml)
-    for el in root.iter():
-        if isinstance(el.tag, str) and "passwd" in el.attrib:
-            del el.attrib["passwd"]
+    for el, name in list(_secret_attributes(root)):
+        del el.attrib[name]
     return to_string(root)
+
+
+def secret_values(xml: str) -> list[str]:
+    """The secrets written in `xml`, longest first, to scrub from text that may quote them
+    (libvirt's error messages). [] for XML that does not parse."""
+    try:
+        root = parse(xml)
+    except XMLError:
+        return []
+    values = {el.attrib[name] for el, name in _secret_attributes(root) if el.attrib[name]}
+    return sorted(values, key=len, reverse=True)
+
+
+def scrub(text: str, secrets: list[str]) -> str:
+    """`text` with every one of `secrets` replaced by asterisks."""
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text

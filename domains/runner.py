@@ -168,8 +168,14 @@ class Monitor(threading.Thread):
 MIGRATION_QUIET_SECONDS = 2.0
 
 
-def run_operation(operation_id: int, work: Callable[[Operation], str]) -> None:
-    """Claim, lock, do `work(op)` (returns the success message), record, refresh."""
+def run_operation(
+    operation_id: int, work: Callable[[Operation], str], payload: dict | None = None
+) -> None:
+    """Claim, lock, do `work(op)` (returns the success message), record, refresh.
+
+    `payload` is what came with the task and is not on record; `work` finds it in
+    `op.payload`.
+    """
     close_old_connections()
     claimed = Operation.objects.filter(pk=operation_id, status=OperationStatus.QUEUED).update(
         status=OperationStatus.RUNNING, started_at=timezone.now()
@@ -180,6 +186,7 @@ def run_operation(operation_id: int, work: Callable[[Operation], str]) -> None:
     op = Operation.objects.select_related("host", "domain", "user", "target_host").get(
         pk=operation_id
     )
+    op.payload = payload or {}
     log.info(
         "operation %s %s running user=%s host=%s domain=%s request=%s",
         op.pk, op.kind, op.user, op.host.name, op.domain_uuid, op.request_id,

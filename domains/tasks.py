@@ -33,8 +33,8 @@ def operation_task(work: Callable[[Operation], str]):
     """Register `work` as the Celery task named after it (module.function), running
     through `run_operation` (claim, lock, heartbeat, record, inventory refresh)."""
 
-    def task(operation_id: int) -> None:
-        run_operation(operation_id, work)
+    def task(operation_id: int, **payload) -> None:
+        run_operation(operation_id, work, payload)
 
     task.__name__ = work.__name__
     task.__qualname__ = work.__qualname__
@@ -251,18 +251,20 @@ def resize_domain_task(op: Operation) -> str:
 
 @operation_task
 def edit_xml_task(op: Operation) -> str:
-    """Redefine the domain from the edited XML, libvirt validating it against its schema."""
+    """Redefine the domain from the edited XML, libvirt validating it against its schema.
+
+    The XML comes with the task (`op.payload`), passwords and all; the record keeps only
+    copies without them, and libvirt's error text is scrubbed of them too.
+    """
     uri, uuid = uri_uuid(op)
-    # The XML to define waits in xml_after. A failed attempt puts a copy without
-    # passwords there, so keep the submitted one aside for the next attempt (the same
-    # `op` goes through every attempt).
-    new_xml = getattr(op, "xml_to_define", None) or op.xml_after
-    op.xml_to_define = new_xml
+    new_xml = op.payload.get("xml")
+    if not new_xml:
+        raise HypervisorError(_("The edited XML did not reach the worker; save it again."))
     op.xml_before = hypervisor.xml_of(uri, uuid, inactive=True)
     try:
         hypervisor.define_xml(uri, new_xml, validate=True)
-    except HypervisorError:
-        op.xml_after = domxml.redact_secrets(new_xml)
+    except HypervisorError as exc:
+        exc.message = domxml.scrub(exc.message, domxml.secret_values(new_xml))
         raise
     op.xml_after = hypervisor.xml_of(uri, uuid, inactive=True)
     op.params = {**op.params, "diff": domxml.xml_diff(op.xml_before, op.xml_after)}

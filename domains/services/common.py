@@ -140,14 +140,15 @@ def queue_operation(
     check: Callable[[], str | None] | None = None,
     target_host: Host | None = None,
     fields: dict | None = None,
+    payload: dict | None = None,
 ) -> Operation:
     """Check and queue one operation of `kind` on `domain`; returns the queued Operation.
 
     The checks, each refusal on record: the role, the domain still there, its host
     enabled and answering, the state (the kind's entry in `kinds.KINDS`), then `check`,
     which returns the reason to refuse in plain words or None, and last that no other
-    operation holds the domain. `fields` are further Operation fields for the queued row
-    (the XML an edit is to define, say).
+    operation holds the domain. `fields` are further Operation fields for the queued row;
+    `payload` goes to the task only (see `send_on_commit`).
     """
     spec = KINDS[kind]
     params = params or {}
@@ -196,7 +197,7 @@ def queue_operation(
                 task_id=str(uuidlib.uuid4()),
                 **(fields or {}),
             )
-            send_on_commit(op)
+            send_on_commit(op, payload)
             return op
     # Outside the transaction, so that the refusal stays on record.
     refuse(
@@ -207,18 +208,22 @@ def queue_operation(
     raise AssertionError("unreachable")
 
 
-def send_on_commit(op: Operation) -> None:
-    """Hand `op` to its kind's Celery task once the current transaction commits."""
-    transaction.on_commit(lambda: _send(op))
+def send_on_commit(op: Operation, payload: dict | None = None) -> None:
+    """Hand `op` to its kind's Celery task once the current transaction commits.
+
+    `payload` goes to the task with the message and is never stored in the database: it is
+    for what must not be on record (the XML an edit defines, with its passwords).
+    """
+    transaction.on_commit(lambda: _send(op, payload or {}))
     log.info(
         "operation %s %s queued user=%s host=%s domain=%s",
         op.pk, op.kind, op.user, op.host, op.domain_uuid,
     )  # fmt: skip
 
 
-def _send(op: Operation) -> None:
+def _send(op: Operation, payload: dict) -> None:
     try:
-        app.send_task(KINDS[op.kind].task, args=[op.pk], task_id=op.task_id)
+        app.send_task(KINDS[op.kind].task, args=[op.pk], kwargs=payload, task_id=op.task_id)
     except Exception as exc:  # broker down: kombu raises several kinds
         # Never leave a queued operation that no worker will ever see: the domain would
         # stay "busy" for good.
