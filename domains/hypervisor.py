@@ -9,20 +9,21 @@ Domains are always addressed by UUID: names are labels and can change.
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import libvirt
+from django.conf import settings
 from django.utils.translation import gettext, gettext_noop
 
 log = logging.getLogger(__name__)
 
 # libvirt prints every error to stderr by default; we carry them in exceptions instead.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-
-_connections: dict[str, libvirt.virConnect] = {}
-_lock = threading.Lock()
 
 # Errors where the same call may work a moment later. Not VIR_ERR_INTERNAL_ERROR: libvirt
 # uses it for lasting refusals too ("domain is already running").
@@ -98,11 +99,97 @@ def _wrap(exc: libvirt.libvirtError) -> HypervisorError:
 
 
 # --- connections -------------------------------------------------------------------
+#
+# One host that hangs (a stopped daemon, a port that accepts and never answers) must not
+# stall the others: every open and every call is bounded, each URI has a lock of its own,
+# and a host that just failed to answer is not asked again for a moment. The bounds are
+# kept by running the libvirt call in a daemon thread and giving up waiting for it; the
+# thread ends when libvirt does (keepalive closes a dead connection), and a connection that
+# arrives after we gave up is closed then.
+
+
+class _Unanswered(Exception):
+    """A bounded libvirt call did not return in time (internal to this section)."""
+
+
+def _bounded(what: str, fn: Callable[[], object], seconds: float | None):
+    """`fn()`, or `_Unanswered` once `seconds` have passed (None: wait as long as it takes)."""
+    if seconds is None:
+        return fn()
+    box: dict = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # handed to the waiting thread below
+            box["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name=f"libvirt-{what}", daemon=True).start()
+    if not done.wait(seconds):
+        raise _Unanswered(what)
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _connect_seconds() -> float:
+    return float(settings.VMPANEL_LIBVIRT_CONNECT_SECONDS)
+
+
+def _call_seconds() -> float:
+    return float(settings.VMPANEL_LIBVIRT_CALL_SECONDS)
+
+
+def _unanswered_error(uri: str, seconds: float) -> HypervisorError:
+    return HypervisorError(
+        gettext("The host did not answer within %(s)s s.") % {"s": f"{seconds:g}"},
+        code=libvirt.VIR_ERR_OPERATION_TIMEOUT,
+        retryable=True,
+    )
+
+
+def _close_later(conn: libvirt.virConnect) -> None:
+    """Close `conn` without waiting: closing a connection to a hung host may hang too."""
+
+    def close() -> None:
+        try:
+            conn.close()
+        except libvirt.libvirtError:
+            pass
+
+    threading.Thread(target=close, name="libvirt-close", daemon=True).start()
 
 
 def _open(uri: str) -> libvirt.virConnect:
-    try:
+    """A new connection to `uri`, within VMPANEL_LIBVIRT_CONNECT_SECONDS, with keepalive.
+
+    Keepalive needs libvirt's event loop running in this process before the open; with it,
+    a connection whose host stops answering is closed by libvirt within a few seconds, which
+    ends any call still waiting on it. Should the open outlast our patience, the connection
+    (and an ssh process behind it) is closed as soon as it arrives.
+    """
+    start_event_loop()
+    abandoned = threading.Event()
+    lock = threading.Lock()
+
+    def open_it() -> libvirt.virConnect:
         conn = libvirt.open(uri)
+        with lock:
+            if abandoned.is_set():
+                _close_later(conn)
+        return conn
+
+    seconds = _connect_seconds()
+    try:
+        conn = _bounded("open", open_it, seconds)
+    except _Unanswered:
+        with lock:
+            abandoned.set()
+        log.warning("connection to %s not made within %s s; given up", uri, seconds)
+        raise _unanswered_error(uri, seconds) from None
     except libvirt.libvirtError as exc:
         err = _wrap(exc)
         # An unreachable host is worth another try later, whatever code it came with.
@@ -110,15 +197,30 @@ def _open(uri: str) -> libvirt.virConnect:
         err.code = err.code if err.code is not None else libvirt.VIR_ERR_NO_CONNECT
         raise err from None
     try:
-        conn.setKeepAlive(5, 3)
+        conn.setKeepAlive(
+            settings.VMPANEL_LIBVIRT_KEEPALIVE_SECONDS, settings.VMPANEL_LIBVIRT_KEEPALIVE_COUNT
+        )
     except libvirt.libvirtError:
         pass  # not every driver supports keepalive (the in-process test driver)
     return conn
 
 
+_connections: dict[str, libvirt.virConnect] = {}
+_locks: dict[str, threading.Lock] = {}  # one per URI: a hung host holds only its own
+_locks_lock = threading.Lock()
+# URI → monotonic time before which a host that did not answer is not asked again.
+_quiet_until: dict[str, float] = {}
+QUIET_SECONDS = 10.0
+
+
+def _uri_lock(uri: str) -> threading.Lock:
+    with _locks_lock:
+        return _locks.setdefault(uri, threading.Lock())
+
+
 def connection(uri: str) -> libvirt.virConnect:
-    """The process's connection to `uri`, opened or re-opened as needed."""
-    with _lock:
+    """The process's connection to `uri`, opened or re-opened as needed (bounded)."""
+    with _uri_lock(uri):
         conn = _connections.get(uri)
         if conn is not None:
             try:
@@ -135,34 +237,52 @@ def connection(uri: str) -> libvirt.virConnect:
 def _drop(uri: str) -> None:
     conn = _connections.pop(uri, None)
     if conn is not None:
-        try:
-            conn.close()
-        except libvirt.libvirtError:
-            pass
+        _close_later(conn)
 
 
 def forget(uri: str) -> None:
     """Close and forget the connection to `uri` (after it broke, or in tests)."""
-    with _lock:
-        _drop(uri)
+    with _locks_lock:
+        _quiet_until.pop(uri, None)
+    _drop(uri)
 
 
 def forget_all() -> None:
-    with _lock:
-        for uri in list(_connections):
-            _drop(uri)
+    for uri in list(_connections):
+        forget(uri)
 
 
-def _call(uri: str, fn: Callable[[libvirt.virConnect], object], reconnect: bool = True):
+def _call(
+    uri: str,
+    fn: Callable[[libvirt.virConnect], object],
+    reconnect: bool = True,
+    bounded: bool = True,
+):
     """Run `fn(conn)`, reconnecting once if the connection turned out to be broken.
 
-    `reconnect=False` for long jobs (save, restore, migrate): a broken connection may
-    have broken after the job began, and running it twice is worse than failing.
+    Bounded by VMPANEL_LIBVIRT_CALL_SECONDS, after which the host counts as not answering
+    and is not asked again for QUIET_SECONDS. `reconnect=False, bounded=False` for long jobs
+    (save, restore, migrate): they take as long as they take (keepalive still ends them
+    when the host dies), and a connection that broke after the job began must not run it
+    twice.
     """
+    if time.monotonic() < _quiet_until.get(uri, 0):
+        raise HypervisorError(
+            gettext("The host did not answer a moment ago; try again shortly."),
+            code=libvirt.VIR_ERR_OPERATION_TIMEOUT,
+            retryable=True,
+        )
     for attempt in (1, 2):
         conn = connection(uri)
         try:
-            return fn(conn)
+            return _bounded("call", partial(fn, conn), _call_seconds() if bounded else None)
+        except _Unanswered:
+            with _locks_lock:
+                _quiet_until[uri] = time.monotonic() + QUIET_SECONDS
+            if _connections.get(uri) is conn:
+                _drop(uri)
+            log.warning("%s did not answer within %s s", uri, _call_seconds())
+            raise _unanswered_error(uri, _call_seconds()) from None
         except libvirt.libvirtError as exc:
             err = _wrap(exc)
             if reconnect and attempt == 1 and err.code in _CONNECTION_CODES:
@@ -178,14 +298,17 @@ def ping(uri: str) -> None:
 
 
 def check_uri(uri: str) -> None:
-    """Open a fresh connection to `uri` and close it; raises HypervisorError if not."""
+    """Open a fresh connection to `uri` and close it; raises HypervisorError if not.
+    Bounded like every call."""
     conn = _open(uri)
     try:
-        conn.getHostname()
+        _bounded("check", conn.getHostname, _call_seconds())
+    except _Unanswered:
+        raise _unanswered_error(uri, _call_seconds()) from None
     except libvirt.libvirtError as exc:
         raise _wrap(exc) from None
     finally:
-        conn.close()
+        _close_later(conn)
 
 
 # --- facts -------------------------------------------------------------------------
@@ -412,39 +535,49 @@ def domain_detail(uri: str, uuid: str, secure: bool = False) -> DomainDetail:
 def _on_domain(
     uri: str, uuid: str, action: Callable[[libvirt.virDomain], object], reconnect: bool = True
 ):
+    """Read something of the domain `uuid` (bounded, like every read)."""
     return _call(uri, lambda conn: action(_lookup(conn, uuid)), reconnect)
+
+
+def _act(
+    uri: str, uuid: str, action: Callable[[libvirt.virDomain], object], reconnect: bool = True
+):
+    """Change the domain `uuid`: not bounded, since a change takes as long as it takes (a
+    start restoring a large managed-save image, a save); keepalive still ends it when the
+    host stops answering. Changes run in workers, never in a web request."""
+    return _call(uri, lambda conn: action(_lookup(conn, uuid)), reconnect, bounded=False)
 
 
 def start(uri: str, uuid: str, paused: bool = False) -> None:
     """Boot a defined domain (virDomainCreateWithFlags), optionally paused."""
     flags = libvirt.VIR_DOMAIN_START_PAUSED if paused else 0
-    _on_domain(uri, uuid, lambda dom: dom.createWithFlags(flags))
+    _act(uri, uuid, lambda dom: dom.createWithFlags(flags))
 
 
 def shutdown(uri: str, uuid: str) -> None:
     """Ask the guest to power off; returns before it has."""
-    _on_domain(uri, uuid, lambda dom: dom.shutdown())
+    _act(uri, uuid, lambda dom: dom.shutdown())
 
 
 def destroy(uri: str, uuid: str) -> None:
     """Power the domain off at once, like pulling the plug."""
-    _on_domain(uri, uuid, lambda dom: dom.destroy())
+    _act(uri, uuid, lambda dom: dom.destroy())
 
 
 def reboot(uri: str, uuid: str) -> None:
-    _on_domain(uri, uuid, lambda dom: dom.reboot(0))
+    _act(uri, uuid, lambda dom: dom.reboot(0))
 
 
 def suspend(uri: str, uuid: str) -> None:
-    _on_domain(uri, uuid, lambda dom: dom.suspend())
+    _act(uri, uuid, lambda dom: dom.suspend())
 
 
 def resume(uri: str, uuid: str) -> None:
-    _on_domain(uri, uuid, lambda dom: dom.resume())
+    _act(uri, uuid, lambda dom: dom.resume())
 
 
 def set_autostart(uri: str, uuid: str, enabled: bool) -> None:
-    _on_domain(uri, uuid, lambda dom: dom.setAutostart(1 if enabled else 0))
+    _act(uri, uuid, lambda dom: dom.setAutostart(1 if enabled else 0))
 
 
 def undefine(
@@ -456,7 +589,7 @@ def undefine(
         flags |= libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
     if snapshots_metadata:
         flags |= libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-    _on_domain(uri, uuid, lambda dom: dom.undefineFlags(flags))
+    _act(uri, uuid, lambda dom: dom.undefineFlags(flags))
 
 
 def xml_of(uri: str, uuid: str, inactive: bool = False, secure: bool = False) -> str:
@@ -475,31 +608,31 @@ def define_xml(uri: str, xml: str, validate: bool = False) -> str:
     (VIR_DOMAIN_DEFINE_VALIDATE) and refuses what does not fit, saying where.
     """
     if not validate:
-        return _call(uri, lambda conn: conn.defineXML(xml).UUIDString())
+        return _call(uri, lambda conn: conn.defineXML(xml).UUIDString(), bounded=False)
     flags = libvirt.VIR_DOMAIN_DEFINE_VALIDATE
-    return _call(uri, lambda conn: conn.defineXMLFlags(xml, flags).UUIDString())
+    return _call(uri, lambda conn: conn.defineXMLFlags(xml, flags).UUIDString(), bounded=False)
 
 
 def create_xml(uri: str, xml: str, paused: bool = False) -> str:
     """Start a transient domain; returns its UUID."""
     flags = libvirt.VIR_DOMAIN_START_PAUSED if paused else 0
-    return _call(uri, lambda conn: conn.createXML(xml, flags).UUIDString())
+    return _call(uri, lambda conn: conn.createXML(xml, flags).UUIDString(), bounded=False)
 
 
 def managed_save(uri: str, uuid: str) -> None:
-    _on_domain(uri, uuid, lambda dom: dom.managedSave(0))
+    _act(uri, uuid, lambda dom: dom.managedSave(0))
 
 
 def create_snapshot(uri: str, uuid: str, xml: str) -> None:
-    _on_domain(uri, uuid, lambda dom: dom.snapshotCreateXML(xml, 0))
+    _act(uri, uuid, lambda dom: dom.snapshotCreateXML(xml, 0))
 
 
 def rename(uri: str, uuid: str, new_name: str) -> None:
-    _on_domain(uri, uuid, lambda dom: dom.rename(new_name, 0))
+    _act(uri, uuid, lambda dom: dom.rename(new_name, 0))
 
 
 def managed_save_remove(uri: str, uuid: str) -> None:
-    _on_domain(uri, uuid, lambda dom: dom.managedSaveRemove(0))
+    _act(uri, uuid, lambda dom: dom.managedSaveRemove(0))
 
 
 # --- save, restore and long jobs ---------------------------------------------------
@@ -510,12 +643,12 @@ def save(uri: str, uuid: str, path: str) -> None:
 
     Blocks until done; the domain is shut off afterwards. Disks are not saved.
     """
-    _on_domain(uri, uuid, lambda dom: dom.saveFlags(path, None, 0), reconnect=False)
+    _act(uri, uuid, lambda dom: dom.saveFlags(path, None, 0), reconnect=False)
 
 
 def restore(uri: str, path: str) -> None:
     """Start a domain from a saved image; its disks must be as they were at save time."""
-    _call(uri, lambda conn: conn.restoreFlags(path, None, 0), reconnect=False)
+    _call(uri, lambda conn: conn.restoreFlags(path, None, 0), reconnect=False, bounded=False)
 
 
 @dataclass(frozen=True)
@@ -602,7 +735,7 @@ def job_progress(uri: str, uuid: str) -> JobProgress | None:
 
 def abort_job(uri: str, uuid: str) -> None:
     """Cancel the domain's running job (save, restore, migration)."""
-    _on_domain(uri, uuid, lambda dom: dom.abortJob())
+    _act(uri, uuid, lambda dom: dom.abortJob())
 
 
 # --- storage (what migration needs to know and make) -------------------------------
@@ -685,14 +818,14 @@ def create_volume(uri: str, path: str, capacity_bytes: int, fmt: str) -> None:
         pool.refresh(0)
         pool.createXML(domxml.build_volume(name, capacity_bytes, fmt), 0)
 
-    _call(uri, make)
+    _call(uri, make, bounded=False)
 
 
 def delete_volume(uri: str, path: str) -> None:
     def remove(conn: libvirt.virConnect) -> None:
         conn.storageVolLookupByPath(path).delete(0)
 
-    _call(uri, remove)
+    _call(uri, remove, bounded=False)
 
 
 def domain_name_taken(uri: str, name: str) -> bool:
@@ -754,7 +887,7 @@ def migrate(uri: str, uuid: str, req: MigrationRequest) -> None:
 
     if "PEER2PEER" in req.flags:
         # The source daemon opens the destination itself.
-        _on_domain(
+        _act(
             uri,
             uuid,
             lambda dom: dom.migrateToURI3(req.dest_p2p_uri, params, flags),
@@ -764,7 +897,7 @@ def migrate(uri: str, uuid: str, req: MigrationRequest) -> None:
     # Direct: this process drives both ends, through a connection of its own to each.
     dest = _open(req.dest_uri)
     try:
-        _on_domain(uri, uuid, lambda dom: dom.migrate3(dest, params, flags), reconnect=False)
+        _act(uri, uuid, lambda dom: dom.migrate3(dest, params, flags), reconnect=False)
     finally:
         try:
             dest.close()
@@ -774,25 +907,32 @@ def migrate(uri: str, uuid: str, req: MigrationRequest) -> None:
 
 # --- events ------------------------------------------------------------------------
 
-_event_loop_started = False
+_event_loop_registered = False
+_event_loop_pid = 0  # the process whose thread runs the loop: a forked child needs its own
+_event_loop_lock = threading.Lock()
 
 
 def start_event_loop() -> None:
-    """Run libvirt's default event loop in a daemon thread.
+    """Run libvirt's default event loop in a daemon thread of this process.
 
-    Must happen before any connection is opened, or that connection delivers no events.
+    Must happen before a connection is opened, or that connection delivers no events and
+    sends no keepalive. Every process does it on its first open (`_open`); a process forked
+    after (a Celery worker) starts a thread of its own, since threads do not survive fork.
     """
-    global _event_loop_started
-    if _event_loop_started:
-        return
-    libvirt.virEventRegisterDefaultImpl()
+    global _event_loop_registered, _event_loop_pid
+    with _event_loop_lock:
+        if _event_loop_pid == os.getpid():
+            return
+        if not _event_loop_registered:
+            libvirt.virEventRegisterDefaultImpl()
+            _event_loop_registered = True
 
-    def run() -> None:
-        while True:
-            libvirt.virEventRunDefaultImpl()
+        def run() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
 
-    threading.Thread(target=run, name="libvirt-events", daemon=True).start()
-    _event_loop_started = True
+        threading.Thread(target=run, name="libvirt-events", daemon=True).start()
+        _event_loop_pid = os.getpid()
 
 
 LifecycleCallback = Callable[[str, str], None]  # (uri, domain uuid)
@@ -817,14 +957,15 @@ def watch_lifecycle(uri: str, on_event: LifecycleCallback) -> int:
 
 
 def is_alive(uri: str) -> bool:
-    """Whether this process's connection to `uri` is open and answering."""
-    with _lock:
-        conn = _connections.get(uri)
+    """Whether this process's connection to `uri` is open and answering (bounded)."""
+    conn = _connections.get(uri)
     if conn is None:
         return False
     try:
-        return bool(conn.isAlive()) and bool(conn.getHostname())
-    except libvirt.libvirtError:
+        return bool(
+            _bounded("alive", lambda: conn.isAlive() and conn.getHostname(), _call_seconds())
+        )
+    except (_Unanswered, libvirt.libvirtError):
         return False
 
 
@@ -872,7 +1013,7 @@ def create_transient(uri: str, xml: str, paused: bool = False, autodestroy: bool
             dom.suspend()
         return dom.UUIDString()
 
-    return _call(uri, make, reconnect=False)
+    return _call(uri, make, reconnect=False, bounded=False)
 
 
 def start_maybe_paused(uri: str, uuid: str, paused: bool) -> None:
@@ -972,9 +1113,9 @@ def _live_then_config(
     change the running guest refuses leaves the configuration untouched too.
     """
     if live:
-        _on_domain(uri, uuid, lambda dom: call(dom, libvirt.VIR_DOMAIN_AFFECT_LIVE))
+        _act(uri, uuid, lambda dom: call(dom, libvirt.VIR_DOMAIN_AFFECT_LIVE))
     if config:
-        _on_domain(uri, uuid, lambda dom: call(dom, libvirt.VIR_DOMAIN_AFFECT_CONFIG))
+        _act(uri, uuid, lambda dom: call(dom, libvirt.VIR_DOMAIN_AFFECT_CONFIG))
 
 
 def set_vcpus(uri: str, uuid: str, count: int, live: bool, config: bool) -> None:
@@ -988,7 +1129,7 @@ def set_vcpus(uri: str, uuid: str, count: int, live: bool, config: bool) -> None
 def set_max_vcpus(uri: str, uuid: str, count: int) -> None:
     """Set the maximum vCPUs in the saved configuration (takes effect at the next boot)."""
     flags = libvirt.VIR_DOMAIN_VCPU_MAXIMUM | libvirt.VIR_DOMAIN_AFFECT_CONFIG
-    _on_domain(uri, uuid, lambda dom: dom.setVcpusFlags(count, flags))
+    _act(uri, uuid, lambda dom: dom.setVcpusFlags(count, flags))
 
 
 def set_memory(uri: str, uuid: str, kib: int, live: bool, config: bool) -> None:
@@ -999,4 +1140,4 @@ def set_memory(uri: str, uuid: str, kib: int, live: bool, config: bool) -> None:
 def set_max_memory(uri: str, uuid: str, kib: int) -> None:
     """Set the maximum memory in the saved configuration (takes effect at the next boot)."""
     flags = libvirt.VIR_DOMAIN_MEM_MAXIMUM | libvirt.VIR_DOMAIN_AFFECT_CONFIG
-    _on_domain(uri, uuid, lambda dom: dom.setMemoryFlags(kib, flags))
+    _act(uri, uuid, lambda dom: dom.setMemoryFlags(kib, flags))

@@ -864,6 +864,8 @@ def domain_xml_edit(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
             }
         elif domain.gone_at is not None:
             read_error = _("This domain no longer exists.")
+        elif not domain.host.enabled:
+            read_error = _("Host %(host)s is disabled.") % {"host": domain.host}
         else:
             try:
                 xml = xmledit.current_domain_xml(domain)

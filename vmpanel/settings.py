@@ -167,6 +167,13 @@ VMPANEL_STALE_SECONDS = env_int("VMPANEL_STALE_SECONDS", 30)
 VMPANEL_DOMAIN_LOCK_SECONDS = env_int("VMPANEL_DOMAIN_LOCK_SECONDS", 3600)
 # How long phase 1 of a direct kernel boot (the installer) may run before it is stopped.
 VMPANEL_INSTALL_TIMEOUT_SECONDS = env_int("VMPANEL_INSTALL_TIMEOUT_SECONDS", 3600)
+# Bounds on talking to a host, so that one that hangs never stalls the panel: opening a
+# connection, and any read (a change, which runs in a worker, waits as long as it takes;
+# keepalive ends it when the host stops answering: after about interval × (count + 1)).
+VMPANEL_LIBVIRT_CONNECT_SECONDS = env_int("VMPANEL_LIBVIRT_CONNECT_SECONDS", 5)
+VMPANEL_LIBVIRT_CALL_SECONDS = env_int("VMPANEL_LIBVIRT_CALL_SECONDS", 10)
+VMPANEL_LIBVIRT_KEEPALIVE_SECONDS = env_int("VMPANEL_LIBVIRT_KEEPALIVE_SECONDS", 3)
+VMPANEL_LIBVIRT_KEEPALIVE_COUNT = env_int("VMPANEL_LIBVIRT_KEEPALIVE_COUNT", 3)
 
 # Mail to requesters (approved, rejected, ready, failed). The demo prints it on the console.
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.contrib.auth.models import User
+from django.utils.translation import gettext as _
 
 from .. import domxml, hypervisor
 from ..hypervisor import HypervisorError
@@ -36,6 +37,8 @@ def preview_domain_xml(user: User, domain: Domain, new_xml: str) -> XmlPreview:
     require(user, domain, kind, record=False)
     if not KINDS[kind].allowed(domain):
         return XmlPreview(new_xml, "", wrong_state_message(KINDS[kind], domain))
+    if not domain.host.enabled:  # a disabled host is left alone, even for reading
+        return XmlPreview(new_xml, "", _("Host %(host)s is disabled.") % {"host": domain.host})
     try:
         current = current_domain_xml(domain)
     except HypervisorError as exc:
