@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 
 import libvirt
 from django.utils.translation import gettext, gettext_noop
@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 _connections: dict[str, libvirt.virConnect] = {}
+# What each open connection's host can do, with the connection it was probed on: it goes
+# when that connection goes (a re-opened connection may reach an upgraded daemon).
+_capabilities: dict[str, tuple[libvirt.virConnect, HostCapabilities]] = {}
 _lock = threading.Lock()
 
 # Errors where the same call may work a moment later. Not VIR_ERR_INTERNAL_ERROR: libvirt
@@ -133,6 +136,7 @@ def connection(uri: str) -> libvirt.virConnect:
 
 
 def _drop(uri: str) -> None:
+    _capabilities.pop(uri, None)
     conn = _connections.pop(uri, None)
     if conn is not None:
         try:
@@ -246,6 +250,249 @@ def host_facts(uri: str) -> HostFacts:
         )
 
     return _call(uri, read)
+
+
+# --- capabilities: what a host can do, probed rather than guessed from its driver ----------
+
+
+@dataclass(frozen=True)
+class HostCapabilities:
+    """What a host can do, as its libvirt answered when this process connected.
+
+    Read from the capabilities and domain capabilities documents, and by "trying the call"
+    where no document says: libvirt drivers check a call's flags (virCheckFlags) before
+    they read its XML, so a call with the flag in question and a document that is not XML
+    answers "unsupported flags" (VIR_ERR_INVALID_ARG) where the driver does not take the
+    flag and an XML error where it does. Nothing is made either way.
+
+    The defaults are what a host that was never probed is taken to offer: nothing, so that
+    code falls back to what always works.
+    """
+
+    driver: str = ""  # virConnectGetType: "QEMU", "TEST" …
+    hypervisor_version: str = ""
+    libvirt_version: str = ""  # the daemon's
+    domain_types: tuple[str, ...] = ()  # <domain type=…> values the host runs, first first
+    autodestroy: bool = False  # createXML takes VIR_DOMAIN_START_AUTODESTROY
+    start_paused: bool = False  # createXML (and create) take VIR_DOMAIN_START_PAUSED
+    # The three below are asked of a domain: None on a host that had none to ask.
+    bulk_stats: tuple[str, ...] | None = None  # getAllDomainStats groups the host answers
+    external_snapshots: bool | None = None  # DISK_ONLY (external) snapshots
+    console: bool | None = None  # virDomainOpenConsole exists (serial console streams)
+    migration: bool = False  # the capabilities list <migration_features>
+    graphics: tuple[str, ...] = ()  # vnc, spice …; () where domain capabilities are unknown
+
+    def to_dict(self) -> dict:
+        """Plain JSON: tuples become lists."""
+        return {
+            f.name: list(value) if isinstance(value, tuple) else value
+            for f in fields(self)
+            for value in (getattr(self, f.name),)
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping | None) -> HostCapabilities:
+        """The inverse of `to_dict`; keys it does not know are ignored, missing keys (a row
+        stored by an older panel, or never probed) take the defaults."""
+        data = data or {}
+        values = {}
+        for f in fields(cls):
+            if f.name not in data:
+                continue
+            value = data[f.name]
+            values[f.name] = tuple(value) if isinstance(value, list) else value
+        return cls(**values)
+
+
+# getAllDomainStats groups by libvirt's own names (as virsh domstats --cpu-total …), those
+# this binding knows. Measured: the test driver answers "state" and "iothread" (the latter
+# empty); QEMU 7.2 on libvirt 9.0 all but "iothread", "dirtyrate" and "vm" for an inactive
+# domain.
+_STATS_GROUPS: tuple[tuple[str, int], ...] = tuple(
+    (name, getattr(libvirt, constant))
+    for name, constant in (
+        ("state", "VIR_DOMAIN_STATS_STATE"),
+        ("cpu-total", "VIR_DOMAIN_STATS_CPU_TOTAL"),
+        ("balloon", "VIR_DOMAIN_STATS_BALLOON"),
+        ("vcpu", "VIR_DOMAIN_STATS_VCPU"),
+        ("interface", "VIR_DOMAIN_STATS_INTERFACE"),
+        ("block", "VIR_DOMAIN_STATS_BLOCK"),
+        ("perf", "VIR_DOMAIN_STATS_PERF"),
+        ("iothread", "VIR_DOMAIN_STATS_IOTHREAD"),
+        ("memory", "VIR_DOMAIN_STATS_MEMORY"),
+        ("dirtyrate", "VIR_DOMAIN_STATS_DIRTYRATE"),
+        ("vm", "VIR_DOMAIN_STATS_VM"),
+    )
+    if hasattr(libvirt, constant)
+)
+
+# Not XML at all, so no driver can make a domain or a snapshot of it, whatever the flags.
+_PROBE_DOCUMENT = ""
+# A device alias no domain can have (user aliases start with "ua-"): a console probe that
+# reaches the driver finds nothing to attach to.
+_PROBE_CONSOLE = "vmpanel-probe-no-such-device"
+# The answers of a driver that took the flags and went on to read the document.
+_XML_ERROR_CODES = {
+    libvirt.VIR_ERR_XML_ERROR,
+    libvirt.VIR_ERR_XML_DETAIL,
+    libvirt.VIR_ERR_XML_INVALID_SCHEMA,
+}
+
+
+def _takes_flags(what: str, call: Callable[[], object], undo: Callable[[object], None]) -> bool:
+    """Whether the driver accepts the flags `call` passes along with `_PROBE_DOCUMENT`.
+
+    True when it answers with an XML error (it took the flags, then failed to read the
+    document). "unsupported flags" (VIR_ERR_INVALID_ARG), a call the driver lacks
+    (VIR_ERR_NO_SUPPORT) or any other answer counts as no: the panel then takes the path
+    that works everywhere. A broken connection is raised, so nothing false is cached.
+    """
+    try:
+        made = call()
+    except libvirt.libvirtError as exc:
+        code = exc.get_error_code()
+        if code in _CONNECTION_CODES:
+            raise
+        if code not in _XML_ERROR_CODES and code != libvirt.VIR_ERR_INVALID_ARG:
+            log.info("capability probe %s: unexpected answer %s: %s", what, code, exc)
+        return code in _XML_ERROR_CODES
+    # No driver makes anything of a document that is not XML; should one ever, undo it.
+    log.warning("capability probe %s made something of an empty document; undoing it", what)
+    try:
+        undo(made)
+    except libvirt.libvirtError:
+        pass
+    return True
+
+
+def _answers_stats(conn: libvirt.virConnect, dom: libvirt.virDomain, group: int) -> bool:
+    """Whether the host answers the statistics group `group` for `dom`.
+
+    ENFORCE_STATS makes libvirt refuse a group it cannot fill instead of leaving it out;
+    NOWAIT keeps a domain busy with a job (a migration, a save) from holding the probe up.
+    Asked of one domain, so the probe costs one domain's statistics however many the host
+    runs. Not asked of a host without domains: QEMU checks the groups against each
+    domain's emulator, so with no domain it accepts every group, even unknown ones.
+    """
+    flags = (
+        libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ENFORCE_STATS
+        | libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
+    )
+    try:
+        conn.domainListGetStats([dom], group, flags)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() in _CONNECTION_CODES:
+            raise
+        return False  # VIR_ERR_ARGUMENT_UNSUPPORTED: "Stats types bits … are not supported"
+    return True
+
+
+def _has_console(conn: libvirt.virConnect, dom: libvirt.virDomain) -> bool:
+    """Whether the driver implements virDomainOpenConsole, asked with a device that does
+    not exist: a driver that has it answers "cannot find character device" (or "not
+    running" for an inactive domain); one that lacks it, VIR_ERR_NO_SUPPORT."""
+    stream = conn.newStream(0)
+    try:
+        dom.openConsole(_PROBE_CONSOLE, stream, 0)
+    except libvirt.libvirtError as exc:
+        code = exc.get_error_code()
+        if code in _CONNECTION_CODES:
+            raise
+        return code not in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_OPERATION_UNSUPPORTED)
+    finally:
+        try:
+            stream.abort()
+        except libvirt.libvirtError:
+            pass
+    return True
+
+
+def _probe_domain(conn: libvirt.virConnect) -> libvirt.virDomain | None:
+    """A domain to ask what only a domain can answer, or None on a host without domains.
+
+    A running one where there is one: QEMU decides which statistics groups it answers from
+    the running emulator (an inactive domain is refused "iothread" and "dirtyrate", which a
+    running QEMU 7.2 has). The questions change nothing on it (see the probes).
+    """
+    for flags in (
+        libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE,
+        libvirt.VIR_CONNECT_LIST_DOMAINS_INACTIVE,
+    ):
+        domains = conn.listAllDomains(flags)
+        if domains:
+            return domains[0]
+    return None
+
+
+def _probe(conn: libvirt.virConnect) -> HostCapabilities:
+    """Ask the host behind `conn` everything `HostCapabilities` holds (about 20 calls)."""
+    from . import domxml
+
+    caps = domxml.read_capabilities(conn.getCapabilities())
+    try:
+        graphics = domxml.read_domain_capabilities(
+            conn.getDomainCapabilities(None, None, None, None, 0)
+        ).graphics
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() in _CONNECTION_CODES:
+            raise
+        graphics = ()  # the test driver has no domain capabilities (VIR_ERR_NO_SUPPORT)
+
+    def create(flags: int) -> Callable[[], object]:
+        return lambda: conn.createXML(_PROBE_DOCUMENT, flags)
+
+    def destroy(dom: libvirt.virDomain) -> None:
+        dom.destroy()
+
+    dom = _probe_domain(conn)
+    bulk_stats: tuple[str, ...] | None = None
+    external_snapshots = console = None
+    if dom is not None:
+        bulk_stats = tuple(name for name, bit in _STATS_GROUPS if _answers_stats(conn, dom, bit))
+        external_snapshots = _takes_flags(
+            "DISK_ONLY snapshot",
+            lambda: dom.snapshotCreateXML(
+                _PROBE_DOCUMENT, libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY
+            ),
+            lambda snapshot: snapshot.delete(0),
+        )
+        console = _has_console(conn, dom)
+    return HostCapabilities(
+        driver=conn.getType(),
+        hypervisor_version=_version(conn.getVersion()),
+        libvirt_version=_version(conn.getLibVersion()),
+        domain_types=caps.domain_types,
+        autodestroy=_takes_flags(
+            "START_AUTODESTROY", create(libvirt.VIR_DOMAIN_START_AUTODESTROY), destroy
+        ),
+        start_paused=_takes_flags("START_PAUSED", create(libvirt.VIR_DOMAIN_START_PAUSED), destroy),
+        bulk_stats=bulk_stats,
+        external_snapshots=external_snapshots,
+        console=console,
+        migration=caps.migration,
+        graphics=graphics,
+    )
+
+
+def capabilities(uri: str) -> HostCapabilities:
+    """What the host at `uri` can do, probed once per connection of this process.
+
+    The answer is kept with the connection and dropped with it (`forget`, or a broken
+    connection re-opened): the next call after that probes again. The probes change
+    nothing on the host; see `HostCapabilities`.
+    """
+    conn = connection(uri)
+    with _lock:
+        cached = _capabilities.get(uri)
+        if cached is not None and cached[0] is conn:
+            return cached[1]
+    probed_on, caps = _call(uri, lambda c: (c, _probe(c)))
+    with _lock:
+        # Only while that connection is still the process's: a dropped one took its
+        # answer with it.
+        if _connections.get(uri) is probed_on:
+            _capabilities[uri] = (probed_on, caps)
+    return caps
 
 
 _STATE_REASONS: dict[int, dict[int, str]] = {

@@ -1,0 +1,358 @@
+"""Host capabilities: probed from libvirt, not guessed from the driver's name.
+
+Unit tests of the XML readers on samples taken from a real QEMU 7.2 host (libvirt 9.0,
+trimmed), then the probes on the private test-driver hosts: what the test driver really
+answers, that nothing is made by asking, that the answer lives and dies with the
+connection, and that the Host row and the host page get it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from domains import domxml
+from domains.domxml import XMLError
+from domains.hypervisor import HostCapabilities
+
+# virsh capabilities on a QEMU host (host CPU features and most machine types cut).
+QEMU_CAPABILITIES = """\
+<capabilities>
+  <host>
+    <uuid>f4c8b3b7-276b-4d33-bddb-5013fc67584b</uuid>
+    <cpu>
+      <arch>x86_64</arch>
+      <model>kvm64</model>
+      <vendor>AMD</vendor>
+      <topology sockets='1' dies='1' cores='2' threads='1'/>
+      <feature name='vme'/>
+    </cpu>
+    <power_management/>
+    <iommu support='no'/>
+    <migration_features>
+      <live/>
+      <uri_transports>
+        <uri_transport>tcp</uri_transport>
+        <uri_transport>rdma</uri_transport>
+      </uri_transports>
+    </migration_features>
+    <topology>
+      <cells num='1'>
+        <cell id='0'>
+          <memory unit='KiB'>6383388</memory>
+          <cpus num='2'>
+            <cpu id='0' socket_id='0' die_id='0' core_id='0' siblings='0'/>
+            <cpu id='1' socket_id='0' die_id='0' core_id='1' siblings='1'/>
+          </cpus>
+        </cell>
+      </cells>
+    </topology>
+    <secmodel>
+      <model>dac</model>
+      <doi>0</doi>
+      <baselabel type='kvm'>+64055:+994</baselabel>
+      <baselabel type='qemu'>+64055:+994</baselabel>
+    </secmodel>
+  </host>
+  <guest>
+    <os_type>hvm</os_type>
+    <arch name='i686'>
+      <wordsize>32</wordsize>
+      <emulator>/usr/bin/qemu-system-i386</emulator>
+      <machine maxCpus='255'>pc-i440fx-7.2</machine>
+      <machine canonical='pc-i440fx-7.2' maxCpus='255'>pc</machine>
+      <domain type='qemu'/>
+      <domain type='kvm'/>
+    </arch>
+    <features>
+      <pae/>
+      <nonpae/>
+      <acpi default='on' toggle='yes'/>
+      <apic default='on' toggle='no'/>
+      <cpuselection/>
+      <deviceboot/>
+      <disksnapshot default='on' toggle='no'/>
+    </features>
+  </guest>
+  <guest>
+    <os_type>hvm</os_type>
+    <arch name='x86_64'>
+      <wordsize>64</wordsize>
+      <emulator>/usr/bin/qemu-system-x86_64</emulator>
+      <machine maxCpus='255'>pc-i440fx-7.2</machine>
+      <machine canonical='pc-i440fx-7.2' maxCpus='255'>pc</machine>
+      <machine canonical='pc-q35-7.2' maxCpus='288'>q35</machine>
+      <domain type='qemu'/>
+      <domain type='kvm'/>
+    </arch>
+    <features>
+      <acpi default='on' toggle='yes'/>
+      <apic default='on' toggle='no'/>
+      <cpuselection/>
+      <deviceboot/>
+      <disksnapshot default='on' toggle='no'/>
+    </features>
+  </guest>
+</capabilities>
+"""
+
+# A QEMU host without /dev/kvm offers TCG only.
+QEMU_TCG_ONLY_CAPABILITIES = QEMU_CAPABILITIES.replace("      <domain type='kvm'/>\n", "")
+
+# What the test driver's capabilities say (libvirt 9.0, measured): no migration features.
+TEST_DRIVER_CAPABILITIES = """\
+<capabilities>
+  <host>
+    <cpu><arch>i686</arch><features><pae/><nonpae/></features></cpu>
+    <power_management/>
+    <iommu support='no'/>
+    <secmodel><model>testSecurity</model><doi></doi></secmodel>
+  </host>
+  <guest>
+    <os_type>hvm</os_type>
+    <arch name='i686'>
+      <wordsize>32</wordsize>
+      <emulator>/usr/bin/test-hv</emulator>
+      <domain type='test'/>
+    </arch>
+  </guest>
+  <guest>
+    <os_type>xen</os_type>
+    <arch name='i686'>
+      <wordsize>32</wordsize>
+      <emulator>/usr/bin/test-hv</emulator>
+      <domain type='test'/>
+    </arch>
+  </guest>
+</capabilities>
+"""
+
+# virsh domcapabilities on the same QEMU host (CPU models and most enums cut).
+QEMU_DOMAIN_CAPABILITIES = """\
+<domainCapabilities>
+  <path>/usr/bin/qemu-system-x86_64</path>
+  <domain>kvm</domain>
+  <machine>pc-i440fx-7.2</machine>
+  <arch>x86_64</arch>
+  <vcpu max='255'/>
+  <iothreads supported='yes'/>
+  <os supported='yes'>
+    <enum name='firmware'/>
+    <loader supported='yes'>
+      <enum name='type'><value>rom</value><value>pflash</value></enum>
+      <enum name='readonly'><value>yes</value><value>no</value></enum>
+      <enum name='secure'><value>no</value></enum>
+    </loader>
+  </os>
+  <cpu>
+    <mode name='host-passthrough' supported='yes'/>
+    <mode name='host-model' supported='yes'><model fallback='forbid'>kvm64</model></mode>
+  </cpu>
+  <devices>
+    <disk supported='yes'>
+      <enum name='diskDevice'>
+        <value>disk</value><value>cdrom</value><value>floppy</value><value>lun</value>
+      </enum>
+      <enum name='bus'>
+        <value>ide</value><value>fdc</value><value>scsi</value><value>virtio</value>
+        <value>usb</value><value>sata</value>
+      </enum>
+    </disk>
+    <graphics supported='yes'>
+      <enum name='type'>
+        <value>sdl</value>
+        <value>vnc</value>
+        <value>spice</value>
+        <value>egl-headless</value>
+        <value>dbus</value>
+      </enum>
+    </graphics>
+    <video supported='yes'>
+      <enum name='modelType'><value>vga</value><value>virtio</value><value>none</value></enum>
+    </video>
+    <channel supported='yes'>
+      <enum name='type'><value>pty</value><value>unix</value><value>spicevmc</value></enum>
+    </channel>
+  </devices>
+  <features>
+    <gic supported='no'/>
+    <vmcoreinfo supported='yes'/>
+    <genid supported='yes'/>
+    <backup supported='yes'/>
+    <sev supported='no'/>
+  </features>
+</domainCapabilities>
+"""
+
+
+# --- the XML readers (unit) ----------------------------------------------------------------
+
+
+def test_qemu_capabilities_give_domain_types_in_order_and_migration():
+    facts = domxml.read_capabilities(QEMU_CAPABILITIES)
+    assert facts.domain_types == ("qemu", "kvm")  # once each, though two arches list them
+    assert facts.migration is True
+
+
+def test_a_host_without_kvm_offers_qemu_only():
+    assert domxml.read_capabilities(QEMU_TCG_ONLY_CAPABILITIES).domain_types == ("qemu",)
+
+
+def test_test_driver_capabilities_offer_test_and_no_migration():
+    facts = domxml.read_capabilities(TEST_DRIVER_CAPABILITIES)
+    assert facts == domxml.CapabilitiesFacts(domain_types=("test",), migration=False)
+
+
+def test_domain_capabilities_give_the_graphics_types():
+    facts = domxml.read_domain_capabilities(QEMU_DOMAIN_CAPABILITIES)
+    assert facts.graphics == ("sdl", "vnc", "spice", "egl-headless", "dbus")
+
+
+def test_graphics_not_supported_means_none_whatever_it_lists():
+    xml = QEMU_DOMAIN_CAPABILITIES.replace("graphics supported='yes'", "graphics supported='no'")
+    assert domxml.read_domain_capabilities(xml).graphics == ()
+    bare = "<domainCapabilities><path>/usr/bin/x</path><devices/></domainCapabilities>"
+    assert domxml.read_domain_capabilities(bare).graphics == ()
+
+
+def test_readers_refuse_other_documents_and_entities():
+    with pytest.raises(XMLError, match="not a <capabilities>"):
+        domxml.read_capabilities(QEMU_DOMAIN_CAPABILITIES)
+    with pytest.raises(XMLError, match="not a <domainCapabilities>"):
+        domxml.read_domain_capabilities(QEMU_CAPABILITIES)
+    with pytest.raises(XMLError, match="Malformed"):
+        domxml.read_capabilities("")
+    # The hardened parser never reads a file into a domain type.
+    xxe = (
+        '<!DOCTYPE c [<!ENTITY x SYSTEM "file:///etc/hostname">]>'
+        "<capabilities><guest><arch><domain type='&x;'/></arch></guest></capabilities>"
+    )
+    with pytest.raises(XMLError, match="external entity"):
+        domxml.read_capabilities(xxe)
+
+
+# --- HostCapabilities as JSON (unit) ---------------------------------------------------------
+
+
+def test_capabilities_round_trip_through_json():
+    import json
+
+    caps = HostCapabilities(
+        driver="QEMU",
+        hypervisor_version="7.2.0",
+        libvirt_version="9.0.0",
+        domain_types=("qemu", "kvm"),
+        autodestroy=True,
+        start_paused=True,
+        bulk_stats=("state", "cpu-total"),
+        external_snapshots=True,
+        console=True,
+        migration=True,
+        graphics=("vnc", "spice"),
+    )
+    data = json.loads(json.dumps(caps.to_dict()))
+    assert data["domain_types"] == ["qemu", "kvm"]
+    assert HostCapabilities.from_dict(data) == caps
+
+
+def test_missing_or_unknown_keys_take_the_cautious_defaults():
+    assert HostCapabilities.from_dict({}) == HostCapabilities()
+    assert HostCapabilities.from_dict(None) == HostCapabilities()
+    old = HostCapabilities.from_dict({"driver": "QEMU", "autodestroy": True, "future": 1})
+    assert (old.driver, old.autodestroy, old.start_paused) == ("QEMU", True, False)
+    assert old.bulk_stats is None and old.external_snapshots is None and old.graphics == ()
+
+
+# --- the probes on the test-driver hosts (integration) ---------------------------------------
+
+# What libvirt 9.0's test driver answers, measured: it takes neither START_AUTODESTROY nor
+# START_PAUSED nor DISK_ONLY snapshots ("unsupported flags"), answers the "state" and
+# "iothread" statistics groups only, has no console streams, no domain capabilities (so no
+# graphics types) and no migration features; it runs domains of type "test".
+TEST_DRIVER_ANSWERS = {
+    "driver": "TEST",
+    "domain_types": ("test",),
+    "autodestroy": False,
+    "start_paused": False,
+    "bulk_stats": ("state", "iothread"),
+    "external_snapshots": False,
+    "console": False,
+    "migration": False,
+    "graphics": (),
+}
+
+
+def _world(conn) -> list[tuple[str, str, bool, int]]:
+    """Every domain of a host with its state and snapshot count: what a probe must not change."""
+    return sorted(
+        (d.UUIDString(), d.name(), bool(d.isActive()), d.snapshotNum())
+        for d in conn.listAllDomains(0)
+    )
+
+
+@pytest.mark.integration
+def test_test_driver_probes_give_the_measured_answers(libvirt_hosts):
+    from domains import hypervisor
+
+    uri = libvirt_hosts.uri("alpha")
+    hypervisor.forget(uri)
+    caps = hypervisor.capabilities(uri)
+    assert {k: getattr(caps, k) for k in TEST_DRIVER_ANSWERS} == TEST_DRIVER_ANSWERS
+    conn = libvirt_hosts.conn("alpha")
+    assert caps.libvirt_version == hypervisor._version(conn.getLibVersion())
+    assert caps.hypervisor_version == hypervisor._version(conn.getVersion())
+
+
+@pytest.mark.integration
+def test_probing_changes_nothing_on_the_host(libvirt_hosts, make_domain):
+    from domains import hypervisor
+
+    # A defined domain with a snapshot and a running one: the probes ask the running one,
+    # which must keep running with its snapshots, and nothing new may appear.
+    make_domain.define("alpha", snapshots=1)
+    make_domain.define("alpha", state="running", snapshots=1)
+    conn = libvirt_hosts.conn("alpha")
+    before = _world(conn)
+    uri = libvirt_hosts.uri("alpha")
+    for _ in range(3):
+        hypervisor.forget(uri)
+        hypervisor.capabilities(uri)
+    assert _world(conn) == before
+
+
+@pytest.mark.integration
+def test_the_answer_lives_and_dies_with_the_connection(libvirt_hosts):
+    from domains import hypervisor
+
+    uri = libvirt_hosts.uri("beta")
+    hypervisor.forget(uri)
+    first = hypervisor.capabilities(uri)
+    assert hypervisor.capabilities(uri) is first  # asked once per connection
+    hypervisor.forget(uri)
+    second = hypervisor.capabilities(uri)
+    assert second is not first and second == first  # asked again after forget
+    # A connection that broke under the panel: re-opened, and the host asked again.
+    hypervisor.connection(uri).close()
+    third = hypervisor.capabilities(uri)
+    assert third is not second and third == first
+    assert hypervisor.capabilities(uri) is third
+
+
+def test_a_host_without_domains_leaves_the_domain_questions_open():
+    """The in-process test driver, emptied: no domain to ask, so those answers are None."""
+    import libvirt
+
+    from domains import hypervisor
+
+    uri = "test:///default"  # private to this process; its world resets when last closed
+    mine = libvirt.open(uri)
+    try:
+        for dom in mine.listAllDomains(0):
+            dom.destroy()
+            dom.undefine()
+        caps = hypervisor.capabilities(uri)
+        assert (caps.bulk_stats, caps.external_snapshots, caps.console) == (None, None, None)
+        assert (caps.autodestroy, caps.start_paused, caps.domain_types) == (False, False, ("test",))
+        assert mine.listAllDomains(0) == []  # the probes made nothing
+    finally:
+        hypervisor.forget(uri)
+        mine.close()
