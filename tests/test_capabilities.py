@@ -356,3 +356,89 @@ def test_a_host_without_domains_leaves_the_domain_questions_open():
     finally:
         hypervisor.forget(uri)
         mine.close()
+
+
+# --- stored on the Host row, shown on the host page (integration) ----------------------------
+
+
+def _as_json(answers: dict) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in answers.items()}
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_the_watcher_stores_the_capabilities_whenever_it_connects(
+    start_watcher, hosts, libvirt_hosts
+):
+    from domains.models import Host
+    from tests.helpers import wait_for
+
+    start_watcher(reconcile_seconds=600)
+    for name in ("alpha", "beta"):
+        host = Host.objects.get(name=name)
+        assert host.capabilities_probed_at is not None
+        stored = {k: host.capabilities.get(k) for k in TEST_DRIVER_ANSWERS}
+        assert stored == _as_json(TEST_DRIVER_ANSWERS)
+    first = Host.objects.get(name="beta").capabilities_probed_at
+    # A restarted daemon means a new connection: the watcher asks again.
+    libvirt_hosts.restart("beta")
+    wait_for(
+        lambda: Host.objects.get(name="beta").capabilities_probed_at > first,
+        timeout=5,
+        what="the watcher probed beta again after its restart",
+    )
+
+
+@pytest.mark.integration
+@pytest.mark.django_db
+def test_saving_a_host_stores_its_capabilities(people, libvirt_hosts):
+    from domains.models import Host
+    from domains.services.hosts import save_host
+
+    host = save_host(people.root, Host(name="gamma", uri=libvirt_hosts.uri("alpha")))
+    host.refresh_from_db()
+    assert host.capabilities["autodestroy"] is False
+    assert host.capabilities["domain_types"] == ["test"]
+    off = save_host(
+        people.root, Host(name="delta", uri="test+unix:///x?socket=/nowhere", enabled=False)
+    )
+    off.refresh_from_db()
+    assert off.capabilities == {} and off.capabilities_probed_at is None  # not asked
+
+
+@pytest.mark.integration
+@pytest.mark.django_db
+def test_the_host_page_says_in_plain_words_what_the_host_can_do(people, hosts):
+    from django.urls import reverse
+
+    from domains import inventory
+    from tests.helpers import client_for
+
+    url = reverse("host_detail", args=["alpha"])
+    page = client_for(people.root).get(url).content.decode()
+    assert "Not asked yet" in page
+    inventory.store_capabilities(hosts.alpha)
+    response = client_for(people.root).get(url)
+    page = response.content.decode()
+    rows = dict(response.context["host"].capability_rows())
+    assert rows["Can destroy temporary VMs automatically"] == "no"
+    assert rows["Can start VMs paused"] == "no"
+    assert rows["Can migrate VMs"] == "no"
+    assert rows["Can take external (disk-only) snapshots"] == "no"
+    assert rows["Statistics it reports for all VMs at once"] == "state, iothread"
+    assert rows["Graphical consoles"] == "none known"
+    assert rows["Domain types it runs"] == "test"
+    assert "Can destroy temporary VMs automatically" in page and "state, iothread" in page
+    # Superusers only, as every host page.
+    assert client_for(people.alice_admin).get(url).status_code in (403, 404)
+
+
+def test_rows_of_a_host_that_had_no_vm_to_ask_say_so():
+    from domains.models import Host
+
+    caps = HostCapabilities(driver="QEMU", domain_types=("qemu",), autodestroy=True)
+    rows = dict(Host(capabilities=caps.to_dict()).capability_rows())
+    assert rows["Can destroy temporary VMs automatically"] == "yes"
+    assert rows["Can take external (disk-only) snapshots"].startswith("not known yet")
+    assert rows["Statistics it reports for all VMs at once"].startswith("not known yet")
+    assert Host().capability_rows() == []

@@ -44,10 +44,12 @@ class Watcher:
         self.events.put((uri, uuid))
 
     def connect(self, host: Host) -> None:
-        """(Re)register for events on `host` and read it in full."""
+        """(Re)register for events on `host`, store what it can do and read it in full."""
         hypervisor.forget(host.uri)
         hypervisor.watch_lifecycle(host.uri, self.on_event)
         self.watched[host.pk] = host.uri
+        # A new connection may reach another daemon (upgraded, restarted): ask it afresh.
+        inventory.store_capabilities(host)
         inventory.reconcile_host(host)
         self.last_full[host.pk] = time.monotonic()
         log.info("watching host %s (%s)", host.name, host.uri)
