@@ -8,6 +8,8 @@ connection, and that the Host row and the host page get it.
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from domains import domxml
@@ -442,3 +444,116 @@ def test_rows_of_a_host_that_had_no_vm_to_ask_say_so():
     assert rows["Can take external (disk-only) snapshots"].startswith("not known yet")
     assert rows["Statistics it reports for all VMs at once"].startswith("not known yet")
     assert Host().capability_rows() == []
+
+
+# --- provisioning decides by the host's answer, not its driver's name ----------------------
+
+
+def _template(**fields):
+    from provisioning.models import Method, Template
+
+    values = {
+        "name": "caps-tpl",
+        "method": Method.CDROM,
+        "iso_path": "/srv/iso/debian.iso",
+        "domain_type": "kvm",
+        "memory_mib": 512,
+        "current_memory_mib": 512,
+        "vcpus_max": 2,
+        "vnc": True,
+        "tablet": True,
+        "serial_console": True,
+        "bios_useserial": True,
+    }
+    values.update(fields)
+    return Template(**values)
+
+
+def test_a_kvm_template_follows_the_domain_types_the_host_runs():
+    from domains.models import Host
+    from provisioning.services import template_to_spec
+
+    host = Host(name="q", uri="qemu:///system")
+
+    def spec(**caps):
+        return template_to_spec(
+            _template(), "vm1", str(uuid.uuid4()), 1, 512, host, HostCapabilities(**caps)
+        )
+
+    assert spec(domain_types=("qemu", "kvm")).domain_type == "kvm"  # offered: kept
+    assert spec(domain_types=("qemu",)).domain_type == "qemu"  # no KVM: the host's first
+    assert spec(domain_types=("test",)).domain_type == "test"
+    with_vnc = spec(domain_types=("qemu",), graphics=("sdl", "vnc", "spice"))
+    assert (with_vnc.vnc, with_vnc.tablet) == (True, True)
+    spice_only = spec(domain_types=("qemu",), graphics=("spice",))
+    assert (spice_only.vnc, spice_only.tablet) == (False, False)
+    # Serial console, BIOS serial output and the disks are the template's on any host.
+    bare = spec()
+    assert bare.serial_console and bare.bios_useserial
+    assert [d.device for d in bare.disks] == ["disk", "cdrom"]
+
+
+@pytest.mark.integration
+@pytest.mark.django_db
+def test_the_test_driver_takes_the_template_with_disk_and_serial_port(people, hosts, libvirt_hosts):
+    """Why the test-driver domains had no disk and no serial port: no reason. The test
+    driver defines and boots them (it opens neither the disk file nor the pty); what it
+    lacks, VNC (no domain capabilities), is left out by capability."""
+    import libvirt
+    from lxml import etree
+
+    from provisioning import services
+
+    template = _template()
+    template.save()
+    template.hosts.set([hosts.alpha])
+    view = services.preview(template, hosts.alpha, "caps-1", 1, 512, str(uuid.uuid4()))
+    assert not view.problems, view.problems
+    root = etree.fromstring(view.xml.encode())
+    assert root.get("type") == "test"
+    assert root.find("devices/graphics") is None and root.find("devices/input") is None
+    assert root.find("devices/serial") is not None and root.find("devices/console") is not None
+    assert root.find("os/bios").get("useserial") == "yes"
+    sources = [d.find("source").get("file") for d in root.iterfind("devices/disk")]
+    assert sources == ["/var/lib/libvirt/images/caps-1.qcow2", "/srv/iso/debian.iso"]
+    conn = libvirt_hosts.conn("alpha")
+    dom = conn.defineXMLFlags(view.xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+    try:
+        dom.create()
+        live = etree.fromstring(dom.XMLDesc(0).encode())
+        assert live.find("devices/serial") is not None
+        assert len(live.findall("devices/disk")) == 2
+    finally:
+        dom.destroy()
+        dom.undefine()
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("celery_worker")
+def test_no_volume_is_made_where_no_pool_holds_the_images_folder(
+    people, hosts, libvirt_hosts, make_domain
+):
+    import libvirt
+
+    from provisioning import services
+    from tests.helpers import wait_finished
+
+    template = _template(name="caps-pool")
+    template.save()
+    template.hosts.set([hosts.alpha])
+    op = services.create_domain(
+        people.root, template, hosts.alpha, people.team_a, "caps-2", 1, 512,
+        services.CreateChoice(paused=True),
+    )  # fmt: skip
+    make_domain.track("alpha", op.domain_uuid)
+    done = wait_finished(op)
+    assert done.status == "succeeded", (done.message, done.error)
+    conn = libvirt_hosts.conn("alpha")
+    dom = conn.lookupByUUIDString(str(op.domain_uuid))
+    # No START_PAUSED on this host: started, then paused at once.
+    assert dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED
+    assert "/var/lib/libvirt/images/caps-2.qcow2" in dom.XMLDesc(0)
+    with pytest.raises(libvirt.libvirtError) as missing:
+        conn.storageVolLookupByPath("/var/lib/libvirt/images/caps-2.qcow2")
+    assert missing.value.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL
