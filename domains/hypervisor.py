@@ -1078,20 +1078,6 @@ def is_alive(uri: str) -> bool:
 # --- provisioning ----------------------------------------------------------------------
 
 
-def host_type(uri: str) -> str:
-    """libvirt's driver name for the host: "Test" for the test driver, "QEMU" for QEMU."""
-    return _call(uri, lambda conn: conn.getType())
-
-
-def is_test_driver(uri: str) -> bool:
-    return host_type(uri).lower() == "test"
-
-
-def supports_autodestroy(uri: str) -> bool:
-    """Whether createXML takes START_AUTODESTROY here (the test driver refuses it)."""
-    return not is_test_driver(uri)
-
-
 def has_pool_for(uri: str, path: str) -> bool:
     """Whether an active storage pool holds the folder of `path`."""
     directory = path.rsplit("/", 1)[0]
@@ -1102,20 +1088,21 @@ def create_transient(uri: str, xml: str, paused: bool = False, autodestroy: bool
     """Start a transient domain (createXML) with schema validation; returns its UUID.
 
     Auto-destroy ties the domain to this connection: it goes when the panel's connection
-    closes. Callers check `supports_autodestroy` first.
+    closes. Callers check `capabilities(uri).autodestroy` first. Paused: with
+    START_PAUSED where the host takes it, else started and paused at once.
     """
     flags = libvirt.VIR_DOMAIN_START_VALIDATE
-    test_driver = is_test_driver(uri)
-    if paused and not test_driver:
+    pause_after = paused and not capabilities(uri).start_paused
+    if paused and not pause_after:
         flags |= libvirt.VIR_DOMAIN_START_PAUSED
     if autodestroy:
         flags |= libvirt.VIR_DOMAIN_START_AUTODESTROY
 
     def make(conn: libvirt.virConnect) -> str:
         dom = conn.createXML(xml, flags)
-        if paused and test_driver:
-            # The test driver takes no START_PAUSED: pause at once instead (it runs no
-            # guest code, so nothing happens in between).
+        if pause_after:
+            # Without START_PAUSED the guest may run a moment before this (the test
+            # driver, which has none, runs no guest code at all).
             dom.suspend()
         return dom.UUIDString()
 
@@ -1123,8 +1110,9 @@ def create_transient(uri: str, xml: str, paused: bool = False, autodestroy: bool
 
 
 def start_maybe_paused(uri: str, uuid: str, paused: bool) -> None:
-    """Boot a defined domain, paused if asked (suspended at once on the test driver)."""
-    if paused and is_test_driver(uri):
+    """Boot a defined domain, paused if asked: with START_PAUSED where the host takes it,
+    else started and suspended at once."""
+    if paused and not capabilities(uri).start_paused:
         start(uri, uuid)
         suspend(uri, uuid)
     else:

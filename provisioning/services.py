@@ -502,7 +502,7 @@ def create_problems(host: Host, template: Template, name: str, choice: CreateCho
     if choice.autodestroy:
         if choice.persistent:
             problems.append(_("Only a transient domain can be destroyed automatically."))
-        elif not hypervisor.supports_autodestroy(host.uri):
+        elif not hypervisor.capabilities(host.uri).autodestroy:
             problems.append(
                 _("%(host)s cannot destroy domains automatically; create it without that.")
                 % {"host": host.name}
