@@ -305,9 +305,9 @@ class HostCapabilities:
 
 
 # getAllDomainStats groups by libvirt's own names (as virsh domstats --cpu-total …), those
-# this binding knows. Measured: the test driver answers "state" and "iothread" (the latter
-# empty); QEMU 7.2 on libvirt 9.0 all but "iothread", "dirtyrate" and "vm" for an inactive
-# domain.
+# this binding knows. Measured on libvirt 9.0: the test driver answers "state" and
+# "iothread" (the latter empty); QEMU 7.2 all eleven for a running domain, all but
+# "iothread", "dirtyrate" and "vm" for an inactive one.
 _STATS_GROUPS: tuple[tuple[str, int], ...] = tuple(
     (name, getattr(libvirt, constant))
     for name, constant in (
@@ -411,8 +411,9 @@ def _probe_domain(conn: libvirt.virConnect) -> libvirt.virDomain | None:
     """A domain to ask what only a domain can answer, or None on a host without domains.
 
     A running one where there is one: QEMU decides which statistics groups it answers from
-    the running emulator (an inactive domain is refused "iothread" and "dirtyrate", which a
-    running QEMU 7.2 has). The questions change nothing on it (see the probes).
+    the domain's running emulator (for an inactive domain it refuses "iothread",
+    "dirtyrate" and "vm", which a running QEMU 7.2 answers). The questions change nothing
+    on it (see the probes).
     """
     for flags in (
         libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE,
