@@ -959,3 +959,63 @@ def scrub(text: str, secrets: list[str]) -> str:
     for secret in secrets:
         text = text.replace(secret, "***")
     return text
+
+
+# --- host capabilities: what a host's libvirt says it offers --------------------------
+
+
+@dataclass(frozen=True)
+class CapabilitiesFacts:
+    """The parts of a capabilities document (virConnectGetCapabilities) the panel uses."""
+
+    # <guest><arch><domain type=…>, in the document's order without repeats: the first is
+    # what the host offers first (QEMU lists qemu before kvm, the test driver only test).
+    domain_types: tuple[str, ...]
+    # <host><migration_features>: libvirt writes it only for drivers that migrate at all.
+    migration: bool
+
+
+@dataclass(frozen=True)
+class DomainCapabilitiesFacts:
+    """The parts of a domain capabilities document (virConnectGetDomainCapabilities)."""
+
+    # <devices><graphics supported='yes'><enum name='type'>: vnc, spice, sdl …
+    graphics: tuple[str, ...]
+
+
+def _parse_root(xml: str, tag: str) -> etree._Element:
+    root = parse(xml)
+    if root.tag != tag:
+        raise XMLError(f"The XML is a <{root.tag}>, not a <{tag}>.")
+    return root
+
+
+def read_capabilities(xml: str) -> CapabilitiesFacts:
+    """Domain types and migration support from a host's capabilities XML."""
+    root = _parse_root(xml, "capabilities")
+    types: list[str] = []
+    for domain in root.iterfind("guest/arch/domain"):
+        kind = domain.get("type", "")
+        if kind and kind not in types:
+            types.append(kind)
+    return CapabilitiesFacts(
+        domain_types=tuple(types),
+        migration=root.find("host/migration_features") is not None,
+    )
+
+
+def read_domain_capabilities(xml: str) -> DomainCapabilitiesFacts:
+    """Graphics types from a host's domain capabilities XML.
+
+    A device kind with supported='no' offers nothing, whatever values it lists.
+    """
+    root = _parse_root(xml, "domainCapabilities")
+    graphics: tuple[str, ...] = ()
+    el = root.find("devices/graphics")
+    if el is not None and el.get("supported") == "yes":
+        graphics = tuple(
+            (value.text or "").strip()
+            for value in el.iterfind("enum[@name='type']/value")
+            if (value.text or "").strip()
+        )
+    return DomainCapabilitiesFacts(graphics=graphics)

@@ -12,13 +12,15 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from functools import partial
 
 import libvirt
 from django.conf import settings
 from django.utils.translation import gettext, gettext_noop
+
+from . import domxml
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +208,9 @@ def _open(uri: str) -> libvirt.virConnect:
 
 
 _connections: dict[str, libvirt.virConnect] = {}
+# What each open connection's host can do, with the connection it was probed on: it goes
+# when that connection goes (a re-opened connection may reach an upgraded daemon).
+_capabilities: dict[str, tuple[libvirt.virConnect, HostCapabilities]] = {}
 _locks: dict[str, threading.Lock] = {}  # one per URI: a hung host holds only its own
 _locks_lock = threading.Lock()
 # URI → monotonic time before which a host that did not answer is not asked again.
@@ -235,6 +240,7 @@ def connection(uri: str) -> libvirt.virConnect:
 
 
 def _drop(uri: str) -> None:
+    _capabilities.pop(uri, None)
     conn = _connections.pop(uri, None)
     if conn is not None:
         _close_later(conn)
@@ -369,6 +375,248 @@ def host_facts(uri: str) -> HostFacts:
         )
 
     return _call(uri, read)
+
+
+# --- capabilities: what a host can do, probed rather than guessed from its driver ----------
+
+
+@dataclass(frozen=True)
+class HostCapabilities:
+    """What a host can do, as its libvirt answered when this process connected.
+
+    Read from the capabilities and domain capabilities documents, and by "trying the call"
+    where no document says: libvirt drivers check a call's flags (virCheckFlags) before
+    they read its XML, so a call with the flag in question and a document that is not XML
+    answers "unsupported flags" (VIR_ERR_INVALID_ARG) where the driver does not take the
+    flag and an XML error where it does. Nothing is made either way.
+
+    The defaults are what a host that was never probed is taken to offer: nothing, so that
+    code falls back to what always works.
+    """
+
+    driver: str = ""  # virConnectGetType: "QEMU", "TEST" …
+    hypervisor_version: str = ""
+    libvirt_version: str = ""  # the daemon's
+    domain_types: tuple[str, ...] = ()  # <domain type=…> values the host runs, first first
+    autodestroy: bool = False  # createXML takes VIR_DOMAIN_START_AUTODESTROY
+    start_paused: bool = False  # createXML (and create) take VIR_DOMAIN_START_PAUSED
+    # The three below are asked of a domain: None on a host that had none to ask.
+    bulk_stats: tuple[str, ...] | None = None  # getAllDomainStats groups the host answers
+    external_snapshots: bool | None = None  # DISK_ONLY (external) snapshots
+    console: bool | None = None  # virDomainOpenConsole exists (serial console streams)
+    migration: bool = False  # the capabilities list <migration_features>
+    graphics: tuple[str, ...] = ()  # vnc, spice …; () where domain capabilities are unknown
+
+    def to_dict(self) -> dict:
+        """Plain JSON: tuples become lists."""
+        return {
+            f.name: list(value) if isinstance(value, tuple) else value
+            for f in fields(self)
+            for value in (getattr(self, f.name),)
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping | None) -> HostCapabilities:
+        """The inverse of `to_dict`; keys it does not know are ignored, missing keys (a row
+        stored by an older panel, or never probed) take the defaults."""
+        data = data or {}
+        values = {}
+        for f in fields(cls):
+            if f.name not in data:
+                continue
+            value = data[f.name]
+            values[f.name] = tuple(value) if isinstance(value, list) else value
+        return cls(**values)
+
+
+# getAllDomainStats groups by libvirt's own names (as virsh domstats --cpu-total …), those
+# this binding knows. Measured on libvirt 9.0: the test driver answers "state" and
+# "iothread" (the latter empty); QEMU 7.2 all eleven for a running domain, all but
+# "iothread", "dirtyrate" and "vm" for an inactive one.
+_STATS_GROUPS: tuple[tuple[str, int], ...] = tuple(
+    (name, getattr(libvirt, constant))
+    for name, constant in (
+        ("state", "VIR_DOMAIN_STATS_STATE"),
+        ("cpu-total", "VIR_DOMAIN_STATS_CPU_TOTAL"),
+        ("balloon", "VIR_DOMAIN_STATS_BALLOON"),
+        ("vcpu", "VIR_DOMAIN_STATS_VCPU"),
+        ("interface", "VIR_DOMAIN_STATS_INTERFACE"),
+        ("block", "VIR_DOMAIN_STATS_BLOCK"),
+        ("perf", "VIR_DOMAIN_STATS_PERF"),
+        ("iothread", "VIR_DOMAIN_STATS_IOTHREAD"),
+        ("memory", "VIR_DOMAIN_STATS_MEMORY"),
+        ("dirtyrate", "VIR_DOMAIN_STATS_DIRTYRATE"),
+        ("vm", "VIR_DOMAIN_STATS_VM"),
+    )
+    if hasattr(libvirt, constant)
+)
+
+# Not XML at all, so no driver can make a domain or a snapshot of it, whatever the flags.
+_PROBE_DOCUMENT = ""
+# A device alias no domain can have (user aliases start with "ua-"): a console probe that
+# reaches the driver finds nothing to attach to.
+_PROBE_CONSOLE = "vmpanel-probe-no-such-device"
+# The answers of a driver that took the flags and went on to read the document.
+_XML_ERROR_CODES = {
+    libvirt.VIR_ERR_XML_ERROR,
+    libvirt.VIR_ERR_XML_DETAIL,
+    libvirt.VIR_ERR_XML_INVALID_SCHEMA,
+}
+
+
+def _takes_flags(what: str, call: Callable[[], object], undo: Callable[[object], None]) -> bool:
+    """Whether the driver accepts the flags `call` passes along with `_PROBE_DOCUMENT`.
+
+    True when it answers with an XML error (it took the flags, then failed to read the
+    document). "unsupported flags" (VIR_ERR_INVALID_ARG), a call the driver lacks
+    (VIR_ERR_NO_SUPPORT) or any other answer counts as no: the panel then takes the path
+    that works everywhere. A broken connection is raised, so nothing false is cached.
+    """
+    try:
+        made = call()
+    except libvirt.libvirtError as exc:
+        code = exc.get_error_code()
+        if code in _CONNECTION_CODES:
+            raise
+        if code not in _XML_ERROR_CODES and code != libvirt.VIR_ERR_INVALID_ARG:
+            log.info("capability probe %s: unexpected answer %s: %s", what, code, exc)
+        return code in _XML_ERROR_CODES
+    # No driver makes anything of a document that is not XML; should one ever, undo it.
+    log.warning("capability probe %s made something of an empty document; undoing it", what)
+    try:
+        undo(made)
+    except libvirt.libvirtError:
+        pass
+    return True
+
+
+def _answers_stats(conn: libvirt.virConnect, dom: libvirt.virDomain, group: int) -> bool:
+    """Whether the host answers the statistics group `group` for `dom`.
+
+    ENFORCE_STATS makes libvirt refuse a group it cannot fill instead of leaving it out;
+    NOWAIT keeps a domain busy with a job (a migration, a save) from holding the probe up.
+    Asked of one domain, so the probe costs one domain's statistics however many the host
+    runs. Not asked of a host without domains: QEMU checks the groups against each
+    domain's emulator, so with no domain it accepts every group, even unknown ones.
+    """
+    flags = (
+        libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ENFORCE_STATS
+        | libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
+    )
+    try:
+        conn.domainListGetStats([dom], group, flags)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() in _CONNECTION_CODES:
+            raise
+        return False  # VIR_ERR_ARGUMENT_UNSUPPORTED: "Stats types bits … are not supported"
+    return True
+
+
+def _has_console(conn: libvirt.virConnect, dom: libvirt.virDomain) -> bool:
+    """Whether the driver implements virDomainOpenConsole, asked with a device that does
+    not exist: a driver that has it answers "cannot find character device" (or "not
+    running" for an inactive domain); one that lacks it, VIR_ERR_NO_SUPPORT."""
+    stream = conn.newStream(0)
+    try:
+        dom.openConsole(_PROBE_CONSOLE, stream, 0)
+    except libvirt.libvirtError as exc:
+        code = exc.get_error_code()
+        if code in _CONNECTION_CODES:
+            raise
+        return code not in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_OPERATION_UNSUPPORTED)
+    finally:
+        try:
+            stream.abort()
+        except libvirt.libvirtError:
+            pass
+    return True
+
+
+def _probe_domain(conn: libvirt.virConnect) -> libvirt.virDomain | None:
+    """A domain to ask what only a domain can answer, or None on a host without domains.
+
+    A running one where there is one: QEMU decides which statistics groups it answers from
+    the domain's running emulator (for an inactive domain it refuses "iothread",
+    "dirtyrate" and "vm", which a running QEMU 7.2 answers). The questions change nothing
+    on it (see the probes).
+    """
+    for flags in (
+        libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE,
+        libvirt.VIR_CONNECT_LIST_DOMAINS_INACTIVE,
+    ):
+        domains = conn.listAllDomains(flags)
+        if domains:
+            return domains[0]
+    return None
+
+
+def _probe(conn: libvirt.virConnect) -> HostCapabilities:
+    """Ask the host behind `conn` everything `HostCapabilities` holds (about 20 calls)."""
+    caps = domxml.read_capabilities(conn.getCapabilities())
+    try:
+        graphics = domxml.read_domain_capabilities(
+            conn.getDomainCapabilities(None, None, None, None, 0)
+        ).graphics
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() in _CONNECTION_CODES:
+            raise
+        graphics = ()  # the test driver has no domain capabilities (VIR_ERR_NO_SUPPORT)
+
+    def create(flags: int) -> Callable[[], object]:
+        return lambda: conn.createXML(_PROBE_DOCUMENT, flags)
+
+    def destroy(dom: libvirt.virDomain) -> None:
+        dom.destroy()
+
+    dom = _probe_domain(conn)
+    bulk_stats: tuple[str, ...] | None = None
+    external_snapshots = console = None
+    if dom is not None:
+        bulk_stats = tuple(name for name, bit in _STATS_GROUPS if _answers_stats(conn, dom, bit))
+        external_snapshots = _takes_flags(
+            "DISK_ONLY snapshot",
+            lambda: dom.snapshotCreateXML(
+                _PROBE_DOCUMENT, libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY
+            ),
+            lambda snapshot: snapshot.delete(0),
+        )
+        console = _has_console(conn, dom)
+    return HostCapabilities(
+        driver=conn.getType(),
+        hypervisor_version=_version(conn.getVersion()),
+        libvirt_version=_version(conn.getLibVersion()),
+        domain_types=caps.domain_types,
+        autodestroy=_takes_flags(
+            "START_AUTODESTROY", create(libvirt.VIR_DOMAIN_START_AUTODESTROY), destroy
+        ),
+        start_paused=_takes_flags("START_PAUSED", create(libvirt.VIR_DOMAIN_START_PAUSED), destroy),
+        bulk_stats=bulk_stats,
+        external_snapshots=external_snapshots,
+        console=console,
+        migration=caps.migration,
+        graphics=graphics,
+    )
+
+
+def capabilities(uri: str) -> HostCapabilities:
+    """What the host at `uri` can do, probed once per connection of this process.
+
+    The answer is kept with the connection and dropped with it (`forget`, or a broken
+    connection re-opened): the next call after that probes again. The probes change
+    nothing on the host; see `HostCapabilities`.
+    """
+    conn = connection(uri)
+    with _locks_lock:
+        cached = _capabilities.get(uri)
+        if cached is not None and cached[0] is conn:
+            return cached[1]
+    probed_on, caps = _call(uri, lambda c: (c, _probe(c)))
+    with _locks_lock:
+        # Only while that connection is still the process's: a dropped one took its
+        # answer with it.
+        if _connections.get(uri) is probed_on:
+            _capabilities[uri] = (probed_on, caps)
+    return caps
 
 
 _STATE_REASONS: dict[int, dict[int, str]] = {
@@ -627,10 +875,6 @@ def create_snapshot(uri: str, uuid: str, xml: str) -> None:
     _act(uri, uuid, lambda dom: dom.snapshotCreateXML(xml, 0))
 
 
-def rename(uri: str, uuid: str, new_name: str) -> None:
-    _act(uri, uuid, lambda dom: dom.rename(new_name, 0))
-
-
 def managed_save_remove(uri: str, uuid: str) -> None:
     _act(uri, uuid, lambda dom: dom.managedSaveRemove(0))
 
@@ -652,20 +896,18 @@ def restore(uri: str, path: str) -> None:
 
 
 @dataclass(frozen=True)
-class SavedImage:
+class SavedImageFacts:
     path: str
     name: str
     uuid: str
     memory_kib: int
 
 
-def saved_image(uri: str, path: str) -> SavedImage:
+def saved_image(uri: str, path: str) -> SavedImageFacts:
     """What a saved image holds (libvirt's saveImageGetXMLDesc), read through domxml."""
-    from . import domxml
-
     xml = _call(uri, lambda conn: conn.saveImageGetXMLDesc(path, 0))
     facts = domxml.identity(xml)
-    return SavedImage(path=path, name=facts.name, uuid=facts.uuid, memory_kib=facts.memory_kib)
+    return SavedImageFacts(path=path, name=facts.name, uuid=facts.uuid, memory_kib=facts.memory_kib)
 
 
 @dataclass(frozen=True)
@@ -753,7 +995,6 @@ class DiskFacts:
 
 def domain_disks(uri: str, uuid: str) -> list[DiskFacts]:
     """The domain's file- or block-backed disks with their virtual sizes."""
-    from . import domxml
 
     def read(dom: libvirt.virDomain) -> list[DiskFacts]:
         result = []
@@ -783,8 +1024,6 @@ def volume_exists(uri: str, path: str) -> bool:
 
 
 def _pool_for_dir(conn: libvirt.virConnect, directory: str) -> libvirt.virStoragePool | None:
-    from . import domxml
-
     for pool in conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
         if domxml.pool_target_path(pool.XMLDesc(0)) == directory.rstrip("/"):
             return pool
@@ -807,8 +1046,6 @@ def pool_free_bytes(uri: str, path: str) -> int | None:
 
 def create_volume(uri: str, path: str, capacity_bytes: int, fmt: str) -> None:
     """Create an empty image at `path` through the host's storage API (copy-storage target)."""
-    from . import domxml
-
     directory, name = path.rsplit("/", 1)
 
     def make(conn: libvirt.virConnect) -> None:
@@ -972,20 +1209,6 @@ def is_alive(uri: str) -> bool:
 # --- provisioning ----------------------------------------------------------------------
 
 
-def host_type(uri: str) -> str:
-    """libvirt's driver name for the host: "Test" for the test driver, "QEMU" for QEMU."""
-    return _call(uri, lambda conn: conn.getType())
-
-
-def is_test_driver(uri: str) -> bool:
-    return host_type(uri).lower() == "test"
-
-
-def supports_autodestroy(uri: str) -> bool:
-    """Whether createXML takes START_AUTODESTROY here (the test driver refuses it)."""
-    return not is_test_driver(uri)
-
-
 def has_pool_for(uri: str, path: str) -> bool:
     """Whether an active storage pool holds the folder of `path`."""
     directory = path.rsplit("/", 1)[0]
@@ -996,20 +1219,21 @@ def create_transient(uri: str, xml: str, paused: bool = False, autodestroy: bool
     """Start a transient domain (createXML) with schema validation; returns its UUID.
 
     Auto-destroy ties the domain to this connection: it goes when the panel's connection
-    closes. Callers check `supports_autodestroy` first.
+    closes. Callers check `capabilities(uri).autodestroy` first. Paused: with
+    START_PAUSED where the host takes it, else started and paused at once.
     """
     flags = libvirt.VIR_DOMAIN_START_VALIDATE
-    test_driver = is_test_driver(uri)
-    if paused and not test_driver:
+    pause_after = paused and not capabilities(uri).start_paused
+    if paused and not pause_after:
         flags |= libvirt.VIR_DOMAIN_START_PAUSED
     if autodestroy:
         flags |= libvirt.VIR_DOMAIN_START_AUTODESTROY
 
     def make(conn: libvirt.virConnect) -> str:
         dom = conn.createXML(xml, flags)
-        if paused and test_driver:
-            # The test driver takes no START_PAUSED: pause at once instead (it runs no
-            # guest code, so nothing happens in between).
+        if pause_after:
+            # Without START_PAUSED the guest may run a moment before this (the test
+            # driver, which has none, runs no guest code at all).
             dom.suspend()
         return dom.UUIDString()
 
@@ -1017,8 +1241,9 @@ def create_transient(uri: str, xml: str, paused: bool = False, autodestroy: bool
 
 
 def start_maybe_paused(uri: str, uuid: str, paused: bool) -> None:
-    """Boot a defined domain, paused if asked (suspended at once on the test driver)."""
-    if paused and is_test_driver(uri):
+    """Boot a defined domain, paused if asked: with START_PAUSED where the host takes it,
+    else started and suspended at once."""
+    if paused and not capabilities(uri).start_paused:
         start(uri, uuid)
         suspend(uri, uuid)
     else:
@@ -1066,7 +1291,6 @@ class ResizeLimits:
 
 def resize_limits(uri: str, uuid: str) -> ResizeLimits:
     """What the resize page shows and the resize checks compare with (reads only)."""
-    from . import domxml
 
     def read(conn: libvirt.virConnect) -> ResizeLimits:
         dom = _lookup(conn, uuid)

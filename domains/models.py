@@ -30,12 +30,56 @@ class Host(models.Model):
     migration_uri = models.CharField(_("migration URI"), max_length=500, blank=True)
     # The address QEMU's migration data goes to on this host, where it needs saying.
     migration_address = models.CharField(_("migration address"), max_length=100, blank=True)
+    # What the host's libvirt can do (hypervisor.HostCapabilities.to_dict()), probed when
+    # the inventory watcher (re)connects and when a superuser saves the host. For showing;
+    # code that acts asks hypervisor.capabilities(), which is true for its own connection.
+    capabilities = models.JSONField(_("capabilities"), default=dict, blank=True)
+    capabilities_probed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["name"]
 
     def __str__(self) -> str:
         return self.name
+
+    def capability_rows(self) -> list[tuple[str, str]]:
+        """The stored capabilities in plain words, for the host page; [] if never probed.
+
+        The keys are HostCapabilities' fields; a key missing from an older row reads as
+        "not known".
+        """
+        caps = self.capabilities or {}
+        if not caps:
+            return []
+        unknown = _("not known yet (no VM on the host to ask)")
+
+        def yes_no(key: str) -> str:
+            value = caps.get(key)
+            if value is None:
+                return str(unknown)
+            return str(_("yes") if value else _("no"))
+
+        def listed(key: str, none: str) -> str:
+            value = caps.get(key)
+            if value is None:
+                return str(unknown)
+            return ", ".join(value) if value else none
+
+        driver = caps.get("driver", "")
+        version = caps.get("hypervisor_version", "")
+        rows = [
+            (_("Hypervisor"), f"{driver} {version}".strip() or "—"),
+            (_("libvirt"), caps.get("libvirt_version") or "—"),
+            (_("Domain types it runs"), listed("domain_types", str(_("none")))),
+            (_("Can destroy temporary VMs automatically"), yes_no("autodestroy")),
+            (_("Can start VMs paused"), yes_no("start_paused")),
+            (_("Statistics it reports for all VMs at once"), listed("bulk_stats", str(_("none")))),
+            (_("Can take external (disk-only) snapshots"), yes_no("external_snapshots")),
+            (_("Serial console through libvirt"), yes_no("console")),
+            (_("Can migrate VMs"), yes_no("migration")),
+            (_("Graphical consoles"), listed("graphics", str(_("none known")))),
+        ]
+        return [(str(label), value) for label, value in rows]
 
 
 class Team(models.Model):

@@ -51,7 +51,7 @@ def _fresh_connections(**_kwargs) -> None:
 
 @operation_task
 def start_domain_task(op: Operation) -> str:
-    hypervisor.start(*uri_uuid(op), paused=bool(op.params.get("paused")))
+    hypervisor.start_maybe_paused(*uri_uuid(op), paused=bool(op.params.get("paused")))
     return _("Started.")
 
 

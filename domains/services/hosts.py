@@ -6,7 +6,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils.translation import gettext as _
 
-from .. import hypervisor
+from .. import hypervisor, inventory
 from ..hypervisor import HypervisorError
 from ..models import Domain, Host, Membership, Team
 from .common import ActionRefused, audit, require_superuser, require_team_admin
@@ -34,6 +34,7 @@ def save_host(user: User, host: Host) -> Host:
             f"{host.name} ({host.uri}, {'enabled' if host.enabled else 'disabled'})",
             host=host.name,
         )
+    inventory.store_capabilities(host)
     return host
 
 

@@ -88,10 +88,12 @@ class HostWatch(threading.Thread):
         return True
 
     def connect(self, host: Host) -> None:
-        """(Re)register for events on `host` and read it in full."""
+        """(Re)register for events on `host`, store what it can do and read it in full."""
         hypervisor.forget(host.uri)
         hypervisor.watch_lifecycle(host.uri, self.on_event)
         self.registered = True
+        # A new connection may reach another daemon (upgraded, restarted): ask it afresh.
+        inventory.store_capabilities(host)
         inventory.reconcile_host(host)
         self.last_full = time.monotonic()
         log.info("watching host %s (%s)", host.name, host.uri)
