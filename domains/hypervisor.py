@@ -1023,6 +1023,21 @@ def volume_exists(uri: str, path: str) -> bool:
     return _call(uri, read)
 
 
+def pool_paths(uri: str) -> tuple[str, ...]:
+    """The target folders of the host's active storage pools."""
+
+    def read(conn: libvirt.virConnect) -> tuple[str, ...]:
+        pools = conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)
+        return tuple(p for p in (domxml.pool_target_path(pool.XMLDesc(0)) for pool in pools) if p)
+
+    return _call(uri, read)
+
+
+def platforms(uri: str) -> tuple[domxml.Platform, ...]:
+    """Every domain type and architecture the host runs, with emulators and machines."""
+    return _call(uri, lambda conn: domxml.read_platforms(conn.getCapabilities()))
+
+
 def _pool_for_dir(conn: libvirt.virConnect, directory: str) -> libvirt.virStoragePool | None:
     for pool in conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
         if domxml.pool_target_path(pool.XMLDesc(0)) == directory.rstrip("/"):

@@ -12,6 +12,19 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+# Folders libvirt itself uses for images, boot files, firmware and logs.
+DEFAULT_ALLOWED_PATHS = "\n".join(
+    [
+        "/var/lib/libvirt/images",
+        "/var/lib/libvirt/boot",
+        "/var/lib/libvirt/qemu/nvram",
+        "/usr/share/OVMF",
+        "/usr/share/qemu",
+        "/usr/share/seabios",
+        "/var/log/libvirt",
+    ]
+)
+
 
 class Host(models.Model):
     name = models.SlugField(_("name"), max_length=64, unique=True)
@@ -35,12 +48,31 @@ class Host(models.Model):
     # code that acts asks hypervisor.capabilities(), which is true for its own connection.
     capabilities = models.JSONField(_("capabilities"), default=dict, blank=True)
     capabilities_probed_at = models.DateTimeField(null=True, blank=True)
+    # Where a team admin's domain XML may point on this host (one folder a line), besides
+    # the host's storage pools: disks, ISOs, kernels, firmware, serial logs. Superusers
+    # are not held to it.
+    allowed_paths = models.TextField(
+        _("folders team admins may use"), blank=True, default=DEFAULT_ALLOWED_PATHS
+    )
+    # Passing host devices (PCI, USB) through to guests is a superuser's decision per host.
+    allow_hostdev = models.BooleanField(
+        _("team admins may pass host devices through"), default=False
+    )
 
     class Meta:
         ordering = ["name"]
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def allowed_folders(self) -> tuple[str, ...]:
+        """`allowed_paths` as folders, without trailing slashes."""
+        return tuple(
+            line.strip().rstrip("/") or "/"
+            for line in self.allowed_paths.splitlines()
+            if line.strip()
+        )
 
     def capability_rows(self) -> list[tuple[str, str]]:
         """The stored capabilities in plain words, for the host page; [] if never probed.

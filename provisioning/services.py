@@ -33,6 +33,7 @@ from domains.models import (
     is_team_admin,
     teams_for,
 )
+from domains.rules import path_problems
 from domains.services.common import (
     ActionRefused,
     audit,
@@ -517,6 +518,16 @@ def create_problems(host: Host, template: Template, name: str, choice: CreateCho
     return problems
 
 
+def template_path_problems(host: Host, xml: str) -> list[str]:
+    """The host paths of a domain made from a template that lie outside what the host
+    allows team admins (its storage pools and allowed folders)."""
+    try:
+        roots = (*hypervisor.pool_paths(host.uri), *host.allowed_folders)
+    except HypervisorError as exc:
+        return [exc.hint]
+    return path_problems(domxml.read_domain_reach(xml), None, roots)
+
+
 def _refuse_provision(user, host, team, name, params, message) -> None:
     """A creation turned down: on record as a refused provisioning, like every refused
     operation, then raised."""
@@ -581,6 +592,10 @@ def _provision(
     if not problems:
         view = preview(template, host, name, vcpus, memory_mib, uuid)
         problems = view.problems
+    if not problems and not user.is_superuser:
+        # The template's files (ISO, kernel, base image, firmware) must lie where a team
+        # admin may point on this host, as in a team admin's XML edit.
+        problems = template_path_problems(host, view.xml)
     if problems:
         message = " ".join(problems)
         if request is not None:

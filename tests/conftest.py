@@ -404,10 +404,15 @@ def logged_in():
 @pytest.fixture
 def hosts(db, libvirt_hosts) -> SimpleNamespace:
     """Host rows "alpha" and "beta" with the URIs of the running test daemons."""
-    from domains.models import Host
+    from domains.models import DEFAULT_ALLOWED_PATHS, Host
 
+    # The test templates' ISOs and kernels live under /srv: a superuser allowed it.
+    allowed = f"{DEFAULT_ALLOWED_PATHS}\n/srv"
     return SimpleNamespace(
-        **{name: Host.objects.create(name=name, uri=libvirt_hosts.uri(name)) for name in HOST_NAMES}
+        **{
+            name: Host.objects.create(name=name, uri=libvirt_hosts.uri(name), allowed_paths=allowed)
+            for name in HOST_NAMES
+        }
     )
 
 
