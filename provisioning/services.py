@@ -298,7 +298,7 @@ def save_template(user: User, template: Template, hosts: list[Host]) -> Template
         audit(
             "template_added" if created else "template_changed",
             user,
-            f"{template.name}: {', '.join(changed) or 'nothing changed'}",
+            template.name if created else f"{template.name}: {', '.join(changed) or '-'}",
             template=template.pk,
             before={k: before.get(k) for k in changed},
             after={k: after[k] for k in changed},

@@ -51,6 +51,9 @@ class ActionRefused(Exception):
 def audit(kind: str, user: User, summary: str, team: Team | None = None, **detail) -> AuditEvent:
     """Put on record what is not an operation on a domain (hosts, roles, requests)."""
     log.info("audit %s user=%s %s", kind, user, summary)
+    limit = AuditEvent._meta.get_field("summary").max_length
+    if len(summary) > limit:  # the detail keeps everything; the one-line summary is cut
+        summary = summary[: limit - 1] + "…"
     return AuditEvent.objects.create(
         kind=kind, user=user, team=team, summary=summary, detail=detail
     )
