@@ -25,9 +25,11 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from vmpanel.celery import app
+
 from . import hypervisor, inventory
 from .hypervisor import HypervisorError
-from .kinds import KINDS
+from .kinds import KINDS, always_allowed, wrong_state_message
 from .models import Operation, OperationKind, OperationStatus
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,23 @@ RETRY_DELAY_SECONDS = 1.0
 @lru_cache(maxsize=1)
 def _redis() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL)
+
+
+WORKER_ALIVE_KEY = "vmpanel:worker-alive"
+WORKER_ALIVE_SECONDS = 30
+
+
+def mark_worker_alive() -> None:
+    """Say, for WORKER_ALIVE_SECONDS, that a worker runs (each worker, every few seconds)."""
+    _redis().set(WORKER_ALIVE_KEY, time.time(), ex=WORKER_ALIVE_SECONDS)
+
+
+def worker_alive() -> bool | None:
+    """Whether a worker said lately that it runs; None when Redis does not answer."""
+    try:
+        return bool(_redis().exists(WORKER_ALIVE_KEY))
+    except redis.RedisError:
+        return None
 
 
 def _finish(op: Operation, status: str, message: str = "", error=None) -> None:
@@ -169,19 +188,21 @@ MIGRATION_QUIET_SECONDS = 2.0
 
 
 def run_operation(
-    operation_id: int, work: Callable[[Operation], str], payload: dict | None = None
+    operation_id: int, work: Callable[[Operation], str], payload: dict | None, task: str
 ) -> None:
     """Claim, lock, do `work(op)` (returns the success message), record, refresh.
 
     `payload` is what came with the task and is not on record; `work` finds it in
-    `op.payload`.
+    `op.payload`. `task` is the Celery task's name: an operation is claimed only by the
+    task of its kind, so a stray message (another database's, say) does nothing.
     """
     close_old_connections()
-    claimed = Operation.objects.filter(pk=operation_id, status=OperationStatus.QUEUED).update(
-        status=OperationStatus.RUNNING, started_at=timezone.now()
-    )
+    kinds = [kind for kind, spec in KINDS.items() if spec.task == task]
+    claimed = Operation.objects.filter(
+        pk=operation_id, status=OperationStatus.QUEUED, kind__in=kinds
+    ).update(status=OperationStatus.RUNNING, started_at=timezone.now())
     if claimed != 1:
-        log.info("operation %s already claimed; redelivery ignored", operation_id)
+        log.info("operation %s not queued for %s; message ignored", operation_id, task)
         return
     op = Operation.objects.select_related("host", "domain", "user", "target_host").get(
         pk=operation_id
@@ -229,6 +250,10 @@ def run_operation(
                         _("Cancelled; libvirt stopped the job and the domain stays where it was."),
                         exc,
                     )
+                elif (fresh := _fresh_row_refusing(op)) is not None:
+                    # The row the service checked was stale: libvirt's refusal is one for
+                    # state, said in the panel's words with the state as it is now.
+                    _finish(op, OperationStatus.REFUSED, fresh, exc)
                 else:
                     _finish(op, OperationStatus.FAILED, exc.hint, exc)
                 break
@@ -240,6 +265,22 @@ def run_operation(
         lock.release()
     if op.status != OperationStatus.SUCCEEDED:
         _refresh_inventory(op)  # a failure may have changed the state too
+
+
+def _fresh_row_refusing(op: Operation) -> str | None:
+    """After libvirt refused `op`: the refusal for state in plain words if the domain, read
+    afresh, is in a state the kind does not allow (the service saw an older one); else
+    None."""
+    spec = KINDS[op.kind]
+    if op.domain_id is None or spec.allowed is always_allowed:
+        return None
+    try:
+        row = inventory.refresh_domain(op.host, op.domain_uuid)
+    except HypervisorError:
+        return None
+    if row is None or spec.allowed(row):
+        return None
+    return wrong_state_message(spec, row)
 
 
 def _refresh_inventory(op: Operation) -> None:
@@ -303,3 +344,72 @@ def recover_orphaned_operations() -> list[int]:
             log.warning("operation %s %s marked failed: %s", op.pk, op.kind, message)
             recovered.append(op.pk)
     return recovered
+
+
+# --- operations no worker ever took -----------------------------------------------
+
+
+def settle_stale_queued() -> list[int]:
+    """Queued operations no worker took within VMPANEL_QUEUED_STALE_SECONDS: sent once more
+    (their message may have been lost: a broker restarted without its data), and failed if
+    still untaken after another such period, saying the domain's state as libvirt has it.
+    Nothing ran for them, so nothing needs undoing. Returns the ids sent again or failed.
+
+    A redelivered message is harmless (the claim takes an operation once), so sending again
+    what was merely waiting behind long jobs costs nothing.
+    """
+    bound = settings.VMPANEL_QUEUED_STALE_SECONDS
+    now = timezone.now()
+    settled = []
+    stale = Operation.objects.filter(
+        status=OperationStatus.QUEUED, created_at__lt=now - timedelta(seconds=bound)
+    ).select_related("host")
+    for op in stale:
+        sent_again = op.params.get("sent_again_at")
+        if sent_again is None and KINDS[op.kind].task and op.kind != OperationKind.EDIT_XML:
+            params = {**op.params, "sent_again_at": now.timestamp()}
+            if Operation.objects.filter(pk=op.pk, status=OperationStatus.QUEUED).update(
+                params=params
+            ):
+                log.warning("operation %s queued for %s s untaken: sent again", op.pk, bound)
+                send_again(op)
+                settled.append(op.pk)
+            continue
+        if sent_again is not None and now.timestamp() - sent_again < bound:
+            continue
+        message = _(
+            "No worker took this operation within %(s)s s (the task queue lost it, or no "
+            "worker runs); nothing was done. %(state)s"
+        ) % {"s": bound, "state": _state_words(op)}
+        if Operation.objects.filter(pk=op.pk, status=OperationStatus.QUEUED).update(
+            status=OperationStatus.FAILED, message=message, finished_at=timezone.now()
+        ):
+            log.warning("operation %s %s failed untaken: %s", op.pk, op.kind, message)
+            settled.append(op.pk)
+    return settled
+
+
+def _state_words(op: Operation) -> str:
+    if op.domain_uuid is None or op.host is None:
+        return ""
+    try:
+        row = inventory.refresh_domain(op.host, op.domain_uuid)
+    except HypervisorError as exc:
+        return _("%(host)s does not answer now (%(error)s).") % {
+            "host": op.host.name,
+            "error": exc.message,
+        }
+    if row is None:
+        return _("libvirt no longer knows the domain on %(host)s.") % {"host": op.host.name}
+    return _("libvirt says the domain is %(state)s on %(host)s.") % {
+        "state": row.get_state_display(),
+        "host": op.host.name,
+    }
+
+
+def send_again(op: Operation) -> None:
+    """Hand a queued operation to its task once more (its payload, if any, is gone)."""
+    try:
+        app.send_task(KINDS[op.kind].task, args=[op.pk], task_id=op.task_id)
+    except Exception as exc:  # the broker is still down: the next pass fails it
+        log.warning("operation %s not sent again: %s", op.pk, exc)

@@ -10,6 +10,7 @@ jobs).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -24,7 +25,13 @@ from . import domxml, hypervisor, inventory
 from .hypervisor import HypervisorError
 from .models import Operation, OperationKind, SavedImage
 from .rules import ResizeRequest, resize_plan
-from .runner import recover_orphaned_operations, run_operation, uri_uuid
+from .runner import (
+    mark_worker_alive,
+    recover_orphaned_operations,
+    run_operation,
+    settle_stale_queued,
+    uri_uuid,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +40,16 @@ def operation_task(work: Callable[[Operation], str]):
     """Register `work` as the Celery task named after it (module.function), running
     through `run_operation` (claim, lock, heartbeat, record, inventory refresh)."""
 
+    name = f"{work.__module__}.{work.__name__}"
+
     def task(operation_id: int, **payload) -> None:
-        run_operation(operation_id, work, payload)
+        run_operation(operation_id, work, payload, name)
 
     task.__name__ = work.__name__
     task.__qualname__ = work.__qualname__
     task.__module__ = work.__module__
     task.__doc__ = work.__doc__
-    return shared_task(name=f"{work.__module__}.{work.__name__}", acks_late=True)(task)
+    return shared_task(name=name, acks_late=True)(task)
 
 
 @worker_process_init.connect
@@ -294,11 +303,32 @@ def _remove_volumes(op: Operation, uri: str, paths: list[str]) -> None:
 @shared_task
 def recover_orphaned_operations_task() -> list[int]:
     close_old_connections()
-    return recover_orphaned_operations()
+    return recover_orphaned_operations() + settle_stale_queued()
+
+
+# How often a worker says it is alive, and asks for the orphans and the stale queued
+# operations to be settled (any worker may run that; running it twice does no harm).
+KEEPER_SECONDS = 10
 
 
 @worker_ready.connect
 def _recover_after_start(**_kwargs) -> None:
     # Whatever a killed predecessor left running shows as stale once its heartbeat is
-    # older than the limit: look then.
+    # older than the limit: look then, and from then on every little while.
     recover_orphaned_operations_task.apply_async(countdown=settings.VMPANEL_STALE_SECONDS + 1)
+    threading.Thread(target=_keep, name="vmpanel-keeper", daemon=True).start()
+
+
+def _keep() -> None:
+    """In the worker's main process: the "a worker is alive" mark the operation page reads,
+    and the periodic recovery, so that it runs even where no watcher does."""
+    beats = 0
+    while True:
+        try:
+            mark_worker_alive()
+            if beats % 3 == 2:
+                recover_orphaned_operations_task.apply_async()
+        except Exception:  # the broker away for a moment: the next beat tries again
+            log.exception("worker keeper beat failed")
+        beats += 1
+        time.sleep(KEEPER_SECONDS)

@@ -50,6 +50,7 @@ from .models import (
     Host,
     Membership,
     Operation,
+    OperationStatus,
     Role,
     SavedImage,
     Team,
@@ -58,6 +59,7 @@ from .models import (
     teams_for,
 )
 from .rules import DEFAULT_MIGRATION_FLAGS, MigrationChoice, ResizeRequest
+from .runner import worker_alive
 from .services import hosts, images, migration, operations, resize, xmledit
 from .services.common import ActionRefused, require
 
@@ -369,8 +371,10 @@ def operation_detail(request: HttpRequest, pk: int) -> HttpResponse:
         # An XML edit's diff is shown as a block of its own, not among the parameters.
         "params": sorted((k, v) for k, v in op.params.items() if k != "diff"),
         "diff": op.params.get("diff", ""),
+        # Asked only while the operation waits or runs: a finished one needs no worker.
+        "worker_alive": True if op.is_finished else worker_alive(),
         "may_cancel": not op.is_finished
-        and KINDS[op.kind].long
+        and (KINDS[op.kind].long or op.status == OperationStatus.QUEUED)
         and op.domain is not None
         and "operate" in actions_on(user, op.domain),
     }

@@ -139,5 +139,5 @@ def provision_domain_task(operation_id: int) -> None:
             Operation.objects.filter(pk=op.pk).update(domain=row)
         return message
 
-    run_operation(operation_id, work)
+    run_operation(operation_id, work, None, provision_domain_task.name)
     services.finish_request(Operation.objects.select_related("host").get(pk=operation_id))

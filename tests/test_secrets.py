@@ -10,24 +10,9 @@ from domains.models import Operation, OperationStatus
 from domains.services import xmledit
 from tests.helpers import client_for
 from tests.test_resize_and_xml import current_xml, with_description
-from vmpanel.celery import app
 
 PASSWORD = "s3cret-pw-4711"
 GRAPHICS = f"<graphics type='vnc' port='-1' passwd='{PASSWORD}'/></devices>"
-
-
-@pytest.fixture
-def broker_down():
-    """The task queue does not answer: the Celery app points at a closed port (for real,
-    not a fake: kombu fails to connect as it would to a Redis that is down)."""
-    saved = app.conf.broker_url
-    app.conf.broker_url = "redis://127.0.0.1:1/0"
-    app._pool = None
-    app.amqp._producer_pool = None
-    yield
-    app.conf.broker_url = saved
-    app._pool = None
-    app.amqp._producer_pool = None
 
 
 def _every_text(op: Operation) -> str:
@@ -38,9 +23,8 @@ def _every_text(op: Operation) -> str:
 
 @pytest.mark.integration
 @pytest.mark.django_db(transaction=True)
-def test_an_xml_edit_the_queue_never_got_keeps_no_password(
-    people, make_domain, libvirt_hosts, broker_down
-):
+@pytest.mark.usefixtures("broker_down")
+def test_an_xml_edit_the_queue_never_got_keeps_no_password(people, make_domain, libvirt_hosts):
     domain = make_domain(state="shutoff")
     libvirt_hosts.conn("alpha").defineXML(
         current_xml(libvirt_hosts, domain).replace("</devices>", GRAPHICS, 1)

@@ -163,6 +163,9 @@ VMPANEL_QUICK_WAIT_SECONDS = env_int("VMPANEL_QUICK_WAIT_SECONDS", 2)
 # heartbeat is older than VMPANEL_STALE_SECONDS was orphaned by a dead worker.
 VMPANEL_HEARTBEAT_SECONDS = env_int("VMPANEL_HEARTBEAT_SECONDS", 2)
 VMPANEL_STALE_SECONDS = env_int("VMPANEL_STALE_SECONDS", 30)
+# A queued operation no worker took within this many seconds is sent once more, then, after
+# as long again, failed (its message was lost, or no worker runs).
+VMPANEL_QUEUED_STALE_SECONDS = env_int("VMPANEL_QUEUED_STALE_SECONDS", 120)
 # How long a per-domain lock lives at most if a worker dies holding it.
 VMPANEL_DOMAIN_LOCK_SECONDS = env_int("VMPANEL_DOMAIN_LOCK_SECONDS", 3600)
 # How long phase 1 of a direct kernel boot (the installer) may run before it is stopped.

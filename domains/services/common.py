@@ -230,10 +230,10 @@ def _send(op: Operation, payload: dict) -> None:
     except Exception as exc:  # broker down: kombu raises several kinds
         # Never leave a queued operation that no worker will ever see: the domain would
         # stay "busy" for good.
+        # Its words are the broker's, not libvirt's: in the log, not as the libvirt error.
         log.error("operation %s not queued: %s", op.pk, exc)
         Operation.objects.filter(pk=op.pk, status=OperationStatus.QUEUED).update(
             status=OperationStatus.FAILED,
             message=_("The task queue does not answer; nothing was done. Try again later."),
-            error=str(exc),
             finished_at=timezone.now(),
         )

@@ -24,7 +24,7 @@ from django.db import connection as db_connection
 from domains import hypervisor, inventory
 from domains.hypervisor import HypervisorError
 from domains.models import Host
-from domains.runner import recover_orphaned_operations
+from domains.runner import recover_orphaned_operations, settle_stale_queued
 
 log = logging.getLogger("domains.watcher")
 
@@ -149,11 +149,13 @@ class Watcher:
                 watch.start()
 
     def recover_orphans(self) -> None:
-        """Now and then, mark failed what dead workers left running."""
+        """Now and then, mark failed what dead workers left running, and settle what no
+        worker took."""
         if time.monotonic() - self.last_recovery < RECOVERY_SECONDS:
             return
         self.last_recovery = time.monotonic()
         recover_orphaned_operations()
+        settle_stale_queued()
 
     def read_once(self) -> None:
         """Every enabled host read once, one after the other (`--once`)."""
