@@ -44,23 +44,6 @@ def _redis() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL)
 
 
-WORKER_ALIVE_KEY = "vmpanel:worker-alive"
-WORKER_ALIVE_SECONDS = 30
-
-
-def mark_worker_alive() -> None:
-    """Say, for WORKER_ALIVE_SECONDS, that a worker runs (each worker, every few seconds)."""
-    _redis().set(WORKER_ALIVE_KEY, time.time(), ex=WORKER_ALIVE_SECONDS)
-
-
-def worker_alive() -> bool | None:
-    """Whether a worker said lately that it runs; None when Redis does not answer."""
-    try:
-        return bool(_redis().exists(WORKER_ALIVE_KEY))
-    except redis.RedisError:
-        return None
-
-
 def _finish(op: Operation, status: str, message: str = "", error=None) -> None:
     op.status = status
     op.message = message

@@ -23,10 +23,10 @@ from django.utils.translation import gettext_noop
 
 from . import domxml, hypervisor, inventory
 from .hypervisor import HypervisorError
+from .liveness import mark_worker_alive
 from .models import Operation, OperationKind, SavedImage
 from .rules import ResizeRequest, resize_plan
 from .runner import (
-    mark_worker_alive,
     recover_orphaned_operations,
     run_operation,
     settle_stale_queued,

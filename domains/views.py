@@ -44,6 +44,7 @@ from .forms import (
 )
 from .hypervisor import HypervisorError
 from .kinds import BUTTON_KINDS, KINDS, panel_actions
+from .liveness import worker_alive
 from .models import (
     AuditEvent,
     Domain,
@@ -59,7 +60,6 @@ from .models import (
     teams_for,
 )
 from .rules import DEFAULT_MIGRATION_FLAGS, MigrationChoice, ResizeRequest
-from .runner import worker_alive
 from .services import hosts, images, migration, operations, resize, xmledit
 from .services.common import ActionRefused, require
 

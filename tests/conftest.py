@@ -326,6 +326,14 @@ def broker_down():
     app.amqp._producer_pool = None
 
 
+@pytest.fixture
+def watcher_beat(redis_server):
+    """A fresh watcher pass on record, as a running watcher leaves it."""
+    from domains import liveness
+
+    liveness.mark_watcher_beat()
+
+
 # --- the inventory watcher (a real `manage.py watch_inventory` process) --------------
 
 

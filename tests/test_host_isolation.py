@@ -93,6 +93,12 @@ def test_a_stopped_host_stalls_neither_the_watcher_nor_the_pages(
         for url in ("/domains/", f"/domains/alpha/{on_alpha.uuid}/", "/hosts/"):
             response, seconds = _timed(root, url)
             assert response.status_code == 200 and seconds < 2, (url, seconds)
+        # The list marks the stopped host's rows: their state is as last seen.
+        wait_for(
+            lambda: "does not answer: state as last seen" in root.get("/domains/").content.decode(),
+            timeout=15,
+            what="gamma's rows marked in the list",
+        )
         for url in (f"/domains/gamma/{on_gamma.uuid}/", "/hosts/gamma/"):
             response, seconds = _timed(root, url)
             assert response.status_code == 200, url

@@ -93,6 +93,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "django.template.context_processors.i18n",
+                "vmpanel.context_processors.inventory_freshness",
             ],
         },
     },
@@ -166,6 +167,9 @@ VMPANEL_STALE_SECONDS = env_int("VMPANEL_STALE_SECONDS", 30)
 # A queued operation no worker took within this many seconds is sent once more, then, after
 # as long again, failed (its message was lost, or no worker runs).
 VMPANEL_QUEUED_STALE_SECONDS = env_int("VMPANEL_QUEUED_STALE_SECONDS", 120)
+# The inventory may be out of date (a banner on every page, /readyz fails) once no watcher
+# pass has run for this long.
+VMPANEL_WATCHER_STALE_SECONDS = env_int("VMPANEL_WATCHER_STALE_SECONDS", 30)
 # How long a per-domain lock lives at most if a worker dies holding it.
 VMPANEL_DOMAIN_LOCK_SECONDS = env_int("VMPANEL_DOMAIN_LOCK_SECONDS", 3600)
 # How long phase 1 of a direct kernel boot (the installer) may run before it is stopped.

@@ -21,7 +21,7 @@ from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 from django.db import connection as db_connection
 
-from domains import hypervisor, inventory
+from domains import hypervisor, inventory, liveness
 from domains.hypervisor import HypervisorError
 from domains.models import Host
 from domains.runner import recover_orphaned_operations, settle_stale_queued
@@ -172,6 +172,7 @@ class Watcher:
                 close_old_connections()
                 self.check_hosts()
                 self.recover_orphans()
+                liveness.mark_watcher_beat()
             except Exception:
                 # The watcher keeps the test-driver worlds alive and the inventory
                 # fresh: a database hiccup must not end it. Log, pause, go on.
