@@ -20,7 +20,7 @@ from functools import lru_cache
 
 import redis
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import OperationalError, close_old_connections, connection
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -181,9 +181,7 @@ def run_operation(
     """
     close_old_connections()
     kinds = [kind for kind, spec in KINDS.items() if spec.task == task]
-    claimed = Operation.objects.filter(
-        pk=operation_id, status=OperationStatus.QUEUED, kind__in=kinds
-    ).update(status=OperationStatus.RUNNING, started_at=timezone.now())
+    claimed = _claim(operation_id, kinds)
     if claimed != 1:
         log.info("operation %s not queued for %s; message ignored", operation_id, task)
         return
@@ -248,6 +246,46 @@ def run_operation(
         lock.release()
     if op.status != OperationStatus.SUCCEEDED:
         _refresh_inventory(op)  # a failure may have changed the state too
+
+
+# Waits between tries of a claim that met a locked database (seconds).
+CLAIM_BACKOFF = (0.2, 0.5, 1.0, 2.0, 4.0)
+
+
+def _claim(operation_id: int, kinds: list[str]) -> int:
+    """Queued → running, one row or none; tried again with back-off while the database is
+    locked, so that a busy moment does not kill the task and leave the operation queued.
+    After the last try, a failure on record if the database takes it (otherwise the stale
+    queued operation is settled later), and the error raised."""
+    for delay in (*CLAIM_BACKOFF, None):
+        try:
+            return Operation.objects.filter(
+                pk=operation_id, status=OperationStatus.QUEUED, kind__in=kinds
+            ).update(status=OperationStatus.RUNNING, started_at=timezone.now())
+        except OperationalError as exc:
+            if delay is None:
+                log.error("operation %s: database busy, not claimed: %s", operation_id, exc)
+                _fail_unclaimed(operation_id, kinds)
+                raise
+            log.warning("operation %s: database busy (%s); trying again", operation_id, exc)
+            connection.close()  # a fresh connection for the next try
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def _fail_unclaimed(operation_id: int, kinds: list[str]) -> None:
+    try:
+        Operation.objects.filter(
+            pk=operation_id, status=OperationStatus.QUEUED, kind__in=kinds
+        ).update(
+            status=OperationStatus.FAILED,
+            message=_(
+                "The panel's database was too busy to start this; nothing was done. Try again."
+            ),
+            finished_at=timezone.now(),
+        )
+    except OperationalError:
+        pass  # still busy: it stays queued, and settle_stale_queued fails it later
 
 
 def _fresh_row_refusing(op: Operation) -> str | None:
