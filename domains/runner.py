@@ -30,7 +30,7 @@ from vmpanel.celery import app
 from . import hypervisor, inventory
 from .hypervisor import HypervisorError
 from .kinds import KINDS, always_allowed, wrong_state_message
-from .models import Operation, OperationKind, OperationStatus
+from .models import AuditEvent, Operation, OperationKind, OperationStatus, SavedImage
 
 log = logging.getLogger(__name__)
 
@@ -434,3 +434,63 @@ def send_again(op: Operation) -> None:
         app.send_task(KINDS[op.kind].task, args=[op.pk], task_id=op.task_id)
     except Exception as exc:  # the broker is still down: the next pass fails it
         log.warning("operation %s not sent again: %s", op.pk, exc)
+
+
+# --- images a dead worker's save left behind ----------------------------------------
+
+# How long after a save ended without success its image is still looked for: libvirt may
+# finish writing it after the worker died.
+ADOPT_WITHIN = timedelta(hours=1)
+
+
+def record_saved_image(op: Operation, image: hypervisor.SavedImageFacts) -> SavedImage:
+    """The panel's record of the image `op` saved (read back from libvirt)."""
+    row, _created = SavedImage.objects.update_or_create(
+        host=op.host,
+        path=image.path,
+        defaults={
+            "domain": op.domain,
+            "domain_uuid": image.uuid or op.domain_uuid,
+            "domain_name": image.name or op.domain_name,
+            "memory_kib": image.memory_kib,
+            "team": op.team,
+            "operation": op,
+        },
+    )
+    return row
+
+
+def adopt_saved_images() -> list[int]:
+    """Images that saves which ended without success (a worker killed mid-save) left
+    complete on their host: libvirt reads them (saveImageGetXMLDesc) and they hold the
+    domain the save was for, so they are recorded, restorable, with an audit note. Returns
+    the ids of the operations whose image was adopted."""
+    ended = Operation.objects.filter(
+        kind=OperationKind.SAVE,
+        status__in=(OperationStatus.FAILED, OperationStatus.CANCELLED),
+        finished_at__gte=timezone.now() - ADOPT_WITHIN,
+        host__enabled=True,
+        saved_images__isnull=True,
+    ).select_related("host", "domain", "team")
+    adopted = []
+    for op in ended:
+        path = op.params.get("path")
+        if not path or SavedImage.objects.filter(host=op.host, path=path).exists():
+            continue
+        try:
+            image = hypervisor.saved_image(op.host.uri, path)
+        except HypervisorError:
+            continue  # not there, or not (yet) a complete image
+        if image.uuid and str(image.uuid) != str(op.domain_uuid):
+            continue  # someone else's image at that path: not ours to claim
+        row = record_saved_image(op, image)
+        AuditEvent.objects.create(
+            kind="image_adopted",
+            user=None,
+            team=op.team,
+            summary=f"{path} of {op.domain_name}, left by operation #{op.pk}",
+            detail={"operation": op.pk, "host": op.host.name, "path": path},
+        )
+        log.warning("operation %s: image %s adopted (%s)", op.pk, path, row.pk)
+        adopted.append(op.pk)
+    return adopted

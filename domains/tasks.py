@@ -24,9 +24,11 @@ from django.utils.translation import gettext_noop
 from . import domxml, hypervisor, inventory
 from .hypervisor import HypervisorError
 from .liveness import mark_worker_alive
-from .models import Operation, OperationKind, SavedImage
+from .models import Operation, OperationKind
 from .rules import ResizeRequest, resize_plan
 from .runner import (
+    adopt_saved_images,
+    record_saved_image,
     recover_orphaned_operations,
     run_operation,
     settle_stale_queued,
@@ -120,19 +122,7 @@ def save_domain_task(op: Operation) -> str:
     uri, uuid = uri_uuid(op)
     path = op.params["path"]
     hypervisor.save(uri, uuid, path)
-    image = hypervisor.saved_image(uri, path)
-    SavedImage.objects.update_or_create(
-        host=op.host,
-        path=path,
-        defaults={
-            "domain": op.domain,
-            "domain_uuid": image.uuid or uuid,
-            "domain_name": image.name or op.domain_name,
-            "memory_kib": image.memory_kib,
-            "team": op.team,
-            "operation": op,
-        },
-    )
+    record_saved_image(op, hypervisor.saved_image(uri, path))
     return _("Saved to %(path)s.") % {"path": path}
 
 
@@ -303,7 +293,7 @@ def _remove_volumes(op: Operation, uri: str, paths: list[str]) -> None:
 @shared_task
 def recover_orphaned_operations_task() -> list[int]:
     close_old_connections()
-    return recover_orphaned_operations() + settle_stale_queued()
+    return recover_orphaned_operations() + settle_stale_queued() + adopt_saved_images()
 
 
 # How often a worker says it is alive, and asks for the orphans and the stale queued

@@ -166,3 +166,51 @@ def test_queued_operations_within_the_bound_are_left_alone(people, make_domain, 
     Operation.objects.filter(pk=op.pk).update(
         status=OperationStatus.CANCELLED, finished_at=timezone.now()
     )
+
+
+def test_an_image_a_killed_save_left_is_adopted(people, make_domain, hosts, libvirt_hosts):
+    from domains.models import AuditEvent, SavedImage
+    from tests.conftest import RUN_DIR
+
+    folder = RUN_DIR / "hosts" / "alpha" / "save"
+    hosts.alpha.save_dir = str(folder)
+    hosts.alpha.save(update_fields=["save_dir"])
+    domain = make_domain(state="running")
+    other = make_domain(state="running")
+    path = f"{folder}/killed-{domain.pk}.save"
+    foreign = f"{folder}/foreign-{domain.pk}.save"
+    try:
+        # The worker died mid-save; libvirt finished writing the image regardless. At the
+        # other path lies an image of another domain.
+        libvirt_hosts.conn("alpha").lookupByUUIDString(str(domain.uuid)).save(path)
+        libvirt_hosts.conn("alpha").lookupByUUIDString(str(other.uuid)).save(foreign)
+        ops = [
+            Operation.objects.create(
+                kind="save",
+                user=people.olga_operator,
+                domain=domain,
+                host=domain.host,
+                domain_uuid=domain.uuid,
+                domain_name=domain.name,
+                team=domain.team,
+                params={"image": "x", "path": image},
+                status=OperationStatus.FAILED,
+                message="The worker running this operation stopped before it finished.",
+                finished_at=timezone.now(),
+            )  # fmt: skip
+            for image in (path, foreign)
+        ]
+
+        tasks.recover_orphaned_operations_task()
+
+        image = SavedImage.objects.get(path=path)
+        assert (image.domain, image.operation, image.team) == (domain, ops[0], domain.team)
+        assert AuditEvent.objects.get(kind="image_adopted").summary.startswith(path)
+        assert not SavedImage.objects.filter(path=foreign).exists()  # not this domain's
+        page = client_for(people.olga_operator).get(f"/domains/alpha/{domain.uuid}/")
+        assert f"killed-{domain.pk}.save" in page.content.decode()
+        tasks.recover_orphaned_operations_task()  # a second pass adopts nothing again
+        assert SavedImage.objects.filter(path=path).count() == 1
+    finally:
+        for leftover in folder.glob(f"*-{domain.pk}.save"):
+            leftover.unlink(missing_ok=True)

@@ -24,7 +24,7 @@ from django.db import connection as db_connection
 from domains import hypervisor, inventory, liveness
 from domains.hypervisor import HypervisorError
 from domains.models import Host
-from domains.runner import recover_orphaned_operations, settle_stale_queued
+from domains.runner import adopt_saved_images, recover_orphaned_operations, settle_stale_queued
 
 log = logging.getLogger("domains.watcher")
 
@@ -156,6 +156,7 @@ class Watcher:
         self.last_recovery = time.monotonic()
         recover_orphaned_operations()
         settle_stale_queued()
+        adopt_saved_images()
 
     def read_once(self) -> None:
         """Every enabled host read once, one after the other (`--once`)."""
