@@ -917,14 +917,232 @@ def edited_domain_identity(text: str) -> Identity:
     )
 
 
+# Attributes that carry a secret in domain XML: graphics passwords (VNC, SPICE, RDP) and
+# any `password`-like attribute a device may grow. What libvirt shows only with
+# VIR_DOMAIN_XML_SECURE.
+_SECRET_ATTRIBUTES = frozenset({"passwd", "password", "passphrase"})
+
+
+def _secret_attributes(root: etree._Element):
+    for el in root.iter():
+        if isinstance(el.tag, str):
+            for name in el.attrib:
+                if name.lower() in _SECRET_ATTRIBUTES:
+                    yield el, name
+
+
 def redact_secrets(xml: str) -> str:
-    """The XML without its `passwd` attributes (graphics passwords), for the record.
+    """The XML without its secrets (graphics passwords and the like), for the record.
 
     An edited XML is read with its secrets, so that saving keeps them; what the operation
     history shows to every member of the team must not carry them.
     """
     root = parse(xml)
-    for el in root.iter():
-        if isinstance(el.tag, str) and "passwd" in el.attrib:
-            del el.attrib["passwd"]
+    for el, name in list(_secret_attributes(root)):
+        del el.attrib[name]
     return to_string(root)
+
+
+def secret_values(xml: str) -> list[str]:
+    """The secrets written in `xml`, longest first, to scrub from text that may quote them
+    (libvirt's error messages). [] for XML that does not parse."""
+    try:
+        root = parse(xml)
+    except XMLError:
+        return []
+    values = {el.attrib[name] for el, name in _secret_attributes(root) if el.attrib[name]}
+    return sorted(values, key=len, reverse=True)
+
+
+def scrub(text: str, secrets: list[str]) -> str:
+    """`text` with every one of `secrets` replaced by asterisks."""
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+# --- host capabilities: what a host's libvirt says it offers --------------------------
+
+
+@dataclass(frozen=True)
+class CapabilitiesFacts:
+    """The parts of a capabilities document (virConnectGetCapabilities) the panel uses."""
+
+    # <guest><arch><domain type=…>, in the document's order without repeats: the first is
+    # what the host offers first (QEMU lists qemu before kvm, the test driver only test).
+    domain_types: tuple[str, ...]
+    # <host><migration_features>: libvirt writes it only for drivers that migrate at all.
+    migration: bool
+
+
+@dataclass(frozen=True)
+class DomainCapabilitiesFacts:
+    """The parts of a domain capabilities document (virConnectGetDomainCapabilities)."""
+
+    # <devices><graphics supported='yes'><enum name='type'>: vnc, spice, sdl …
+    graphics: tuple[str, ...]
+
+
+def _parse_root(xml: str, tag: str) -> etree._Element:
+    root = parse(xml)
+    if root.tag != tag:
+        raise XMLError(f"The XML is a <{root.tag}>, not a <{tag}>.")
+    return root
+
+
+def read_capabilities(xml: str) -> CapabilitiesFacts:
+    """Domain types and migration support from a host's capabilities XML."""
+    root = _parse_root(xml, "capabilities")
+    types: list[str] = []
+    for domain in root.iterfind("guest/arch/domain"):
+        kind = domain.get("type", "")
+        if kind and kind not in types:
+            types.append(kind)
+    return CapabilitiesFacts(
+        domain_types=tuple(types),
+        migration=root.find("host/migration_features") is not None,
+    )
+
+
+def read_domain_capabilities(xml: str) -> DomainCapabilitiesFacts:
+    """Graphics types from a host's domain capabilities XML.
+
+    A device kind with supported='no' offers nothing, whatever values it lists.
+    """
+    root = _parse_root(xml, "domainCapabilities")
+    graphics: tuple[str, ...] = ()
+    el = root.find("devices/graphics")
+    if el is not None and el.get("supported") == "yes":
+        graphics = tuple(
+            (value.text or "").strip()
+            for value in el.iterfind("enum[@name='type']/value")
+            if (value.text or "").strip()
+        )
+    return DomainCapabilitiesFacts(graphics=graphics)
+
+
+# --- what a domain reaches on its host: read for the edit policy (rules.py) ------------
+
+
+@dataclass(frozen=True)
+class Platform:
+    """One domain type on one architecture a host runs, with its emulators and machines
+    (capabilities' <guest><arch><domain>)."""
+
+    domain_type: str
+    arch: str
+    os_type: str
+    emulators: tuple[str, ...]
+    machines: tuple[str, ...]
+
+
+def read_platforms(xml: str) -> tuple[Platform, ...]:
+    """Every (domain type, architecture) of a host's capabilities XML. A <domain> may name
+    an emulator and machines of its own; otherwise its <arch>'s apply."""
+    root = _parse_root(xml, "capabilities")
+    found: list[Platform] = []
+
+    def machines_of(el: etree._Element) -> list[str]:
+        names = []
+        for machine in el.iterfind("machine"):
+            names += [(machine.text or "").strip(), machine.get("canonical", "")]
+        return [n for n in names if n]
+
+    for guest in root.iterfind("guest"):
+        os_type = (guest.findtext("os_type") or "").strip()
+        for arch in guest.iterfind("arch"):
+            arch_emulator = (arch.findtext("emulator") or "").strip()
+            for domain in arch.iterfind("domain"):
+                emulator = (domain.findtext("emulator") or "").strip() or arch_emulator
+                found.append(
+                    Platform(
+                        domain_type=domain.get("type", ""),
+                        arch=arch.get("name", ""),
+                        os_type=os_type,
+                        emulators=(emulator,) if emulator else (),
+                        machines=tuple(machines_of(domain) or machines_of(arch)),
+                    )
+                )
+    return tuple(found)
+
+
+@dataclass(frozen=True)
+class DomainReach:
+    """What a domain XML makes its host do or touch, beyond the guest itself.
+
+    `paths` are (where, absolute path) for every host path the XML names, outside its
+    description and metadata: disks, CD-ROMs, kernel, initrd, loader, nvram, serial and
+    console files and sockets, filesystems, device backends. The other fields hold the
+    parts a team admin may not add or change, each as its serialised XML.
+    """
+
+    domain_type: str
+    arch: str
+    machine: str
+    emulator: str
+    paths: tuple[tuple[str, str], ...]
+    network_disks: tuple[str, ...]  # disks served over the network (rbd, iscsi, nbd, http…)
+    foreign: tuple[str, ...]  # elements in another namespace (qemu:commandline …)
+    hostdevs: tuple[str, ...]  # host devices passed through to the guest
+    seclabels: tuple[str, ...]  # security labels (type='none' turns confinement off)
+    scripts: tuple[str, ...]  # interface scripts, run on the host
+
+
+# Elements whose text or subtree is the user's prose or data, never a host path.
+_NOT_HOST_PATHS = frozenset({"description", "title", "metadata", "emulator"})
+
+
+def _where(el: etree._Element, root: etree._Element) -> str:
+    parts = []
+    while el is not None and el is not root:
+        parts.append(el.tag if isinstance(el.tag, str) else "?")
+        el = el.getparent()
+    return "/".join(reversed(parts))
+
+
+def read_domain_reach(xml: str) -> DomainReach:
+    """`DomainReach` of a domain XML (parsed with the hardened parser)."""
+    root = _parse_domain_root(xml)
+    paths: list[tuple[str, str]] = []
+    foreign: list[str] = []
+
+    def walk(el: etree._Element) -> None:
+        for child in el:
+            if not isinstance(child.tag, str):
+                continue  # comments, processing instructions
+            if child.tag.startswith("{"):
+                foreign.append(to_string(child))
+                continue
+            if child.tag in _NOT_HOST_PATHS:
+                continue
+            where = _where(child, root)
+            for name, value in child.attrib.items():
+                if value.strip().startswith("/"):
+                    paths.append((f"{where}@{name}", value.strip()))
+            text = (child.text or "").strip()
+            if text.startswith("/"):
+                paths.append((where, text))
+            walk(child)
+
+    walk(root)
+    os_type = root.find("os/type")
+    return DomainReach(
+        domain_type=root.get("type", ""),
+        arch=os_type.get("arch", "") if os_type is not None else "",
+        machine=os_type.get("machine", "") if os_type is not None else "",
+        emulator=(root.findtext("devices/emulator") or "").strip(),
+        paths=tuple(paths),
+        network_disks=tuple(to_string(d) for d in root.iterfind("devices/disk[@type='network']")),
+        foreign=tuple(foreign),
+        hostdevs=tuple(
+            to_string(el)
+            for el in root.iter("hostdev", "interface")
+            if el.tag == "hostdev" or el.get("type") == "hostdev"
+        ),
+        seclabels=tuple(to_string(el) for el in root.iter("seclabel")),
+        scripts=tuple(to_string(el) for el in root.iterfind("devices/interface/script")),
+    )
+
+
+def _parse_domain_root(xml: str) -> etree._Element:
+    return _parse_root(xml, "domain")

@@ -134,7 +134,10 @@ class HostForm(forms.ModelForm):
     class Meta:
         model = Host
         formfield_callback = panel_fields.formfield
-        fields = ["name", "uri", "enabled", "save_dir", "migration_uri", "migration_address"]
+        fields = [
+            "name", "uri", "enabled", "save_dir", "migration_uri", "migration_address",
+            "allowed_paths", "allow_hostdev",
+        ]  # fmt: skip
         help_texts = {
             "name": _("A short label used in URLs: letters, digits, - and _."),
             "uri": _(
@@ -153,6 +156,14 @@ class HostForm(forms.ModelForm):
             "migration_address": _(
                 "The address migration data is sent to on this host, where the hosts need "
                 "saying (e.g. 10.0.0.2)."
+            ),
+            "allowed_paths": _(
+                "One folder a line. A team admin's XML edits and VMs made from templates may "
+                "use host files only there and in the host's storage pools (disks, ISOs, "
+                "kernels, firmware, serial logs). Superusers may use any path."
+            ),
+            "allow_hostdev": _(
+                "Whether team admins may give a VM a PCI or USB device of this host."
             ),
         }
         widgets = {
@@ -181,6 +192,16 @@ class HostForm(forms.ModelForm):
         if problem:
             raise forms.ValidationError(problem)
         return address
+
+    def clean_allowed_paths(self) -> str:
+        lines = [line.strip() for line in self.cleaned_data["allowed_paths"].splitlines()]
+        lines = [line for line in lines if line]
+        for line in lines:
+            if not line.startswith("/") or ".." in line.split("/"):
+                raise forms.ValidationError(
+                    _("%(line)s: an absolute folder without “..”, please.") % {"line": line}
+                )
+        return "\n".join(lines)
 
     def clean_save_dir(self) -> str:
         path = self.cleaned_data["save_dir"].strip()

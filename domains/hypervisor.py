@@ -9,20 +9,23 @@ Domains are always addressed by UUID: names are labels and can change.
 from __future__ import annotations
 
 import logging
+import os
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from functools import partial
 
 import libvirt
+from django.conf import settings
 from django.utils.translation import gettext, gettext_noop
+
+from . import domxml
 
 log = logging.getLogger(__name__)
 
 # libvirt prints every error to stderr by default; we carry them in exceptions instead.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-
-_connections: dict[str, libvirt.virConnect] = {}
-_lock = threading.Lock()
 
 # Errors where the same call may work a moment later. Not VIR_ERR_INTERNAL_ERROR: libvirt
 # uses it for lasting refusals too ("domain is already running").
@@ -98,11 +101,97 @@ def _wrap(exc: libvirt.libvirtError) -> HypervisorError:
 
 
 # --- connections -------------------------------------------------------------------
+#
+# One host that hangs (a stopped daemon, a port that accepts and never answers) must not
+# stall the others: every open and every call is bounded, each URI has a lock of its own,
+# and a host that just failed to answer is not asked again for a moment. The bounds are
+# kept by running the libvirt call in a daemon thread and giving up waiting for it; the
+# thread ends when libvirt does (keepalive closes a dead connection), and a connection that
+# arrives after we gave up is closed then.
+
+
+class _Unanswered(Exception):
+    """A bounded libvirt call did not return in time (internal to this section)."""
+
+
+def _bounded(what: str, fn: Callable[[], object], seconds: float | None):
+    """`fn()`, or `_Unanswered` once `seconds` have passed (None: wait as long as it takes)."""
+    if seconds is None:
+        return fn()
+    box: dict = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # handed to the waiting thread below
+            box["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name=f"libvirt-{what}", daemon=True).start()
+    if not done.wait(seconds):
+        raise _Unanswered(what)
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _connect_seconds() -> float:
+    return float(settings.VMPANEL_LIBVIRT_CONNECT_SECONDS)
+
+
+def _call_seconds() -> float:
+    return float(settings.VMPANEL_LIBVIRT_CALL_SECONDS)
+
+
+def _unanswered_error(uri: str, seconds: float) -> HypervisorError:
+    return HypervisorError(
+        gettext("The host did not answer within %(s)s s.") % {"s": f"{seconds:g}"},
+        code=libvirt.VIR_ERR_OPERATION_TIMEOUT,
+        retryable=True,
+    )
+
+
+def _close_later(conn: libvirt.virConnect) -> None:
+    """Close `conn` without waiting: closing a connection to a hung host may hang too."""
+
+    def close() -> None:
+        try:
+            conn.close()
+        except libvirt.libvirtError:
+            pass
+
+    threading.Thread(target=close, name="libvirt-close", daemon=True).start()
 
 
 def _open(uri: str) -> libvirt.virConnect:
-    try:
+    """A new connection to `uri`, within VMPANEL_LIBVIRT_CONNECT_SECONDS, with keepalive.
+
+    Keepalive needs libvirt's event loop running in this process before the open; with it,
+    a connection whose host stops answering is closed by libvirt within a few seconds, which
+    ends any call still waiting on it. Should the open outlast our patience, the connection
+    (and an ssh process behind it) is closed as soon as it arrives.
+    """
+    start_event_loop()
+    abandoned = threading.Event()
+    lock = threading.Lock()
+
+    def open_it() -> libvirt.virConnect:
         conn = libvirt.open(uri)
+        with lock:
+            if abandoned.is_set():
+                _close_later(conn)
+        return conn
+
+    seconds = _connect_seconds()
+    try:
+        conn = _bounded("open", open_it, seconds)
+    except _Unanswered:
+        with lock:
+            abandoned.set()
+        log.warning("connection to %s not made within %s s; given up", uri, seconds)
+        raise _unanswered_error(uri, seconds) from None
     except libvirt.libvirtError as exc:
         err = _wrap(exc)
         # An unreachable host is worth another try later, whatever code it came with.
@@ -110,15 +199,33 @@ def _open(uri: str) -> libvirt.virConnect:
         err.code = err.code if err.code is not None else libvirt.VIR_ERR_NO_CONNECT
         raise err from None
     try:
-        conn.setKeepAlive(5, 3)
+        conn.setKeepAlive(
+            settings.VMPANEL_LIBVIRT_KEEPALIVE_SECONDS, settings.VMPANEL_LIBVIRT_KEEPALIVE_COUNT
+        )
     except libvirt.libvirtError:
         pass  # not every driver supports keepalive (the in-process test driver)
     return conn
 
 
+_connections: dict[str, libvirt.virConnect] = {}
+# What each open connection's host can do, with the connection it was probed on: it goes
+# when that connection goes (a re-opened connection may reach an upgraded daemon).
+_capabilities: dict[str, tuple[libvirt.virConnect, HostCapabilities]] = {}
+_locks: dict[str, threading.Lock] = {}  # one per URI: a hung host holds only its own
+_locks_lock = threading.Lock()
+# URI → monotonic time before which a host that did not answer is not asked again.
+_quiet_until: dict[str, float] = {}
+QUIET_SECONDS = 10.0
+
+
+def _uri_lock(uri: str) -> threading.Lock:
+    with _locks_lock:
+        return _locks.setdefault(uri, threading.Lock())
+
+
 def connection(uri: str) -> libvirt.virConnect:
-    """The process's connection to `uri`, opened or re-opened as needed."""
-    with _lock:
+    """The process's connection to `uri`, opened or re-opened as needed (bounded)."""
+    with _uri_lock(uri):
         conn = _connections.get(uri)
         if conn is not None:
             try:
@@ -133,36 +240,55 @@ def connection(uri: str) -> libvirt.virConnect:
 
 
 def _drop(uri: str) -> None:
+    _capabilities.pop(uri, None)
     conn = _connections.pop(uri, None)
     if conn is not None:
-        try:
-            conn.close()
-        except libvirt.libvirtError:
-            pass
+        _close_later(conn)
 
 
 def forget(uri: str) -> None:
     """Close and forget the connection to `uri` (after it broke, or in tests)."""
-    with _lock:
-        _drop(uri)
+    with _locks_lock:
+        _quiet_until.pop(uri, None)
+    _drop(uri)
 
 
 def forget_all() -> None:
-    with _lock:
-        for uri in list(_connections):
-            _drop(uri)
+    for uri in list(_connections):
+        forget(uri)
 
 
-def _call(uri: str, fn: Callable[[libvirt.virConnect], object], reconnect: bool = True):
+def _call(
+    uri: str,
+    fn: Callable[[libvirt.virConnect], object],
+    reconnect: bool = True,
+    bounded: bool = True,
+):
     """Run `fn(conn)`, reconnecting once if the connection turned out to be broken.
 
-    `reconnect=False` for long jobs (save, restore, migrate): a broken connection may
-    have broken after the job began, and running it twice is worse than failing.
+    Bounded by VMPANEL_LIBVIRT_CALL_SECONDS, after which the host counts as not answering
+    and is not asked again for QUIET_SECONDS. `reconnect=False, bounded=False` for long jobs
+    (save, restore, migrate): they take as long as they take (keepalive still ends them
+    when the host dies), and a connection that broke after the job began must not run it
+    twice.
     """
+    if time.monotonic() < _quiet_until.get(uri, 0):
+        raise HypervisorError(
+            gettext("The host did not answer a moment ago; try again shortly."),
+            code=libvirt.VIR_ERR_OPERATION_TIMEOUT,
+            retryable=True,
+        )
     for attempt in (1, 2):
         conn = connection(uri)
         try:
-            return fn(conn)
+            return _bounded("call", partial(fn, conn), _call_seconds() if bounded else None)
+        except _Unanswered:
+            with _locks_lock:
+                _quiet_until[uri] = time.monotonic() + QUIET_SECONDS
+            if _connections.get(uri) is conn:
+                _drop(uri)
+            log.warning("%s did not answer within %s s", uri, _call_seconds())
+            raise _unanswered_error(uri, _call_seconds()) from None
         except libvirt.libvirtError as exc:
             err = _wrap(exc)
             if reconnect and attempt == 1 and err.code in _CONNECTION_CODES:
@@ -178,14 +304,17 @@ def ping(uri: str) -> None:
 
 
 def check_uri(uri: str) -> None:
-    """Open a fresh connection to `uri` and close it; raises HypervisorError if not."""
+    """Open a fresh connection to `uri` and close it; raises HypervisorError if not.
+    Bounded like every call."""
     conn = _open(uri)
     try:
-        conn.getHostname()
+        _bounded("check", conn.getHostname, _call_seconds())
+    except _Unanswered:
+        raise _unanswered_error(uri, _call_seconds()) from None
     except libvirt.libvirtError as exc:
         raise _wrap(exc) from None
     finally:
-        conn.close()
+        _close_later(conn)
 
 
 # --- facts -------------------------------------------------------------------------
@@ -246,6 +375,248 @@ def host_facts(uri: str) -> HostFacts:
         )
 
     return _call(uri, read)
+
+
+# --- capabilities: what a host can do, probed rather than guessed from its driver ----------
+
+
+@dataclass(frozen=True)
+class HostCapabilities:
+    """What a host can do, as its libvirt answered when this process connected.
+
+    Read from the capabilities and domain capabilities documents, and by "trying the call"
+    where no document says: libvirt drivers check a call's flags (virCheckFlags) before
+    they read its XML, so a call with the flag in question and a document that is not XML
+    answers "unsupported flags" (VIR_ERR_INVALID_ARG) where the driver does not take the
+    flag and an XML error where it does. Nothing is made either way.
+
+    The defaults are what a host that was never probed is taken to offer: nothing, so that
+    code falls back to what always works.
+    """
+
+    driver: str = ""  # virConnectGetType: "QEMU", "TEST" …
+    hypervisor_version: str = ""
+    libvirt_version: str = ""  # the daemon's
+    domain_types: tuple[str, ...] = ()  # <domain type=…> values the host runs, first first
+    autodestroy: bool = False  # createXML takes VIR_DOMAIN_START_AUTODESTROY
+    start_paused: bool = False  # createXML (and create) take VIR_DOMAIN_START_PAUSED
+    # The three below are asked of a domain: None on a host that had none to ask.
+    bulk_stats: tuple[str, ...] | None = None  # getAllDomainStats groups the host answers
+    external_snapshots: bool | None = None  # DISK_ONLY (external) snapshots
+    console: bool | None = None  # virDomainOpenConsole exists (serial console streams)
+    migration: bool = False  # the capabilities list <migration_features>
+    graphics: tuple[str, ...] = ()  # vnc, spice …; () where domain capabilities are unknown
+
+    def to_dict(self) -> dict:
+        """Plain JSON: tuples become lists."""
+        return {
+            f.name: list(value) if isinstance(value, tuple) else value
+            for f in fields(self)
+            for value in (getattr(self, f.name),)
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping | None) -> HostCapabilities:
+        """The inverse of `to_dict`; keys it does not know are ignored, missing keys (a row
+        stored by an older panel, or never probed) take the defaults."""
+        data = data or {}
+        values = {}
+        for f in fields(cls):
+            if f.name not in data:
+                continue
+            value = data[f.name]
+            values[f.name] = tuple(value) if isinstance(value, list) else value
+        return cls(**values)
+
+
+# getAllDomainStats groups by libvirt's own names (as virsh domstats --cpu-total …), those
+# this binding knows. Measured on libvirt 9.0: the test driver answers "state" and
+# "iothread" (the latter empty); QEMU 7.2 all eleven for a running domain, all but
+# "iothread", "dirtyrate" and "vm" for an inactive one.
+_STATS_GROUPS: tuple[tuple[str, int], ...] = tuple(
+    (name, getattr(libvirt, constant))
+    for name, constant in (
+        ("state", "VIR_DOMAIN_STATS_STATE"),
+        ("cpu-total", "VIR_DOMAIN_STATS_CPU_TOTAL"),
+        ("balloon", "VIR_DOMAIN_STATS_BALLOON"),
+        ("vcpu", "VIR_DOMAIN_STATS_VCPU"),
+        ("interface", "VIR_DOMAIN_STATS_INTERFACE"),
+        ("block", "VIR_DOMAIN_STATS_BLOCK"),
+        ("perf", "VIR_DOMAIN_STATS_PERF"),
+        ("iothread", "VIR_DOMAIN_STATS_IOTHREAD"),
+        ("memory", "VIR_DOMAIN_STATS_MEMORY"),
+        ("dirtyrate", "VIR_DOMAIN_STATS_DIRTYRATE"),
+        ("vm", "VIR_DOMAIN_STATS_VM"),
+    )
+    if hasattr(libvirt, constant)
+)
+
+# Not XML at all, so no driver can make a domain or a snapshot of it, whatever the flags.
+_PROBE_DOCUMENT = ""
+# A device alias no domain can have (user aliases start with "ua-"): a console probe that
+# reaches the driver finds nothing to attach to.
+_PROBE_CONSOLE = "vmpanel-probe-no-such-device"
+# The answers of a driver that took the flags and went on to read the document.
+_XML_ERROR_CODES = {
+    libvirt.VIR_ERR_XML_ERROR,
+    libvirt.VIR_ERR_XML_DETAIL,
+    libvirt.VIR_ERR_XML_INVALID_SCHEMA,
+}
+
+
+def _takes_flags(what: str, call: Callable[[], object], undo: Callable[[object], None]) -> bool:
+    """Whether the driver accepts the flags `call` passes along with `_PROBE_DOCUMENT`.
+
+    True when it answers with an XML error (it took the flags, then failed to read the
+    document). "unsupported flags" (VIR_ERR_INVALID_ARG), a call the driver lacks
+    (VIR_ERR_NO_SUPPORT) or any other answer counts as no: the panel then takes the path
+    that works everywhere. A broken connection is raised, so nothing false is cached.
+    """
+    try:
+        made = call()
+    except libvirt.libvirtError as exc:
+        code = exc.get_error_code()
+        if code in _CONNECTION_CODES:
+            raise
+        if code not in _XML_ERROR_CODES and code != libvirt.VIR_ERR_INVALID_ARG:
+            log.info("capability probe %s: unexpected answer %s: %s", what, code, exc)
+        return code in _XML_ERROR_CODES
+    # No driver makes anything of a document that is not XML; should one ever, undo it.
+    log.warning("capability probe %s made something of an empty document; undoing it", what)
+    try:
+        undo(made)
+    except libvirt.libvirtError:
+        pass
+    return True
+
+
+def _answers_stats(conn: libvirt.virConnect, dom: libvirt.virDomain, group: int) -> bool:
+    """Whether the host answers the statistics group `group` for `dom`.
+
+    ENFORCE_STATS makes libvirt refuse a group it cannot fill instead of leaving it out;
+    NOWAIT keeps a domain busy with a job (a migration, a save) from holding the probe up.
+    Asked of one domain, so the probe costs one domain's statistics however many the host
+    runs. Not asked of a host without domains: QEMU checks the groups against each
+    domain's emulator, so with no domain it accepts every group, even unknown ones.
+    """
+    flags = (
+        libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ENFORCE_STATS
+        | libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
+    )
+    try:
+        conn.domainListGetStats([dom], group, flags)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() in _CONNECTION_CODES:
+            raise
+        return False  # VIR_ERR_ARGUMENT_UNSUPPORTED: "Stats types bits … are not supported"
+    return True
+
+
+def _has_console(conn: libvirt.virConnect, dom: libvirt.virDomain) -> bool:
+    """Whether the driver implements virDomainOpenConsole, asked with a device that does
+    not exist: a driver that has it answers "cannot find character device" (or "not
+    running" for an inactive domain); one that lacks it, VIR_ERR_NO_SUPPORT."""
+    stream = conn.newStream(0)
+    try:
+        dom.openConsole(_PROBE_CONSOLE, stream, 0)
+    except libvirt.libvirtError as exc:
+        code = exc.get_error_code()
+        if code in _CONNECTION_CODES:
+            raise
+        return code not in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_OPERATION_UNSUPPORTED)
+    finally:
+        try:
+            stream.abort()
+        except libvirt.libvirtError:
+            pass
+    return True
+
+
+def _probe_domain(conn: libvirt.virConnect) -> libvirt.virDomain | None:
+    """A domain to ask what only a domain can answer, or None on a host without domains.
+
+    A running one where there is one: QEMU decides which statistics groups it answers from
+    the domain's running emulator (for an inactive domain it refuses "iothread",
+    "dirtyrate" and "vm", which a running QEMU 7.2 answers). The questions change nothing
+    on it (see the probes).
+    """
+    for flags in (
+        libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE,
+        libvirt.VIR_CONNECT_LIST_DOMAINS_INACTIVE,
+    ):
+        domains = conn.listAllDomains(flags)
+        if domains:
+            return domains[0]
+    return None
+
+
+def _probe(conn: libvirt.virConnect) -> HostCapabilities:
+    """Ask the host behind `conn` everything `HostCapabilities` holds (about 20 calls)."""
+    caps = domxml.read_capabilities(conn.getCapabilities())
+    try:
+        graphics = domxml.read_domain_capabilities(
+            conn.getDomainCapabilities(None, None, None, None, 0)
+        ).graphics
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() in _CONNECTION_CODES:
+            raise
+        graphics = ()  # the test driver has no domain capabilities (VIR_ERR_NO_SUPPORT)
+
+    def create(flags: int) -> Callable[[], object]:
+        return lambda: conn.createXML(_PROBE_DOCUMENT, flags)
+
+    def destroy(dom: libvirt.virDomain) -> None:
+        dom.destroy()
+
+    dom = _probe_domain(conn)
+    bulk_stats: tuple[str, ...] | None = None
+    external_snapshots = console = None
+    if dom is not None:
+        bulk_stats = tuple(name for name, bit in _STATS_GROUPS if _answers_stats(conn, dom, bit))
+        external_snapshots = _takes_flags(
+            "DISK_ONLY snapshot",
+            lambda: dom.snapshotCreateXML(
+                _PROBE_DOCUMENT, libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY
+            ),
+            lambda snapshot: snapshot.delete(0),
+        )
+        console = _has_console(conn, dom)
+    return HostCapabilities(
+        driver=conn.getType(),
+        hypervisor_version=_version(conn.getVersion()),
+        libvirt_version=_version(conn.getLibVersion()),
+        domain_types=caps.domain_types,
+        autodestroy=_takes_flags(
+            "START_AUTODESTROY", create(libvirt.VIR_DOMAIN_START_AUTODESTROY), destroy
+        ),
+        start_paused=_takes_flags("START_PAUSED", create(libvirt.VIR_DOMAIN_START_PAUSED), destroy),
+        bulk_stats=bulk_stats,
+        external_snapshots=external_snapshots,
+        console=console,
+        migration=caps.migration,
+        graphics=graphics,
+    )
+
+
+def capabilities(uri: str) -> HostCapabilities:
+    """What the host at `uri` can do, probed once per connection of this process.
+
+    The answer is kept with the connection and dropped with it (`forget`, or a broken
+    connection re-opened): the next call after that probes again. The probes change
+    nothing on the host; see `HostCapabilities`.
+    """
+    conn = connection(uri)
+    with _locks_lock:
+        cached = _capabilities.get(uri)
+        if cached is not None and cached[0] is conn:
+            return cached[1]
+    probed_on, caps = _call(uri, lambda c: (c, _probe(c)))
+    with _locks_lock:
+        # Only while that connection is still the process's: a dropped one took its
+        # answer with it.
+        if _connections.get(uri) is probed_on:
+            _capabilities[uri] = (probed_on, caps)
+    return caps
 
 
 _STATE_REASONS: dict[int, dict[int, str]] = {
@@ -412,39 +783,49 @@ def domain_detail(uri: str, uuid: str, secure: bool = False) -> DomainDetail:
 def _on_domain(
     uri: str, uuid: str, action: Callable[[libvirt.virDomain], object], reconnect: bool = True
 ):
+    """Read something of the domain `uuid` (bounded, like every read)."""
     return _call(uri, lambda conn: action(_lookup(conn, uuid)), reconnect)
+
+
+def _act(
+    uri: str, uuid: str, action: Callable[[libvirt.virDomain], object], reconnect: bool = True
+):
+    """Change the domain `uuid`: not bounded, since a change takes as long as it takes (a
+    start restoring a large managed-save image, a save); keepalive still ends it when the
+    host stops answering. Changes run in workers, never in a web request."""
+    return _call(uri, lambda conn: action(_lookup(conn, uuid)), reconnect, bounded=False)
 
 
 def start(uri: str, uuid: str, paused: bool = False) -> None:
     """Boot a defined domain (virDomainCreateWithFlags), optionally paused."""
     flags = libvirt.VIR_DOMAIN_START_PAUSED if paused else 0
-    _on_domain(uri, uuid, lambda dom: dom.createWithFlags(flags))
+    _act(uri, uuid, lambda dom: dom.createWithFlags(flags))
 
 
 def shutdown(uri: str, uuid: str) -> None:
     """Ask the guest to power off; returns before it has."""
-    _on_domain(uri, uuid, lambda dom: dom.shutdown())
+    _act(uri, uuid, lambda dom: dom.shutdown())
 
 
 def destroy(uri: str, uuid: str) -> None:
     """Power the domain off at once, like pulling the plug."""
-    _on_domain(uri, uuid, lambda dom: dom.destroy())
+    _act(uri, uuid, lambda dom: dom.destroy())
 
 
 def reboot(uri: str, uuid: str) -> None:
-    _on_domain(uri, uuid, lambda dom: dom.reboot(0))
+    _act(uri, uuid, lambda dom: dom.reboot(0))
 
 
 def suspend(uri: str, uuid: str) -> None:
-    _on_domain(uri, uuid, lambda dom: dom.suspend())
+    _act(uri, uuid, lambda dom: dom.suspend())
 
 
 def resume(uri: str, uuid: str) -> None:
-    _on_domain(uri, uuid, lambda dom: dom.resume())
+    _act(uri, uuid, lambda dom: dom.resume())
 
 
 def set_autostart(uri: str, uuid: str, enabled: bool) -> None:
-    _on_domain(uri, uuid, lambda dom: dom.setAutostart(1 if enabled else 0))
+    _act(uri, uuid, lambda dom: dom.setAutostart(1 if enabled else 0))
 
 
 def undefine(
@@ -456,7 +837,7 @@ def undefine(
         flags |= libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
     if snapshots_metadata:
         flags |= libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-    _on_domain(uri, uuid, lambda dom: dom.undefineFlags(flags))
+    _act(uri, uuid, lambda dom: dom.undefineFlags(flags))
 
 
 def xml_of(uri: str, uuid: str, inactive: bool = False, secure: bool = False) -> str:
@@ -475,31 +856,27 @@ def define_xml(uri: str, xml: str, validate: bool = False) -> str:
     (VIR_DOMAIN_DEFINE_VALIDATE) and refuses what does not fit, saying where.
     """
     if not validate:
-        return _call(uri, lambda conn: conn.defineXML(xml).UUIDString())
+        return _call(uri, lambda conn: conn.defineXML(xml).UUIDString(), bounded=False)
     flags = libvirt.VIR_DOMAIN_DEFINE_VALIDATE
-    return _call(uri, lambda conn: conn.defineXMLFlags(xml, flags).UUIDString())
+    return _call(uri, lambda conn: conn.defineXMLFlags(xml, flags).UUIDString(), bounded=False)
 
 
 def create_xml(uri: str, xml: str, paused: bool = False) -> str:
     """Start a transient domain; returns its UUID."""
     flags = libvirt.VIR_DOMAIN_START_PAUSED if paused else 0
-    return _call(uri, lambda conn: conn.createXML(xml, flags).UUIDString())
+    return _call(uri, lambda conn: conn.createXML(xml, flags).UUIDString(), bounded=False)
 
 
 def managed_save(uri: str, uuid: str) -> None:
-    _on_domain(uri, uuid, lambda dom: dom.managedSave(0))
+    _act(uri, uuid, lambda dom: dom.managedSave(0))
 
 
 def create_snapshot(uri: str, uuid: str, xml: str) -> None:
-    _on_domain(uri, uuid, lambda dom: dom.snapshotCreateXML(xml, 0))
-
-
-def rename(uri: str, uuid: str, new_name: str) -> None:
-    _on_domain(uri, uuid, lambda dom: dom.rename(new_name, 0))
+    _act(uri, uuid, lambda dom: dom.snapshotCreateXML(xml, 0))
 
 
 def managed_save_remove(uri: str, uuid: str) -> None:
-    _on_domain(uri, uuid, lambda dom: dom.managedSaveRemove(0))
+    _act(uri, uuid, lambda dom: dom.managedSaveRemove(0))
 
 
 # --- save, restore and long jobs ---------------------------------------------------
@@ -510,29 +887,27 @@ def save(uri: str, uuid: str, path: str) -> None:
 
     Blocks until done; the domain is shut off afterwards. Disks are not saved.
     """
-    _on_domain(uri, uuid, lambda dom: dom.saveFlags(path, None, 0), reconnect=False)
+    _act(uri, uuid, lambda dom: dom.saveFlags(path, None, 0), reconnect=False)
 
 
 def restore(uri: str, path: str) -> None:
     """Start a domain from a saved image; its disks must be as they were at save time."""
-    _call(uri, lambda conn: conn.restoreFlags(path, None, 0), reconnect=False)
+    _call(uri, lambda conn: conn.restoreFlags(path, None, 0), reconnect=False, bounded=False)
 
 
 @dataclass(frozen=True)
-class SavedImage:
+class SavedImageFacts:
     path: str
     name: str
     uuid: str
     memory_kib: int
 
 
-def saved_image(uri: str, path: str) -> SavedImage:
+def saved_image(uri: str, path: str) -> SavedImageFacts:
     """What a saved image holds (libvirt's saveImageGetXMLDesc), read through domxml."""
-    from . import domxml
-
     xml = _call(uri, lambda conn: conn.saveImageGetXMLDesc(path, 0))
     facts = domxml.identity(xml)
-    return SavedImage(path=path, name=facts.name, uuid=facts.uuid, memory_kib=facts.memory_kib)
+    return SavedImageFacts(path=path, name=facts.name, uuid=facts.uuid, memory_kib=facts.memory_kib)
 
 
 @dataclass(frozen=True)
@@ -602,7 +977,7 @@ def job_progress(uri: str, uuid: str) -> JobProgress | None:
 
 def abort_job(uri: str, uuid: str) -> None:
     """Cancel the domain's running job (save, restore, migration)."""
-    _on_domain(uri, uuid, lambda dom: dom.abortJob())
+    _act(uri, uuid, lambda dom: dom.abortJob())
 
 
 # --- storage (what migration needs to know and make) -------------------------------
@@ -620,7 +995,6 @@ class DiskFacts:
 
 def domain_disks(uri: str, uuid: str) -> list[DiskFacts]:
     """The domain's file- or block-backed disks with their virtual sizes."""
-    from . import domxml
 
     def read(dom: libvirt.virDomain) -> list[DiskFacts]:
         result = []
@@ -649,9 +1023,22 @@ def volume_exists(uri: str, path: str) -> bool:
     return _call(uri, read)
 
 
-def _pool_for_dir(conn: libvirt.virConnect, directory: str) -> libvirt.virStoragePool | None:
-    from . import domxml
+def pool_paths(uri: str) -> tuple[str, ...]:
+    """The target folders of the host's active storage pools."""
 
+    def read(conn: libvirt.virConnect) -> tuple[str, ...]:
+        pools = conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)
+        return tuple(p for p in (domxml.pool_target_path(pool.XMLDesc(0)) for pool in pools) if p)
+
+    return _call(uri, read)
+
+
+def platforms(uri: str) -> tuple[domxml.Platform, ...]:
+    """Every domain type and architecture the host runs, with emulators and machines."""
+    return _call(uri, lambda conn: domxml.read_platforms(conn.getCapabilities()))
+
+
+def _pool_for_dir(conn: libvirt.virConnect, directory: str) -> libvirt.virStoragePool | None:
     for pool in conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
         if domxml.pool_target_path(pool.XMLDesc(0)) == directory.rstrip("/"):
             return pool
@@ -674,8 +1061,6 @@ def pool_free_bytes(uri: str, path: str) -> int | None:
 
 def create_volume(uri: str, path: str, capacity_bytes: int, fmt: str) -> None:
     """Create an empty image at `path` through the host's storage API (copy-storage target)."""
-    from . import domxml
-
     directory, name = path.rsplit("/", 1)
 
     def make(conn: libvirt.virConnect) -> None:
@@ -685,14 +1070,14 @@ def create_volume(uri: str, path: str, capacity_bytes: int, fmt: str) -> None:
         pool.refresh(0)
         pool.createXML(domxml.build_volume(name, capacity_bytes, fmt), 0)
 
-    _call(uri, make)
+    _call(uri, make, bounded=False)
 
 
 def delete_volume(uri: str, path: str) -> None:
     def remove(conn: libvirt.virConnect) -> None:
         conn.storageVolLookupByPath(path).delete(0)
 
-    _call(uri, remove)
+    _call(uri, remove, bounded=False)
 
 
 def domain_name_taken(uri: str, name: str) -> bool:
@@ -754,7 +1139,7 @@ def migrate(uri: str, uuid: str, req: MigrationRequest) -> None:
 
     if "PEER2PEER" in req.flags:
         # The source daemon opens the destination itself.
-        _on_domain(
+        _act(
             uri,
             uuid,
             lambda dom: dom.migrateToURI3(req.dest_p2p_uri, params, flags),
@@ -764,7 +1149,7 @@ def migrate(uri: str, uuid: str, req: MigrationRequest) -> None:
     # Direct: this process drives both ends, through a connection of its own to each.
     dest = _open(req.dest_uri)
     try:
-        _on_domain(uri, uuid, lambda dom: dom.migrate3(dest, params, flags), reconnect=False)
+        _act(uri, uuid, lambda dom: dom.migrate3(dest, params, flags), reconnect=False)
     finally:
         try:
             dest.close()
@@ -774,25 +1159,32 @@ def migrate(uri: str, uuid: str, req: MigrationRequest) -> None:
 
 # --- events ------------------------------------------------------------------------
 
-_event_loop_started = False
+_event_loop_registered = False
+_event_loop_pid = 0  # the process whose thread runs the loop: a forked child needs its own
+_event_loop_lock = threading.Lock()
 
 
 def start_event_loop() -> None:
-    """Run libvirt's default event loop in a daemon thread.
+    """Run libvirt's default event loop in a daemon thread of this process.
 
-    Must happen before any connection is opened, or that connection delivers no events.
+    Must happen before a connection is opened, or that connection delivers no events and
+    sends no keepalive. Every process does it on its first open (`_open`); a process forked
+    after (a Celery worker) starts a thread of its own, since threads do not survive fork.
     """
-    global _event_loop_started
-    if _event_loop_started:
-        return
-    libvirt.virEventRegisterDefaultImpl()
+    global _event_loop_registered, _event_loop_pid
+    with _event_loop_lock:
+        if _event_loop_pid == os.getpid():
+            return
+        if not _event_loop_registered:
+            libvirt.virEventRegisterDefaultImpl()
+            _event_loop_registered = True
 
-    def run() -> None:
-        while True:
-            libvirt.virEventRunDefaultImpl()
+        def run() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
 
-    threading.Thread(target=run, name="libvirt-events", daemon=True).start()
-    _event_loop_started = True
+        threading.Thread(target=run, name="libvirt-events", daemon=True).start()
+        _event_loop_pid = os.getpid()
 
 
 LifecycleCallback = Callable[[str, str], None]  # (uri, domain uuid)
@@ -817,32 +1209,19 @@ def watch_lifecycle(uri: str, on_event: LifecycleCallback) -> int:
 
 
 def is_alive(uri: str) -> bool:
-    """Whether this process's connection to `uri` is open and answering."""
-    with _lock:
-        conn = _connections.get(uri)
+    """Whether this process's connection to `uri` is open and answering (bounded)."""
+    conn = _connections.get(uri)
     if conn is None:
         return False
     try:
-        return bool(conn.isAlive()) and bool(conn.getHostname())
-    except libvirt.libvirtError:
+        return bool(
+            _bounded("alive", lambda: conn.isAlive() and conn.getHostname(), _call_seconds())
+        )
+    except (_Unanswered, libvirt.libvirtError):
         return False
 
 
 # --- provisioning ----------------------------------------------------------------------
-
-
-def host_type(uri: str) -> str:
-    """libvirt's driver name for the host: "Test" for the test driver, "QEMU" for QEMU."""
-    return _call(uri, lambda conn: conn.getType())
-
-
-def is_test_driver(uri: str) -> bool:
-    return host_type(uri).lower() == "test"
-
-
-def supports_autodestroy(uri: str) -> bool:
-    """Whether createXML takes START_AUTODESTROY here (the test driver refuses it)."""
-    return not is_test_driver(uri)
 
 
 def has_pool_for(uri: str, path: str) -> bool:
@@ -855,29 +1234,31 @@ def create_transient(uri: str, xml: str, paused: bool = False, autodestroy: bool
     """Start a transient domain (createXML) with schema validation; returns its UUID.
 
     Auto-destroy ties the domain to this connection: it goes when the panel's connection
-    closes. Callers check `supports_autodestroy` first.
+    closes. Callers check `capabilities(uri).autodestroy` first. Paused: with
+    START_PAUSED where the host takes it, else started and paused at once.
     """
     flags = libvirt.VIR_DOMAIN_START_VALIDATE
-    test_driver = is_test_driver(uri)
-    if paused and not test_driver:
+    pause_after = paused and not capabilities(uri).start_paused
+    if paused and not pause_after:
         flags |= libvirt.VIR_DOMAIN_START_PAUSED
     if autodestroy:
         flags |= libvirt.VIR_DOMAIN_START_AUTODESTROY
 
     def make(conn: libvirt.virConnect) -> str:
         dom = conn.createXML(xml, flags)
-        if paused and test_driver:
-            # The test driver takes no START_PAUSED: pause at once instead (it runs no
-            # guest code, so nothing happens in between).
+        if pause_after:
+            # Without START_PAUSED the guest may run a moment before this (the test
+            # driver, which has none, runs no guest code at all).
             dom.suspend()
         return dom.UUIDString()
 
-    return _call(uri, make, reconnect=False)
+    return _call(uri, make, reconnect=False, bounded=False)
 
 
 def start_maybe_paused(uri: str, uuid: str, paused: bool) -> None:
-    """Boot a defined domain, paused if asked (suspended at once on the test driver)."""
-    if paused and is_test_driver(uri):
+    """Boot a defined domain, paused if asked: with START_PAUSED where the host takes it,
+    else started and suspended at once."""
+    if paused and not capabilities(uri).start_paused:
         start(uri, uuid)
         suspend(uri, uuid)
     else:
@@ -925,7 +1306,6 @@ class ResizeLimits:
 
 def resize_limits(uri: str, uuid: str) -> ResizeLimits:
     """What the resize page shows and the resize checks compare with (reads only)."""
-    from . import domxml
 
     def read(conn: libvirt.virConnect) -> ResizeLimits:
         dom = _lookup(conn, uuid)
@@ -972,9 +1352,9 @@ def _live_then_config(
     change the running guest refuses leaves the configuration untouched too.
     """
     if live:
-        _on_domain(uri, uuid, lambda dom: call(dom, libvirt.VIR_DOMAIN_AFFECT_LIVE))
+        _act(uri, uuid, lambda dom: call(dom, libvirt.VIR_DOMAIN_AFFECT_LIVE))
     if config:
-        _on_domain(uri, uuid, lambda dom: call(dom, libvirt.VIR_DOMAIN_AFFECT_CONFIG))
+        _act(uri, uuid, lambda dom: call(dom, libvirt.VIR_DOMAIN_AFFECT_CONFIG))
 
 
 def set_vcpus(uri: str, uuid: str, count: int, live: bool, config: bool) -> None:
@@ -988,7 +1368,7 @@ def set_vcpus(uri: str, uuid: str, count: int, live: bool, config: bool) -> None
 def set_max_vcpus(uri: str, uuid: str, count: int) -> None:
     """Set the maximum vCPUs in the saved configuration (takes effect at the next boot)."""
     flags = libvirt.VIR_DOMAIN_VCPU_MAXIMUM | libvirt.VIR_DOMAIN_AFFECT_CONFIG
-    _on_domain(uri, uuid, lambda dom: dom.setVcpusFlags(count, flags))
+    _act(uri, uuid, lambda dom: dom.setVcpusFlags(count, flags))
 
 
 def set_memory(uri: str, uuid: str, kib: int, live: bool, config: bool) -> None:
@@ -999,4 +1379,4 @@ def set_memory(uri: str, uuid: str, kib: int, live: bool, config: bool) -> None:
 def set_max_memory(uri: str, uuid: str, kib: int) -> None:
     """Set the maximum memory in the saved configuration (takes effect at the next boot)."""
     flags = libvirt.VIR_DOMAIN_MEM_MAXIMUM | libvirt.VIR_DOMAIN_AFFECT_CONFIG
-    _on_domain(uri, uuid, lambda dom: dom.setMemoryFlags(kib, flags))
+    _act(uri, uuid, lambda dom: dom.setMemoryFlags(kib, flags))

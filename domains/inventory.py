@@ -70,6 +70,27 @@ def _mark_reachable(host: Host, error: str = "") -> None:
         Host.objects.filter(pk=host.pk).update(last_seen_at=now, last_error="")
 
 
+def store_capabilities(host: Host) -> hypervisor.HostCapabilities | None:
+    """Probe what `host` can do (once per connection) and keep it on the Host row.
+
+    None, with the row left as it was, when the host is disabled or does not answer: the
+    capabilities are for showing, and a host that does not answer says so elsewhere.
+    """
+    if not host.enabled:
+        return None
+    try:
+        caps = hypervisor.capabilities(host.uri)
+    except HypervisorError as exc:
+        log.warning("capabilities of host %s not probed: %s", host.name, exc.message)
+        return None
+    host.capabilities = caps.to_dict()
+    host.capabilities_probed_at = timezone.now()
+    Host.objects.filter(pk=host.pk).update(
+        capabilities=host.capabilities, capabilities_probed_at=host.capabilities_probed_at
+    )
+    return caps
+
+
 def reconcile_host(host: Host) -> int:
     """Read every domain of `host` and bring the inventory in line; returns changes."""
     try:

@@ -19,7 +19,7 @@ from django.utils.translation import gettext_lazy as _
 from .models import Domain, OperationKind, State
 
 
-def _always(_domain: Domain) -> bool:
+def always_allowed(_domain: Domain) -> bool:
     return True
 
 
@@ -49,7 +49,7 @@ class KindSpec:
     label: Promise  # the button's words, translated when shown
     role: str  # the ACTION_ROLES action the user needs on the domain ("operate", "admin")
     task: str  # the Celery task's registered name
-    allowed: Callable[[Domain], bool] = _always  # the domain's state allows it
+    allowed: Callable[[Domain], bool] = always_allowed  # the domain's state allows it
     wrong_state: str = ""  # said when `allowed` is false; {name} and {state} filled in
     long: bool = False  # a libvirt job: progress, cancel (abortJob), never tried twice
     confirm: bool = False  # a confirmation page comes first

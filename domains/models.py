@@ -12,6 +12,19 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+# Folders libvirt itself uses for images, boot files, firmware and logs.
+DEFAULT_ALLOWED_PATHS = "\n".join(
+    [
+        "/var/lib/libvirt/images",
+        "/var/lib/libvirt/boot",
+        "/var/lib/libvirt/qemu/nvram",
+        "/usr/share/OVMF",
+        "/usr/share/qemu",
+        "/usr/share/seabios",
+        "/var/log/libvirt",
+    ]
+)
+
 
 class Host(models.Model):
     name = models.SlugField(_("name"), max_length=64, unique=True)
@@ -30,12 +43,75 @@ class Host(models.Model):
     migration_uri = models.CharField(_("migration URI"), max_length=500, blank=True)
     # The address QEMU's migration data goes to on this host, where it needs saying.
     migration_address = models.CharField(_("migration address"), max_length=100, blank=True)
+    # What the host's libvirt can do (hypervisor.HostCapabilities.to_dict()), probed when
+    # the inventory watcher (re)connects and when a superuser saves the host. For showing;
+    # code that acts asks hypervisor.capabilities(), which is true for its own connection.
+    capabilities = models.JSONField(_("capabilities"), default=dict, blank=True)
+    capabilities_probed_at = models.DateTimeField(null=True, blank=True)
+    # Where a team admin's domain XML may point on this host (one folder a line), besides
+    # the host's storage pools: disks, ISOs, kernels, firmware, serial logs. Superusers
+    # are not held to it.
+    allowed_paths = models.TextField(
+        _("folders team admins may use"), blank=True, default=DEFAULT_ALLOWED_PATHS
+    )
+    # Passing host devices (PCI, USB) through to guests is a superuser's decision per host.
+    allow_hostdev = models.BooleanField(
+        _("team admins may pass host devices through"), default=False
+    )
 
     class Meta:
         ordering = ["name"]
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def allowed_folders(self) -> tuple[str, ...]:
+        """`allowed_paths` as folders, without trailing slashes."""
+        return tuple(
+            line.strip().rstrip("/") or "/"
+            for line in self.allowed_paths.splitlines()
+            if line.strip()
+        )
+
+    def capability_rows(self) -> list[tuple[str, str]]:
+        """The stored capabilities in plain words, for the host page; [] if never probed.
+
+        The keys are HostCapabilities' fields; a key missing from an older row reads as
+        "not known".
+        """
+        caps = self.capabilities or {}
+        if not caps:
+            return []
+        unknown = _("not known yet (no VM on the host to ask)")
+
+        def yes_no(key: str) -> str:
+            value = caps.get(key)
+            if value is None:
+                return str(unknown)
+            return str(_("yes") if value else _("no"))
+
+        def listed(key: str, none: str) -> str:
+            value = caps.get(key)
+            if value is None:
+                return str(unknown)
+            return ", ".join(value) if value else none
+
+        driver = caps.get("driver", "")
+        version = caps.get("hypervisor_version", "")
+        rows = [
+            (_("Hypervisor"), f"{driver} {version}".strip() or "—"),
+            (_("libvirt"), caps.get("libvirt_version") or "—"),
+            (_("Domain types it runs"), listed("domain_types", str(_("none")))),
+            (_("Can destroy temporary VMs automatically"), yes_no("autodestroy")),
+            (_("Can start VMs paused"), yes_no("start_paused")),
+            (_("Statistics it reports for all VMs at once"), listed("bulk_stats", str(_("none")))),
+            (_("Can take external (disk-only) snapshots"), yes_no("external_snapshots")),
+            (_("Serial console through libvirt"), yes_no("console")),
+            (_("Can migrate VMs"), yes_no("migration")),
+            (_("Graphical consoles"), listed("graphics", str(_("none known")))),
+        ]
+        return [(str(label), value) for label, value in rows]
 
 
 class Team(models.Model):

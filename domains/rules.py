@@ -9,6 +9,7 @@ the words the rules return.
 from __future__ import annotations
 
 import ipaddress
+import posixpath
 import re
 import uuid as uuidlib
 from dataclasses import dataclass
@@ -539,3 +540,102 @@ def xml_edit_check(current: str, new_xml: str) -> tuple[str, str]:
     if not diff:
         return "", _("The XML is the same as the saved configuration: nothing to change.")
     return diff, ""
+
+
+# --- what a team admin's XML may reach on the host ---------------------------------------
+
+# Host devices any guest may read from: entropy sources.
+HARMLESS_DEVICES = frozenset({"/dev/random", "/dev/urandom", "/dev/hwrng"})
+
+
+def _inside(path: str, roots: tuple[str, ...]) -> bool:
+    if ".." in path.split("/"):
+        return False  # no way out of an allowed folder
+    norm = posixpath.normpath(path)
+    return any(norm == r.rstrip("/") or norm.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+def edit_policy_problems(
+    new: domxml.DomainReach,
+    current: domxml.DomainReach | None,
+    platforms: tuple[domxml.Platform, ...],
+    roots: tuple[str, ...],
+    allow_hostdev: bool = False,
+) -> list[str]:
+    """What in a domain XML reaches further on its host than a team admin may, in plain
+    words; [] when it may go. Superusers are not held to this (their edits are recorded).
+
+    What the saved configuration already has (`current`, None for a new domain) stays
+    allowed: the policy is about what the edit adds. Checked: the domain type, machine
+    and architecture among the host's `platforms`; the emulator one the host names; every
+    host path inside `roots` (the host's storage pools and the folders a superuser allowed
+    for it); no network disks, hypervisor pass-through (other XML namespaces), security
+    label changes or interface scripts; host devices only where `allow_hostdev`.
+    """
+    was = current or domxml.DomainReach("", "", "", "", (), (), (), (), (), ())
+    problems: list[str] = []
+    same_platform = (new.domain_type, new.arch, new.machine) == (
+        was.domain_type,
+        was.arch,
+        was.machine,
+    )
+    fitting = [
+        p
+        for p in platforms
+        if p.domain_type == new.domain_type and (not new.arch or p.arch == new.arch)
+    ]
+    if not same_platform and not fitting:
+        offered = sorted({f"{p.domain_type} ({p.arch})" for p in platforms})
+        problems.append(
+            _("This host runs %(offered)s, not %(type)s (%(arch)s).")
+            % {
+                "offered": ", ".join(offered) or "-",
+                "type": new.domain_type or "-",
+                "arch": new.arch or "-",
+            }
+        )
+    elif not same_platform and new.machine and not any(new.machine in p.machines for p in fitting):
+        problems.append(
+            _("This host has no machine type %(machine)s for %(type)s.")
+            % {"machine": new.machine, "type": new.domain_type}
+        )
+    emulators = {e for p in platforms for e in p.emulators}
+    if new.emulator and new.emulator != was.emulator and new.emulator not in emulators:
+        problems.append(
+            _("The emulator must be the one the host names (%(emulators)s), not %(path)s.")
+            % {"emulators": ", ".join(sorted(emulators)) or "-", "path": new.emulator}
+        )
+    problems += path_problems(new, was, roots)
+    if set(new.network_disks) - set(was.network_disks):
+        problems.append(_("Disks served over the network are set up by a superuser."))
+    if set(new.foreign) - set(was.foreign):
+        problems.append(
+            _(
+                "Elements of other XML namespaces (such as qemu:commandline) pass options "
+                "straight to the hypervisor; only a superuser may add them."
+            )
+        )
+    if set(new.hostdevs) - set(was.hostdevs) and not allow_hostdev:
+        problems.append(_("Passing host devices through to a guest is not allowed on this host."))
+    if new.seclabels != was.seclabels:
+        problems.append(_("Security labels are the host's to set; leave them as they are."))
+    if set(new.scripts) - set(was.scripts):
+        problems.append(_("Interface scripts run on the host; only a superuser may add them."))
+    return problems
+
+
+def path_problems(
+    new: domxml.DomainReach, current: domxml.DomainReach | None, roots: tuple[str, ...]
+) -> list[str]:
+    """Every host path `new` names that lies outside `roots` and was not in `current`
+    already, in plain words. The part of the policy templates and approvals go through."""
+    was = set(current.paths) if current is not None else set()
+    return [
+        _(
+            "%(path)s (%(where)s) is outside the folders allowed on this host "
+            "(%(roots)s); a superuser can allow more."
+        )
+        % {"path": path, "where": where, "roots": ", ".join(roots) or "-"}
+        for where, path in new.paths
+        if (where, path) not in was and path not in HARMLESS_DEVICES and not _inside(path, roots)
+    ]

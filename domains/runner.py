@@ -20,15 +20,17 @@ from functools import lru_cache
 
 import redis
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import OperationalError, close_old_connections, connection
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from vmpanel.celery import app
+
 from . import hypervisor, inventory
 from .hypervisor import HypervisorError
-from .kinds import KINDS
-from .models import Operation, OperationKind, OperationStatus
+from .kinds import KINDS, always_allowed, wrong_state_message
+from .models import AuditEvent, Operation, OperationKind, OperationStatus, SavedImage
 
 log = logging.getLogger(__name__)
 
@@ -168,18 +170,25 @@ class Monitor(threading.Thread):
 MIGRATION_QUIET_SECONDS = 2.0
 
 
-def run_operation(operation_id: int, work: Callable[[Operation], str]) -> None:
-    """Claim, lock, do `work(op)` (returns the success message), record, refresh."""
+def run_operation(
+    operation_id: int, work: Callable[[Operation], str], payload: dict | None, task: str
+) -> None:
+    """Claim, lock, do `work(op)` (returns the success message), record, refresh.
+
+    `payload` is what came with the task and is not on record; `work` finds it in
+    `op.payload`. `task` is the Celery task's name: an operation is claimed only by the
+    task of its kind, so a stray message (another database's, say) does nothing.
+    """
     close_old_connections()
-    claimed = Operation.objects.filter(pk=operation_id, status=OperationStatus.QUEUED).update(
-        status=OperationStatus.RUNNING, started_at=timezone.now()
-    )
+    kinds = [kind for kind, spec in KINDS.items() if spec.task == task]
+    claimed = _claim(operation_id, kinds)
     if claimed != 1:
-        log.info("operation %s already claimed; redelivery ignored", operation_id)
+        log.info("operation %s not queued for %s; message ignored", operation_id, task)
         return
     op = Operation.objects.select_related("host", "domain", "user", "target_host").get(
         pk=operation_id
     )
+    op.payload = payload or {}
     log.info(
         "operation %s %s running user=%s host=%s domain=%s request=%s",
         op.pk, op.kind, op.user, op.host.name, op.domain_uuid, op.request_id,
@@ -222,6 +231,10 @@ def run_operation(operation_id: int, work: Callable[[Operation], str]) -> None:
                         _("Cancelled; libvirt stopped the job and the domain stays where it was."),
                         exc,
                     )
+                elif (fresh := _fresh_row_refusing(op)) is not None:
+                    # The row the service checked was stale: libvirt's refusal is one for
+                    # state, said in the panel's words with the state as it is now.
+                    _finish(op, OperationStatus.REFUSED, fresh, exc)
                 else:
                     _finish(op, OperationStatus.FAILED, exc.hint, exc)
                 break
@@ -233,6 +246,62 @@ def run_operation(operation_id: int, work: Callable[[Operation], str]) -> None:
         lock.release()
     if op.status != OperationStatus.SUCCEEDED:
         _refresh_inventory(op)  # a failure may have changed the state too
+
+
+# Waits between tries of a claim that met a locked database (seconds).
+CLAIM_BACKOFF = (0.2, 0.5, 1.0, 2.0, 4.0)
+
+
+def _claim(operation_id: int, kinds: list[str]) -> int:
+    """Queued → running, one row or none; tried again with back-off while the database is
+    locked, so that a busy moment does not kill the task and leave the operation queued.
+    After the last try, a failure on record if the database takes it (otherwise the stale
+    queued operation is settled later), and the error raised."""
+    for delay in (*CLAIM_BACKOFF, None):
+        try:
+            return Operation.objects.filter(
+                pk=operation_id, status=OperationStatus.QUEUED, kind__in=kinds
+            ).update(status=OperationStatus.RUNNING, started_at=timezone.now())
+        except OperationalError as exc:
+            if delay is None:
+                log.error("operation %s: database busy, not claimed: %s", operation_id, exc)
+                _fail_unclaimed(operation_id, kinds)
+                raise
+            log.warning("operation %s: database busy (%s); trying again", operation_id, exc)
+            connection.close()  # a fresh connection for the next try
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def _fail_unclaimed(operation_id: int, kinds: list[str]) -> None:
+    try:
+        Operation.objects.filter(
+            pk=operation_id, status=OperationStatus.QUEUED, kind__in=kinds
+        ).update(
+            status=OperationStatus.FAILED,
+            message=_(
+                "The panel's database was too busy to start this; nothing was done. Try again."
+            ),
+            finished_at=timezone.now(),
+        )
+    except OperationalError:
+        pass  # still busy: it stays queued, and settle_stale_queued fails it later
+
+
+def _fresh_row_refusing(op: Operation) -> str | None:
+    """After libvirt refused `op`: the refusal for state in plain words if the domain, read
+    afresh, is in a state the kind does not allow (the service saw an older one); else
+    None."""
+    spec = KINDS[op.kind]
+    if op.domain_id is None or spec.allowed is always_allowed:
+        return None
+    try:
+        row = inventory.refresh_domain(op.host, op.domain_uuid)
+    except HypervisorError:
+        return None
+    if row is None or spec.allowed(row):
+        return None
+    return wrong_state_message(spec, row)
 
 
 def _refresh_inventory(op: Operation) -> None:
@@ -296,3 +365,132 @@ def recover_orphaned_operations() -> list[int]:
             log.warning("operation %s %s marked failed: %s", op.pk, op.kind, message)
             recovered.append(op.pk)
     return recovered
+
+
+# --- operations no worker ever took -----------------------------------------------
+
+
+def settle_stale_queued() -> list[int]:
+    """Queued operations no worker took within VMPANEL_QUEUED_STALE_SECONDS: sent once more
+    (their message may have been lost: a broker restarted without its data), and failed if
+    still untaken after another such period, saying the domain's state as libvirt has it.
+    Nothing ran for them, so nothing needs undoing. Returns the ids sent again or failed.
+
+    A redelivered message is harmless (the claim takes an operation once), so sending again
+    what was merely waiting behind long jobs costs nothing.
+    """
+    bound = settings.VMPANEL_QUEUED_STALE_SECONDS
+    now = timezone.now()
+    settled = []
+    stale = Operation.objects.filter(
+        status=OperationStatus.QUEUED, created_at__lt=now - timedelta(seconds=bound)
+    ).select_related("host")
+    for op in stale:
+        sent_again = op.params.get("sent_again_at")
+        if sent_again is None and KINDS[op.kind].task and op.kind != OperationKind.EDIT_XML:
+            params = {**op.params, "sent_again_at": now.timestamp()}
+            if Operation.objects.filter(pk=op.pk, status=OperationStatus.QUEUED).update(
+                params=params
+            ):
+                log.warning("operation %s queued for %s s untaken: sent again", op.pk, bound)
+                send_again(op)
+                settled.append(op.pk)
+            continue
+        if sent_again is not None and now.timestamp() - sent_again < bound:
+            continue
+        message = _(
+            "No worker took this operation within %(s)s s (the task queue lost it, or no "
+            "worker runs); nothing was done. %(state)s"
+        ) % {"s": bound, "state": _state_words(op)}
+        if Operation.objects.filter(pk=op.pk, status=OperationStatus.QUEUED).update(
+            status=OperationStatus.FAILED, message=message, finished_at=timezone.now()
+        ):
+            log.warning("operation %s %s failed untaken: %s", op.pk, op.kind, message)
+            settled.append(op.pk)
+    return settled
+
+
+def _state_words(op: Operation) -> str:
+    if op.domain_uuid is None or op.host is None:
+        return ""
+    try:
+        row = inventory.refresh_domain(op.host, op.domain_uuid)
+    except HypervisorError as exc:
+        return _("%(host)s does not answer now (%(error)s).") % {
+            "host": op.host.name,
+            "error": exc.message,
+        }
+    if row is None:
+        return _("libvirt no longer knows the domain on %(host)s.") % {"host": op.host.name}
+    return _("libvirt says the domain is %(state)s on %(host)s.") % {
+        "state": row.get_state_display(),
+        "host": op.host.name,
+    }
+
+
+def send_again(op: Operation) -> None:
+    """Hand a queued operation to its task once more (its payload, if any, is gone)."""
+    try:
+        app.send_task(KINDS[op.kind].task, args=[op.pk], task_id=op.task_id)
+    except Exception as exc:  # the broker is still down: the next pass fails it
+        log.warning("operation %s not sent again: %s", op.pk, exc)
+
+
+# --- images a dead worker's save left behind ----------------------------------------
+
+# How long after a save ended without success its image is still looked for: libvirt may
+# finish writing it after the worker died.
+ADOPT_WITHIN = timedelta(hours=1)
+
+
+def record_saved_image(op: Operation, image: hypervisor.SavedImageFacts) -> SavedImage:
+    """The panel's record of the image `op` saved (read back from libvirt)."""
+    row, _created = SavedImage.objects.update_or_create(
+        host=op.host,
+        path=image.path,
+        defaults={
+            "domain": op.domain,
+            "domain_uuid": image.uuid or op.domain_uuid,
+            "domain_name": image.name or op.domain_name,
+            "memory_kib": image.memory_kib,
+            "team": op.team,
+            "operation": op,
+        },
+    )
+    return row
+
+
+def adopt_saved_images() -> list[int]:
+    """Images that saves which ended without success (a worker killed mid-save) left
+    complete on their host: libvirt reads them (saveImageGetXMLDesc) and they hold the
+    domain the save was for, so they are recorded, restorable, with an audit note. Returns
+    the ids of the operations whose image was adopted."""
+    ended = Operation.objects.filter(
+        kind=OperationKind.SAVE,
+        status__in=(OperationStatus.FAILED, OperationStatus.CANCELLED),
+        finished_at__gte=timezone.now() - ADOPT_WITHIN,
+        host__enabled=True,
+        saved_images__isnull=True,
+    ).select_related("host", "domain", "team")
+    adopted = []
+    for op in ended:
+        path = op.params.get("path")
+        if not path or SavedImage.objects.filter(host=op.host, path=path).exists():
+            continue
+        try:
+            image = hypervisor.saved_image(op.host.uri, path)
+        except HypervisorError:
+            continue  # not there, or not (yet) a complete image
+        if image.uuid and str(image.uuid) != str(op.domain_uuid):
+            continue  # someone else's image at that path: not ours to claim
+        row = record_saved_image(op, image)
+        AuditEvent.objects.create(
+            kind="image_adopted",
+            user=None,
+            team=op.team,
+            summary=f"{path} of {op.domain_name}, left by operation #{op.pk}",
+            detail={"operation": op.pk, "host": op.host.name, "path": path},
+        )
+        log.warning("operation %s: image %s adopted (%s)", op.pk, path, row.pk)
+        adopted.append(op.pk)
+    return adopted

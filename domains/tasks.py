@@ -10,6 +10,7 @@ jobs).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -22,9 +23,17 @@ from django.utils.translation import gettext_noop
 
 from . import domxml, hypervisor, inventory
 from .hypervisor import HypervisorError
-from .models import Operation, OperationKind, SavedImage
+from .liveness import mark_worker_alive
+from .models import Operation, OperationKind
 from .rules import ResizeRequest, resize_plan
-from .runner import recover_orphaned_operations, run_operation, uri_uuid
+from .runner import (
+    adopt_saved_images,
+    record_saved_image,
+    recover_orphaned_operations,
+    run_operation,
+    settle_stale_queued,
+    uri_uuid,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +42,16 @@ def operation_task(work: Callable[[Operation], str]):
     """Register `work` as the Celery task named after it (module.function), running
     through `run_operation` (claim, lock, heartbeat, record, inventory refresh)."""
 
-    def task(operation_id: int) -> None:
-        run_operation(operation_id, work)
+    name = f"{work.__module__}.{work.__name__}"
+
+    def task(operation_id: int, **payload) -> None:
+        run_operation(operation_id, work, payload, name)
 
     task.__name__ = work.__name__
     task.__qualname__ = work.__qualname__
     task.__module__ = work.__module__
     task.__doc__ = work.__doc__
-    return shared_task(name=f"{work.__module__}.{work.__name__}", acks_late=True)(task)
+    return shared_task(name=name, acks_late=True)(task)
 
 
 @worker_process_init.connect
@@ -51,7 +62,7 @@ def _fresh_connections(**_kwargs) -> None:
 
 @operation_task
 def start_domain_task(op: Operation) -> str:
-    hypervisor.start(*uri_uuid(op), paused=bool(op.params.get("paused")))
+    hypervisor.start_maybe_paused(*uri_uuid(op), paused=bool(op.params.get("paused")))
     return _("Started.")
 
 
@@ -111,19 +122,7 @@ def save_domain_task(op: Operation) -> str:
     uri, uuid = uri_uuid(op)
     path = op.params["path"]
     hypervisor.save(uri, uuid, path)
-    image = hypervisor.saved_image(uri, path)
-    SavedImage.objects.update_or_create(
-        host=op.host,
-        path=path,
-        defaults={
-            "domain": op.domain,
-            "domain_uuid": image.uuid or uuid,
-            "domain_name": image.name or op.domain_name,
-            "memory_kib": image.memory_kib,
-            "team": op.team,
-            "operation": op,
-        },
-    )
+    record_saved_image(op, hypervisor.saved_image(uri, path))
     return _("Saved to %(path)s.") % {"path": path}
 
 
@@ -251,18 +250,20 @@ def resize_domain_task(op: Operation) -> str:
 
 @operation_task
 def edit_xml_task(op: Operation) -> str:
-    """Redefine the domain from the edited XML, libvirt validating it against its schema."""
+    """Redefine the domain from the edited XML, libvirt validating it against its schema.
+
+    The XML comes with the task (`op.payload`), passwords and all; the record keeps only
+    copies without them, and libvirt's error text is scrubbed of them too.
+    """
     uri, uuid = uri_uuid(op)
-    # The XML to define waits in xml_after. A failed attempt puts a copy without
-    # passwords there, so keep the submitted one aside for the next attempt (the same
-    # `op` goes through every attempt).
-    new_xml = getattr(op, "xml_to_define", None) or op.xml_after
-    op.xml_to_define = new_xml
+    new_xml = op.payload.get("xml")
+    if not new_xml:
+        raise HypervisorError(_("The edited XML did not reach the worker; save it again."))
     op.xml_before = hypervisor.xml_of(uri, uuid, inactive=True)
     try:
         hypervisor.define_xml(uri, new_xml, validate=True)
-    except HypervisorError:
-        op.xml_after = domxml.redact_secrets(new_xml)
+    except HypervisorError as exc:
+        exc.message = domxml.scrub(exc.message, domxml.secret_values(new_xml))
         raise
     op.xml_after = hypervisor.xml_of(uri, uuid, inactive=True)
     op.params = {**op.params, "diff": domxml.xml_diff(op.xml_before, op.xml_after)}
@@ -292,11 +293,32 @@ def _remove_volumes(op: Operation, uri: str, paths: list[str]) -> None:
 @shared_task
 def recover_orphaned_operations_task() -> list[int]:
     close_old_connections()
-    return recover_orphaned_operations()
+    return recover_orphaned_operations() + settle_stale_queued() + adopt_saved_images()
+
+
+# How often a worker says it is alive, and asks for the orphans and the stale queued
+# operations to be settled (any worker may run that; running it twice does no harm).
+KEEPER_SECONDS = 10
 
 
 @worker_ready.connect
 def _recover_after_start(**_kwargs) -> None:
     # Whatever a killed predecessor left running shows as stale once its heartbeat is
-    # older than the limit: look then.
+    # older than the limit: look then, and from then on every little while.
     recover_orphaned_operations_task.apply_async(countdown=settings.VMPANEL_STALE_SECONDS + 1)
+    threading.Thread(target=_keep, name="vmpanel-keeper", daemon=True).start()
+
+
+def _keep() -> None:
+    """In the worker's main process: the "a worker is alive" mark the operation page reads,
+    and the periodic recovery, so that it runs even where no watcher does."""
+    beats = 0
+    while True:
+        try:
+            mark_worker_alive()
+            if beats % 3 == 2:
+                recover_orphaned_operations_task.apply_async()
+        except Exception:  # the broker away for a moment: the next beat tries again
+            log.exception("worker keeper beat failed")
+        beats += 1
+        time.sleep(KEEPER_SECONDS)

@@ -44,12 +44,14 @@ from .forms import (
 )
 from .hypervisor import HypervisorError
 from .kinds import BUTTON_KINDS, KINDS, panel_actions
+from .liveness import worker_alive
 from .models import (
     AuditEvent,
     Domain,
     Host,
     Membership,
     Operation,
+    OperationStatus,
     Role,
     SavedImage,
     Team,
@@ -369,8 +371,10 @@ def operation_detail(request: HttpRequest, pk: int) -> HttpResponse:
         # An XML edit's diff is shown as a block of its own, not among the parameters.
         "params": sorted((k, v) for k, v in op.params.items() if k != "diff"),
         "diff": op.params.get("diff", ""),
+        # Asked only while the operation waits or runs: a finished one needs no worker.
+        "worker_alive": True if op.is_finished else worker_alive(),
         "may_cancel": not op.is_finished
-        and KINDS[op.kind].long
+        and (KINDS[op.kind].long or op.status == OperationStatus.QUEUED)
         and op.domain is not None
         and "operate" in actions_on(user, op.domain),
     }
@@ -875,6 +879,8 @@ def domain_xml_edit(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
             }
         elif domain.gone_at is not None:
             read_error = _("This domain no longer exists.")
+        elif not domain.host.enabled:
+            read_error = _("Host %(host)s is disabled.") % {"host": domain.host}
         else:
             try:
                 xml = xmledit.current_domain_xml(domain)

@@ -12,7 +12,15 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from domains import domxml
 from domains.models import Host, Operation, Team
+
+
+def _choices(values: tuple[str, ...], labels: dict | None = None) -> list[tuple[str, str]]:
+    """Choices from the values `domxml.validate_spec` accepts: a template can hold only what
+    builds, and a value domxml learns is offered here without a second list to update."""
+    labels = labels or {}
+    return [(value, labels.get(value, value)) for value in values]
 
 
 class Method(models.TextChoices):
@@ -30,14 +38,20 @@ class Template(models.Model):
     hosts = models.ManyToManyField(Host, related_name="templates", verbose_name=_("target hosts"))
     method = models.CharField(_("install method"), max_length=8, choices=Method.choices)
     # kvm needs hardware virtualisation; qemu (TCG) runs anywhere, slowly.
+    # A host that does not run the type gets its own first (a kvm template makes a qemu
+    # domain on a host without KVM): see provisioning.services.template_to_spec.
     domain_type = models.CharField(
-        max_length=8, choices=[("kvm", "kvm"), ("qemu", "qemu (TCG)")], default="kvm"
+        max_length=8,
+        choices=_choices(
+            domxml.DOMAIN_TYPES, {"qemu": _("qemu (TCG)"), "test": _("test (libvirt test driver)")}
+        ),
+        default="kvm",
     )
     # Resources: the defaults a creation uses, and the bounds of a request.
     vcpus_max = models.PositiveIntegerField(_("maximum vCPUs"), default=2)
     vcpus_current = models.PositiveIntegerField(_("vCPUs"), default=1)
     vcpu_placement = models.CharField(
-        max_length=8, choices=[("static", "static"), ("auto", "auto")], default="static"
+        max_length=8, choices=_choices(domxml.VCPU_PLACEMENTS), default="static"
     )
     cpuset = models.CharField(_("cpuset"), max_length=100, blank=True)
     memory_mib = models.PositiveIntegerField(_("memory (MiB)"), default=1024)
@@ -49,25 +63,31 @@ class Template(models.Model):
     boot_menu = models.BooleanField(_("boot menu"), default=False)
     boot_menu_timeout_ms = models.PositiveIntegerField(null=True, blank=True)
     firmware = models.CharField(
-        max_length=8, choices=[("bios", "BIOS"), ("uefi", "UEFI")], default="bios"
+        max_length=8,
+        choices=_choices(domxml.FIRMWARES, {"bios": "BIOS", "uefi": "UEFI"}),
+        default="bios",
     )
     loader = models.CharField(_("UEFI loader"), max_length=500, blank=True)
     nvram_template = models.CharField(_("nvram template"), max_length=500, blank=True)
     smbios_mode = models.CharField(
         max_length=10,
         blank=True,
-        choices=[("emulate", "emulate"), ("host", "host"), ("sysinfo", "sysinfo")],
+        choices=_choices(domxml.SMBIOS_MODES, {"": _("libvirt's default")}),
     )
     bios_useserial = models.BooleanField(_("BIOS output on serial"), default=False)
     bios_reboot_timeout_ms = models.IntegerField(null=True, blank=True)
     clock_offset = models.CharField(
-        max_length=12,
-        choices=[("utc", "utc"), ("localtime", "localtime")],
-        default="utc",
+        max_length=12, choices=_choices(domxml.CLOCK_OFFSETS), default="utc"
     )
-    on_poweroff = models.CharField(max_length=20, default="destroy")
-    on_reboot = models.CharField(max_length=20, default="restart")
-    on_crash = models.CharField(max_length=20, default="destroy")
+    on_poweroff = models.CharField(
+        max_length=20, choices=_choices(domxml.POWEROFF_ACTIONS), default="destroy"
+    )
+    on_reboot = models.CharField(
+        max_length=20, choices=_choices(domxml.REBOOT_ACTIONS), default="restart"
+    )
+    on_crash = models.CharField(
+        max_length=20, choices=_choices(domxml.CRASH_ACTIONS), default="destroy"
+    )
     # Method-specific sources, as the target hosts' libvirtd sees the paths.
     iso_path = models.CharField(_("ISO path"), max_length=500, blank=True)
     kernel = models.CharField(max_length=500, blank=True)
@@ -77,21 +97,17 @@ class Template(models.Model):
     # The domain's own disk.
     disk_gib = models.PositiveIntegerField(_("disk size (GiB)"), default=10)
     disk_format = models.CharField(
-        max_length=8, choices=[("qcow2", "qcow2"), ("raw", "raw")], default="qcow2"
+        max_length=8, choices=_choices(domxml.DISK_FORMATS), default="qcow2"
     )
-    disk_bus = models.CharField(
-        max_length=8,
-        choices=[("virtio", "virtio"), ("sata", "sata"), ("ide", "ide"), ("scsi", "scsi")],
-        default="virtio",
-    )
+    disk_bus = models.CharField(max_length=8, choices=_choices(domxml.DISK_BUSES), default="virtio")
     # Devices.
+    # Blank: no network interface.
     net_type = models.CharField(
-        max_length=10,
-        blank=True,
-        choices=[("network", "network"), ("bridge", "bridge"), ("user", "user")],
-        default="network",
+        max_length=10, blank=True, choices=_choices(domxml.INTERFACE_TYPES), default="network"
     )
     net_source = models.CharField(max_length=100, blank=True, default="default")
+    # Free text (virtio, e1000, rtl8139 …): domxml checks the form of a model name, not a
+    # list, since QEMU's list depends on its version and the machine type.
     net_model = models.CharField(max_length=20, default="virtio")
     vnc = models.BooleanField(_("VNC graphics"), default=True)
     tablet = models.BooleanField(_("USB tablet"), default=True)

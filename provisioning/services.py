@@ -33,6 +33,7 @@ from domains.models import (
     is_team_admin,
     teams_for,
 )
+from domains.rules import path_problems
 from domains.services.common import (
     ActionRefused,
     audit,
@@ -66,51 +67,59 @@ def disk_path(name: str) -> str:
 
 
 def template_to_spec(
-    template: Template, name: str, uuid: str, vcpus: int, memory_mib: int, host: Host
+    template: Template,
+    name: str,
+    uuid: str,
+    vcpus: int,
+    memory_mib: int,
+    host: Host,
+    caps: hypervisor.HostCapabilities | None = None,
 ) -> domxml.DomainSpec:
-    """The domain a template makes, as data for `domxml.build_domain`.
+    """The domain a template makes on `host`, as data for `domxml.build_domain`.
 
-    On a test-driver host the domain type is "test" and no disk file is named (the test
-    driver has no storage to boot from); elsewhere the domain's disk is a volume in the
-    host's images folder.
+    What the host can do decides, as its libvirt answered (`hypervisor.capabilities`): the
+    template's domain type where the host runs it, else the host's first (a kvm template
+    becomes qemu on a host without KVM, test on the test driver); VNC and the USB tablet
+    only where the host offers VNC graphics. Disks, CD-ROM and serial console are the
+    template's everywhere: every host, the test driver too, takes them in a definition.
+    `caps` stands for the host's answer where the caller has it already.
     """
-    test_driver = hypervisor.is_test_driver(host.uri)
+    caps = caps or hypervisor.capabilities(host.uri)
     memory_kib = memory_mib * 1024
     current_kib = min(template.current_memory_mib * 1024, memory_kib) or memory_kib
     disks: list[domxml.DiskSpec] = []
-    if not test_driver:
-        if template.method == Method.DISK and template.base_image:
-            disks.append(
-                domxml.DiskSpec(
-                    path=template.base_image,
-                    device="disk",
-                    bus=template.disk_bus,
-                    target=_target(template.disk_bus, 0),
-                    format=template.disk_format,
-                )
+    if template.method == Method.DISK and template.base_image:
+        disks.append(
+            domxml.DiskSpec(
+                path=template.base_image,
+                device="disk",
+                bus=template.disk_bus,
+                target=_target(template.disk_bus, 0),
+                format=template.disk_format,
             )
-        else:
-            disks.append(
-                domxml.DiskSpec(
-                    path=disk_path(name),
-                    device="disk",
-                    bus=template.disk_bus,
-                    target=_target(template.disk_bus, 0),
-                    format=template.disk_format,
-                    size_bytes=template.disk_gib * 2**30,
-                )
+        )
+    else:
+        disks.append(
+            domxml.DiskSpec(
+                path=disk_path(name),
+                device="disk",
+                bus=template.disk_bus,
+                target=_target(template.disk_bus, 0),
+                format=template.disk_format,
+                size_bytes=template.disk_gib * 2**30,
             )
-        if template.method == Method.CDROM and template.iso_path:
-            disks.append(
-                domxml.DiskSpec(
-                    path=template.iso_path,
-                    device="cdrom",
-                    bus="sata",
-                    target="sdb" if template.disk_bus in ("sata", "scsi") else "sda",
-                    format="raw",
-                    readonly=True,
-                )
+        )
+    if template.method == Method.CDROM and template.iso_path:
+        disks.append(
+            domxml.DiskSpec(
+                path=template.iso_path,
+                device="cdrom",
+                bus="sata",
+                target="sdb" if template.disk_bus in ("sata", "scsi") else "sda",
+                format="raw",
+                readonly=True,
             )
+        )
     boot_order = {
         Method.CDROM: ("hd", "cdrom"),
         Method.PXE: ("hd", "network"),
@@ -125,10 +134,15 @@ def template_to_spec(
             )
         )
     kernel = template.method == Method.KERNEL
+    domain_type = template.domain_type
+    if caps.domain_types and domain_type not in caps.domain_types:
+        domain_type = caps.domain_types[0]
+    # A tablet only makes the pointer follow a graphical console.
+    vnc = template.vnc and "vnc" in caps.graphics
     return domxml.DomainSpec(
         name=name,
         uuid=uuid,
-        domain_type="test" if test_driver else template.domain_type,
+        domain_type=domain_type,
         memory_kib=memory_kib,
         current_memory_kib=current_kib,
         max_memory_kib=(template.hotplug_memory_mib or 0) * 1024,
@@ -147,8 +161,8 @@ def template_to_spec(
         loader=template.loader,
         nvram_template=template.nvram_template,
         smbios_mode=template.smbios_mode,
-        # BIOS output needs the serial port, which a test-driver domain does not get.
-        bios_useserial=template.bios_useserial and template.serial_console and not test_driver,
+        # BIOS output goes to the serial port: without one it has nowhere to go.
+        bios_useserial=template.bios_useserial and template.serial_console,
         bios_reboot_timeout_ms=template.bios_reboot_timeout_ms,
         clock_offset=template.clock_offset,
         on_poweroff=template.on_poweroff,
@@ -156,13 +170,13 @@ def template_to_spec(
         on_crash=template.on_crash,
         disks=tuple(disks),
         interfaces=tuple(interfaces),
-        vnc=template.vnc and not test_driver,
-        tablet=template.tablet and not test_driver,
+        vnc=vnc,
+        tablet=template.tablet and vnc,
         balloon=template.balloon,
         balloon_period=template.balloon_period,
-        serial_console=template.serial_console and not test_driver,
+        serial_console=template.serial_console,
         serial_log=f"/var/log/libvirt/{name}-serial.log"
-        if template.serial_log and template.serial_console and not test_driver
+        if template.serial_log and template.serial_console
         else "",
     )
 
@@ -284,7 +298,7 @@ def save_template(user: User, template: Template, hosts: list[Host]) -> Template
         audit(
             "template_added" if created else "template_changed",
             user,
-            f"{template.name}: {', '.join(changed) or 'nothing changed'}",
+            template.name if created else f"{template.name}: {', '.join(changed) or '-'}",
             template=template.pk,
             before={k: before.get(k) for k in changed},
             after={k: after[k] for k in changed},
@@ -489,7 +503,7 @@ def create_problems(host: Host, template: Template, name: str, choice: CreateCho
     if choice.autodestroy:
         if choice.persistent:
             problems.append(_("Only a transient domain can be destroyed automatically."))
-        elif not hypervisor.supports_autodestroy(host.uri):
+        elif not hypervisor.capabilities(host.uri).autodestroy:
             problems.append(
                 _("%(host)s cannot destroy domains automatically; create it without that.")
                 % {"host": host.name}
@@ -502,6 +516,16 @@ def create_problems(host: Host, template: Template, name: str, choice: CreateCho
         problems.append(_("%(host)s has a domain named %(name)s already.") % {
             "host": host.name, "name": name})  # fmt: skip
     return problems
+
+
+def template_path_problems(host: Host, xml: str) -> list[str]:
+    """The host paths of a domain made from a template that lie outside what the host
+    allows team admins (its storage pools and allowed folders)."""
+    try:
+        roots = (*hypervisor.pool_paths(host.uri), *host.allowed_folders)
+    except HypervisorError as exc:
+        return [exc.hint]
+    return path_problems(domxml.read_domain_reach(xml), None, roots)
 
 
 def _refuse_provision(user, host, team, name, params, message) -> None:
@@ -568,6 +592,10 @@ def _provision(
     if not problems:
         view = preview(template, host, name, vcpus, memory_mib, uuid)
         problems = view.problems
+    if not problems and not user.is_superuser:
+        # The template's files (ISO, kernel, base image, firmware) must lie where a team
+        # admin may point on this host, as in a team admin's XML edit.
+        problems = template_path_problems(host, view.xml)
     if problems:
         message = " ".join(problems)
         if request is not None:

@@ -4,8 +4,10 @@
 #   scripts/redis.sh start|stop|status
 #
 # Private so the demo and the tests never share queues or locks with each other or with the
-# machine's own Redis on 6379, which this script never touches. Nothing is persisted: queued
-# operations of a stopped demo are not worth keeping, and the database holds their state.
+# machine's own Redis on 6379, which this script never touches. It keeps an append-only file
+# in its folder: a Redis restarted under a running panel still has the queued operations'
+# messages (the database holds their state; a lost message is settled by the panel, but
+# later).
 set -euo pipefail
 # shellcheck source=scripts/run-dir.sh
 . "$(dirname -- "${BASH_SOURCE[0]}")/run-dir.sh"
@@ -32,7 +34,7 @@ start() {
   fi
   mkdir -p -- "$DIR"
   rm -f -- "$PID_FILE"
-  redis-server --port "$PORT" --bind 127.0.0.1 --save "" --appendonly no \
+  redis-server --port "$PORT" --bind 127.0.0.1 --save "" --appendonly yes --appendfsync everysec \
     --dir "$DIR" --pidfile "$PID_FILE" --logfile "$DIR/redis.log" --daemonize yes
   local _
   for _ in $(seq 100); do

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import libvirt
 import pytest
+import redis
 from django.conf import settings
 
 from tests.helpers import PASSWORD, client_for, wait_for
@@ -247,6 +248,8 @@ def redis_server():
     _require("redis-server", "redis-server")
     run_script("redis.sh", "stop")  # one left by a killed run, perhaps on another port
     run_script("redis.sh", "start")
+    # It keeps an append-only file: a killed run's messages must not reach this run.
+    redis.Redis.from_url(REDIS_URL).flushall()
     try:
         yield REDIS_URL
     finally:
@@ -305,6 +308,30 @@ def celery_worker(redis_server, libvirt_hosts, django_db_setup):
     finally:
         stop_process(proc)
         pid_file.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def broker_down():
+    """The task queue does not answer: the Celery app points at a closed port (for real,
+    not a fake: kombu fails to connect as it would to a Redis that is down)."""
+    from vmpanel.celery import app
+
+    saved = app.conf.broker_url
+    app.conf.broker_url = "redis://127.0.0.1:1/0"
+    app._pool = None
+    app.amqp._producer_pool = None
+    yield
+    app.conf.broker_url = saved
+    app._pool = None
+    app.amqp._producer_pool = None
+
+
+@pytest.fixture
+def watcher_beat(redis_server):
+    """A fresh watcher pass on record, as a running watcher leaves it."""
+    from domains import liveness
+
+    liveness.mark_watcher_beat()
 
 
 # --- the inventory watcher (a real `manage.py watch_inventory` process) --------------
@@ -404,10 +431,15 @@ def logged_in():
 @pytest.fixture
 def hosts(db, libvirt_hosts) -> SimpleNamespace:
     """Host rows "alpha" and "beta" with the URIs of the running test daemons."""
-    from domains.models import Host
+    from domains.models import DEFAULT_ALLOWED_PATHS, Host
 
+    # The test templates' ISOs and kernels live under /srv: a superuser allowed it.
+    allowed = f"{DEFAULT_ALLOWED_PATHS}\n/srv"
     return SimpleNamespace(
-        **{name: Host.objects.create(name=name, uri=libvirt_hosts.uri(name)) for name in HOST_NAMES}
+        **{
+            name: Host.objects.create(name=name, uri=libvirt_hosts.uri(name), allowed_paths=allowed)
+            for name in HOST_NAMES
+        }
     )
 
 

@@ -10,6 +10,7 @@ address after AXES_FAILURE_LIMIT failures, even for the right password. /healthz
 from __future__ import annotations
 
 import json
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -256,7 +257,7 @@ def test_healthz():
 
 
 @pytest.mark.integration
-def test_readyz_while_everything_runs(hosts, celery_worker):
+def test_readyz_while_everything_runs(hosts, celery_worker, watcher_beat):
     response = Client().get(reverse("readyz"))
 
     assert response.status_code == 200
@@ -264,13 +265,36 @@ def test_readyz_while_everything_runs(hosts, celery_worker):
         "status": "ok",
         "redis": "ok",
         "worker": "ok",
+        "watcher": "ok",
         "host:alpha": "ok",
         "host:beta": "ok",
     }
 
 
 @pytest.mark.integration
-def test_readyz_names_the_host_that_does_not_answer(hosts, celery_worker):
+def test_readyz_and_every_page_say_when_the_watcher_is_silent(
+    hosts, celery_worker, people, settings
+):
+    import redis
+
+    from domains import liveness
+
+    redis.Redis.from_url(settings.REDIS_URL).set(liveness.WATCHER_BEAT_KEY, time.time() - 300)
+
+    response = Client().get(reverse("readyz"))
+    assert response.status_code == 503
+    assert response.json()["watcher"].startswith("fail: silent for 3")
+    page = client_for(people.victor_viewer).get(reverse("domain_list")).content.decode()
+    assert "The inventory may be out of date" in page and "for 5 minutes" in page
+
+    liveness.mark_watcher_beat()
+    assert Client().get(reverse("readyz")).json()["watcher"] == "ok"
+    page = client_for(people.victor_viewer).get(reverse("domain_list")).content.decode()
+    assert "The inventory may be out of date" not in page
+
+
+@pytest.mark.integration
+def test_readyz_names_the_host_that_does_not_answer(hosts, celery_worker, watcher_beat):
     missing = "test+unix:///default?socket=/nonexistent/vmpanel-readyz/libvirt-sock"
     Host.objects.create(name="nowhere", uri=missing)
     # A disabled host is not asked: it cannot make the panel unready.

@@ -307,8 +307,12 @@ def test_wrong_state_is_409_with_the_reason_on_the_page(
     assert live(libvirt_hosts.conn("alpha"), domain.uuid) == before
 
 
-def test_libvirt_refusal_is_a_failed_operation_with_its_words(people, make_domain, libvirt_hosts):
-    """The inventory said shut off, but someone started it outside the panel meanwhile."""
+def test_libvirt_refusal_on_a_stale_row_is_a_refusal_with_the_fresh_state(
+    people, make_domain, libvirt_hosts
+):
+    """The inventory said shut off, but someone started it outside the panel meanwhile:
+    libvirt refuses, and the panel says so in its own words, with the state as it is now
+    (libvirt's words stay on record)."""
     domain = make_domain(state="shutoff")
     libvirt_hosts.conn("alpha").lookupByUUIDString(str(domain.uuid)).create()
     client = client_for(people.olga_operator)
@@ -317,11 +321,14 @@ def test_libvirt_refusal_is_a_failed_operation_with_its_words(people, make_domai
 
     assert response.status_code == 303
     op = only_operation(domain)
-    assert op.status == OperationStatus.FAILED
+    assert op.status == OperationStatus.REFUSED
+    assert (
+        op.message == f"{domain.name} is running; only a shut-off persistent domain can be started."
+    )
     assert "already running" in op.error and op.error_code is not None
     page = client.get(response["Location"]).content.decode()
-    assert f"Operation #{op.pk} start: failed." in page
-    assert "libvirt said: " in page and "already running" in page
+    assert f"Operation #{op.pk} start: refused." in page
+    assert "is running; only a shut-off persistent domain can be started." in page
     # The failure refreshed the inventory: now it knows the domain runs.
     assert fresh(domain).state == State.RUNNING
 

@@ -33,7 +33,7 @@ def test_entry_is_complete(kind):
     # The button's words are marked for translation and say something.
     assert isinstance(spec.label, Promise) and str(spec.label).strip()
     assert spec.task in _registered_tasks(), f"{spec.task} is not a Celery task"
-    if spec.allowed is not kinds._always:
+    if spec.allowed is not kinds.always_allowed:
         assert "{name}" in spec.wrong_state, "a refusal for state names the domain"
     if spec.offered == kinds.PANEL:
         # A plain button calls its service; a form kind has its own page.

@@ -192,18 +192,19 @@ def test_operations_on_two_hosts(make_domain, people, libvirt_hosts):
     assert live(libvirt_hosts.conn("beta"), on_alpha.uuid) is None
 
 
-def test_failure_in_libvirt_is_recorded(make_domain, people, libvirt_hosts):
-    """The inventory said running, libvirt knew better: the operation fails in its words."""
+def test_refusal_in_libvirt_on_a_stale_row_is_recorded(make_domain, people, libvirt_hosts):
+    """The inventory said running, libvirt knew better: the operation is refused with the
+    state as it is now, libvirt's words kept beside."""
     domain = make_domain(state="running")
     libvirt_hosts.conn("alpha").lookupByUUIDString(str(domain.uuid)).destroy()
 
     op = button_service("destroy")(people.olga_operator, domain)
 
     done = wait_finished(op)
-    assert done.status == OperationStatus.FAILED
+    assert done.status == OperationStatus.REFUSED
     assert done.error_code == libvirt.VIR_ERR_OPERATION_INVALID
     assert "not running" in done.error
-    assert "reload the page" in done.message
+    assert done.message == f"{domain.name} is shut off; only a domain that is on can be forced off."
     # And the inventory learns the truth from the task's refresh.
     row_matches(domain, lambda d: d.state == State.SHUTOFF)
 

@@ -650,6 +650,7 @@ def test_matrix(url, role, world, settings, request):
     case = CASES[url]
     if case.needs_worker:
         request.getfixturevalue("celery_worker")
+        request.getfixturevalue("watcher_beat")
     # An allowed action answers at once with its operation's page (nothing runs it here).
     settings.VMPANEL_QUICK_WAIT_SECONDS = 0
     user = None if role == "anonymous" else getattr(world.people, role)

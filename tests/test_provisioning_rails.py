@@ -136,3 +136,12 @@ def test_a_refused_approval_is_on_record_as_a_refused_provisioning(people, hosts
     op = Operation.objects.get(kind=OperationKind.PROVISION)
     assert op.status == OperationStatus.REFUSED and op.user == people.alice_admin
     assert op.team == people.team_a and op.params == {"request": req.pk}
+
+
+def test_a_long_audit_summary_is_cut_to_its_column(people):
+    from domains.services.common import audit
+
+    event = audit("test_event", people.root, "x" * 2000, every="detail")
+    event.refresh_from_db()
+    assert len(event.summary) == 500 and event.summary.endswith("…")
+    assert event.detail == {"every": "detail"}

@@ -5,7 +5,7 @@ from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
 
-from domains import hypervisor
+from domains import hypervisor, liveness
 from domains.hypervisor import HypervisorError
 from domains.models import Host
 from vmpanel.celery import app
@@ -37,6 +37,15 @@ def readyz(request):
             checks["worker"] = f"fail: {exc}"
     else:
         checks["worker"] = "fail: no broker"
+    silent = liveness.watcher_silent_seconds()
+    if silent is None:
+        checks["watcher"] = "fail: no broker"
+    elif silent > settings.VMPANEL_WATCHER_STALE_SECONDS:
+        checks["watcher"] = (
+            "fail: never ran" if silent == float("inf") else f"fail: silent for {int(silent)} s"
+        )
+    else:
+        checks["watcher"] = "ok"
     for host in Host.objects.filter(enabled=True):
         try:
             hypervisor.ping(host.uri)

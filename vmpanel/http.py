@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpResponse
+from django.http import Http404, HttpResponse, HttpResponseRedirect
 
 
 def see_other(url: str) -> HttpResponse:
     """A 303: after a POST, the browser fetches the next page with GET."""
-    response = HttpResponse(status=303)
-    response["Location"] = url
+    response = HttpResponseRedirect(url)
+    response.status_code = 303
     return response
 
 

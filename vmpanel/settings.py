@@ -163,6 +163,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "django.template.context_processors.i18n",
+                "vmpanel.context_processors.inventory_freshness",
             ],
         },
     },
@@ -233,10 +234,23 @@ VMPANEL_QUICK_WAIT_SECONDS = env_int("VMPANEL_QUICK_WAIT_SECONDS", 2)
 # heartbeat is older than VMPANEL_STALE_SECONDS was orphaned by a dead worker.
 VMPANEL_HEARTBEAT_SECONDS = env_int("VMPANEL_HEARTBEAT_SECONDS", 2)
 VMPANEL_STALE_SECONDS = env_int("VMPANEL_STALE_SECONDS", 30)
+# A queued operation no worker took within this many seconds is sent once more, then, after
+# as long again, failed (its message was lost, or no worker runs).
+VMPANEL_QUEUED_STALE_SECONDS = env_int("VMPANEL_QUEUED_STALE_SECONDS", 120)
+# The inventory may be out of date (a banner on every page, /readyz fails) once no watcher
+# pass has run for this long.
+VMPANEL_WATCHER_STALE_SECONDS = env_int("VMPANEL_WATCHER_STALE_SECONDS", 30)
 # How long a per-domain lock lives at most if a worker dies holding it.
 VMPANEL_DOMAIN_LOCK_SECONDS = env_int("VMPANEL_DOMAIN_LOCK_SECONDS", 3600)
 # How long phase 1 of a direct kernel boot (the installer) may run before it is stopped.
 VMPANEL_INSTALL_TIMEOUT_SECONDS = env_int("VMPANEL_INSTALL_TIMEOUT_SECONDS", 3600)
+# Bounds on talking to a host, so that one that hangs never stalls the panel: opening a
+# connection, and any read (a change, which runs in a worker, waits as long as it takes;
+# keepalive ends it when the host stops answering: after about interval × (count + 1)).
+VMPANEL_LIBVIRT_CONNECT_SECONDS = env_int("VMPANEL_LIBVIRT_CONNECT_SECONDS", 5)
+VMPANEL_LIBVIRT_CALL_SECONDS = env_int("VMPANEL_LIBVIRT_CALL_SECONDS", 10)
+VMPANEL_LIBVIRT_KEEPALIVE_SECONDS = env_int("VMPANEL_LIBVIRT_KEEPALIVE_SECONDS", 3)
+VMPANEL_LIBVIRT_KEEPALIVE_COUNT = env_int("VMPANEL_LIBVIRT_KEEPALIVE_COUNT", 3)
 
 # Mail to requesters (approved, rejected, ready, failed). The demo prints it on the console.
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")

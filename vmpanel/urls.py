@@ -14,3 +14,6 @@ urlpatterns = [
     path("", include("domains.urls")),
     path("", include("provisioning.urls")),
 ]
+
+# A locked database is a "try again" page, not a bare 500 (vmpanel/busy.py).
+handler500 = "vmpanel.busy.server_error"

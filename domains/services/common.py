@@ -48,16 +48,12 @@ class ActionRefused(Exception):
         self.status = status
 
 
-# AuditEvent.summary's column: a longer summary is cut to it (PostgreSQL refuses it whole).
-_SUMMARY_MAX = AuditEvent._meta.get_field("summary").max_length
-
-
 def audit(kind: str, user: User, summary: str, team: Team | None = None, **detail) -> AuditEvent:
-    """Put on record what is not an operation on a domain (hosts, roles, requests).
-    The summary is one line for lists, cut to its column; `detail` keeps everything."""
+    """Put on record what is not an operation on a domain (hosts, roles, requests)."""
     log.info("audit %s user=%s %s", kind, user, summary)
-    if len(summary) > _SUMMARY_MAX:
-        summary = summary[: _SUMMARY_MAX - 1] + "…"
+    limit = AuditEvent._meta.get_field("summary").max_length
+    if len(summary) > limit:  # the detail keeps everything; the one-line summary is cut
+        summary = summary[: limit - 1] + "…"
     return AuditEvent.objects.create(
         kind=kind, user=user, team=team, summary=summary, detail=detail
     )
@@ -147,14 +143,15 @@ def queue_operation(
     check: Callable[[], str | None] | None = None,
     target_host: Host | None = None,
     fields: dict | None = None,
+    payload: dict | None = None,
 ) -> Operation:
     """Check and queue one operation of `kind` on `domain`; returns the queued Operation.
 
     The checks, each refusal on record: the role, the domain still there, its host
     enabled and answering, the state (the kind's entry in `kinds.KINDS`), then `check`,
     which returns the reason to refuse in plain words or None, and last that no other
-    operation holds the domain. `fields` are further Operation fields for the queued row
-    (the XML an edit is to define, say).
+    operation holds the domain. `fields` are further Operation fields for the queued row;
+    `payload` goes to the task only (see `send_on_commit`).
     """
     spec = KINDS[kind]
     params = params or {}
@@ -203,7 +200,7 @@ def queue_operation(
                 task_id=str(uuidlib.uuid4()),
                 **(fields or {}),
             )
-            send_on_commit(op)
+            send_on_commit(op, payload)
             return op
     # Outside the transaction, so that the refusal stays on record.
     refuse(
@@ -214,25 +211,29 @@ def queue_operation(
     raise AssertionError("unreachable")
 
 
-def send_on_commit(op: Operation) -> None:
-    """Hand `op` to its kind's Celery task once the current transaction commits."""
-    transaction.on_commit(lambda: _send(op))
+def send_on_commit(op: Operation, payload: dict | None = None) -> None:
+    """Hand `op` to its kind's Celery task once the current transaction commits.
+
+    `payload` goes to the task with the message and is never stored in the database: it is
+    for what must not be on record (the XML an edit defines, with its passwords).
+    """
+    transaction.on_commit(lambda: _send(op, payload or {}))
     log.info(
         "operation %s %s queued user=%s host=%s domain=%s",
         op.pk, op.kind, op.user, op.host, op.domain_uuid,
     )  # fmt: skip
 
 
-def _send(op: Operation) -> None:
+def _send(op: Operation, payload: dict) -> None:
     try:
-        app.send_task(KINDS[op.kind].task, args=[op.pk], task_id=op.task_id)
+        app.send_task(KINDS[op.kind].task, args=[op.pk], kwargs=payload, task_id=op.task_id)
     except Exception as exc:  # broker down: kombu raises several kinds
         # Never leave a queued operation that no worker will ever see: the domain would
         # stay "busy" for good.
+        # Its words are the broker's, not libvirt's: in the log, not as the libvirt error.
         log.error("operation %s not queued: %s", op.pk, exc)
         Operation.objects.filter(pk=op.pk, status=OperationStatus.QUEUED).update(
             status=OperationStatus.FAILED,
             message=_("The task queue does not answer; nothing was done. Try again later."),
-            error=str(exc),
             finished_at=timezone.now(),
         )

@@ -6,7 +6,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils.translation import gettext as _
 
-from .. import hypervisor
+from .. import hypervisor, inventory
 from ..hypervisor import HypervisorError
 from ..models import Domain, Host, Membership, Team
 from ..rules import host_uri_problem, listen_address_problem
@@ -43,6 +43,7 @@ def save_host(user: User, host: Host) -> Host:
             f"{host.name} ({host.uri}, {'enabled' if host.enabled else 'disabled'})",
             host=host.name,
         )
+    inventory.store_capabilities(host)
     return host
 
 

@@ -18,8 +18,8 @@ log = logging.getLogger(__name__)
 def cancel_operation(user: User, op: Operation) -> Operation:
     """Ask the worker running `op` to abort its libvirt job; a queued one just stops.
 
-    Operators of the domain's team may cancel; only long jobs (save, restore, migration)
-    can be aborted by libvirt.
+    Operators of the domain's team may cancel. A queued operation of any kind stops at
+    once; a running one only where libvirt aborts it (save, restore, migration).
     """
     actions = actions_on(user, op.domain) if op.domain is not None else frozenset()
     if "view" not in actions:
@@ -28,8 +28,11 @@ def cancel_operation(user: User, op: Operation) -> Operation:
         raise ActionRefused(_("Your role does not allow cancelling this."), status=403)
     if op.is_finished:
         raise ActionRefused(_("Operation #%(id)s has finished already.") % {"id": op.pk})
-    if not KINDS[op.kind].long:
-        raise ActionRefused(_("A %(kind)s cannot be cancelled.") % {"kind": op.get_kind_display()})
+    if op.status != OperationStatus.QUEUED and not KINDS[op.kind].long:
+        # Queued, nothing ran yet: any kind stops. Running, only libvirt's long jobs abort.
+        raise ActionRefused(
+            _("A %(kind)s that has started cannot be cancelled.") % {"kind": op.get_kind_display()}
+        )
     # A queued operation is cancelled here; the worker's claim then finds nothing to do.
     stopped = Operation.objects.filter(pk=op.pk, status=OperationStatus.QUEUED).update(
         status=OperationStatus.CANCELLED,

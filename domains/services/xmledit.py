@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.contrib.auth.models import User
+from django.utils.translation import gettext as _
 
 from .. import domxml, hypervisor
 from ..hypervisor import HypervisorError
 from ..kinds import KINDS, wrong_state_message
-from ..models import Domain, Operation, OperationKind
-from ..rules import xml_edit_check
+from ..models import Domain, Host, Operation, OperationKind
+from ..rules import edit_policy_problems, xml_edit_check
 from .common import queue_operation, require
 
 
@@ -29,6 +30,35 @@ def current_domain_xml(domain: Domain) -> str:
     return hypervisor.xml_of(domain.host.uri, str(domain.uuid), inactive=True, secure=True)
 
 
+def host_reach_problems(host: Host, new_xml: str, current_xml: str | None) -> list[str]:
+    """What `new_xml` reaches on `host` beyond a team admin's powers (`rules.
+    edit_policy_problems`): reads the host's platforms and storage pools now."""
+    try:
+        new = domxml.read_domain_reach(new_xml)
+        current = domxml.read_domain_reach(current_xml) if current_xml else None
+    except domxml.XMLError as exc:
+        return [str(exc)]
+    roots = (*hypervisor.pool_paths(host.uri), *host.allowed_folders)
+    return edit_policy_problems(
+        new, current, hypervisor.platforms(host.uri), roots, host.allow_hostdev
+    )
+
+
+def _edit_problem(user: User, domain: Domain, current: str, new_xml: str) -> tuple[str, str, list]:
+    """(diff, problem, waived) of an edit: the identity rules for everyone, the host
+    policy for all but superusers, whose edits past it are allowed and `waived` on record."""
+    diff, problem = xml_edit_check(current, new_xml)
+    if problem:
+        return diff, problem, []
+    try:
+        reach = host_reach_problems(domain.host, new_xml, current)
+    except HypervisorError as exc:
+        return diff, exc.message, []
+    if reach and not user.is_superuser:
+        return "", " ".join(reach), []
+    return diff, "", reach
+
+
 def preview_domain_xml(user: User, domain: Domain, new_xml: str) -> XmlPreview:
     """The diff saving `new_xml` would make, or why it would be refused; changes nothing
     and records nothing."""
@@ -36,11 +66,13 @@ def preview_domain_xml(user: User, domain: Domain, new_xml: str) -> XmlPreview:
     require(user, domain, kind, record=False)
     if not KINDS[kind].allowed(domain):
         return XmlPreview(new_xml, "", wrong_state_message(KINDS[kind], domain))
+    if not domain.host.enabled:  # a disabled host is left alone, even for reading
+        return XmlPreview(new_xml, "", _("Host %(host)s is disabled.") % {"host": domain.host})
     try:
         current = current_domain_xml(domain)
     except HypervisorError as exc:
         return XmlPreview(new_xml, "", exc.message)
-    diff, problem = xml_edit_check(current, new_xml)
+    diff, problem, _waived = _edit_problem(user, domain, current, new_xml)
     return XmlPreview(new_xml, diff, problem)
 
 
@@ -48,8 +80,11 @@ def edit_domain_xml(user: User, domain: Domain, new_xml: str) -> Operation:
     """Redefine a persistent domain from XML typed by a team admin.
 
     Checked here: well-formed (the hardened parser's message otherwise), no DOCTYPE or
-    entities, the same UUID and name, something changed. libvirt validates it against its
-    schema in the task; a refusal there leaves the configuration as it was.
+    entities, the same UUID and name, something changed; and, for all but superusers, that
+    it reaches no further on the host than a team admin may (`host_reach_problems`: the
+    emulator, platform, host paths, pass-through). A superuser's edit past that policy is
+    allowed, and what it waived is on the operation's record. libvirt validates the XML
+    against its schema in the task; a refusal there leaves the configuration as it was.
     """
     params: dict = {"diff": ""}
 
@@ -58,14 +93,22 @@ def edit_domain_xml(user: User, domain: Domain, new_xml: str) -> Operation:
             current = current_domain_xml(domain)
         except HypervisorError as exc:
             return exc.message
-        _diff, problem = xml_edit_check(current, new_xml)
+        _diff, problem, waived = _edit_problem(user, domain, current, new_xml)
         if problem:
             return problem
+        if waived:
+            params["policy_waived"] = waived
         # The record is read by the whole team: no passwords in it.
         params["diff"] = domxml.xml_diff(
             domxml.redact_secrets(current), domxml.redact_secrets(new_xml)
         )
         return None
+
+    def redacted() -> str:
+        try:
+            return domxml.redact_secrets(new_xml)
+        except domxml.XMLError:
+            return ""  # refused by check() anyway
 
     return queue_operation(
         user,
@@ -73,6 +116,8 @@ def edit_domain_xml(user: User, domain: Domain, new_xml: str) -> Operation:
         OperationKind.EDIT_XML,
         params,
         check=check,
-        # The task reads the XML to define from here, and puts the read-back in its place.
-        fields={"xml_after": new_xml},
+        # What the team reads: the submitted XML without its passwords (the task puts
+        # libvirt's read-back in its place). The XML itself travels with the task only.
+        fields={"xml_after": redacted()},
+        payload={"xml": new_xml},
     )

@@ -3,7 +3,8 @@
 Runs for as long as the panel runs. Events refresh the one domain they name within a
 moment; the full read catches what events missed (changes while the watcher was down, a
 host daemon that restarted). A host that stops answering is retried every pass, and
-picked up again when it comes back, without restarting the watcher.
+picked up again when it comes back, without restarting the watcher. Each host is watched
+in a thread of its own, so one that hangs stalls nobody else.
 """
 
 from __future__ import annotations
@@ -11,17 +12,19 @@ from __future__ import annotations
 import logging
 import queue
 import signal
+import threading
 import time
 import uuid as uuidlib
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import close_old_connections
+from django.db import connection as db_connection
 
-from domains import hypervisor, inventory
+from domains import hypervisor, inventory, liveness
 from domains.hypervisor import HypervisorError
 from domains.models import Host
-from domains.runner import recover_orphaned_operations
+from domains.runner import adopt_saved_images, recover_orphaned_operations, settle_stale_queued
 
 log = logging.getLogger("domains.watcher")
 
@@ -29,102 +32,156 @@ log = logging.getLogger("domains.watcher")
 RECOVERY_SECONDS = 15
 
 
-class Watcher:
-    def __init__(self, reconcile_seconds: float, pass_seconds: float = 0.5):
+class HostWatch(threading.Thread):
+    """One host, watched in a thread of its own: its events, its full reads, its errors.
+
+    A host that hangs holds only its own thread (every libvirt read is bounded, see
+    `hypervisor`), so the other hosts' events and reconciles go on meanwhile.
+    """
+
+    def __init__(self, host: Host, reconcile_seconds: float, pass_seconds: float):
+        super().__init__(name=f"watch-{host.name}", daemon=True)
+        self.host_pk = host.pk
+        self.uri = host.uri
         self.reconcile_seconds = reconcile_seconds
         self.pass_seconds = pass_seconds
-        self.events: queue.Queue[tuple[str, str]] = queue.Queue()
-        self.watched: dict[int, str] = {}  # host pk → URI with a live registration
-        self.last_full: dict[int, float] = {}
-        self.stopping = False
-        self.last_recovery = 0.0
+        self.events: queue.Queue[str] = queue.Queue()
+        self.stopping = threading.Event()
+        self.registered = False  # a live event registration on this process's connection
+        self.last_full = 0.0
 
-    def on_event(self, uri: str, uuid: str) -> None:
+    def on_event(self, _uri: str, uuid: str) -> None:
         # Runs in libvirt's event thread: only hand the work over.
-        self.events.put((uri, uuid))
+        self.events.put(uuid)
+
+    def run(self) -> None:
+        try:
+            while not self.stopping.is_set():
+                try:
+                    close_old_connections()
+                    if not self.check_once():
+                        return
+                    self.drain_events(self.pass_seconds)
+                except Exception:
+                    # A database hiccup must not end the watch of this host.
+                    log.exception("watch of %s failed; going on", self.uri)
+                    self.stopping.wait(1)
+        finally:
+            db_connection.close()  # this thread's own database connection
+
+    def check_once(self) -> bool:
+        """(Re)connect or reconcile as due; False when the host is no longer to be watched."""
+        host = Host.objects.filter(pk=self.host_pk, enabled=True, uri=self.uri).first()
+        if host is None:
+            return False
+        try:
+            if not (self.registered and hypervisor.is_alive(host.uri)):
+                self.connect(host)
+            elif time.monotonic() - self.last_full >= self.reconcile_seconds:
+                inventory.reconcile_host(host)
+                self.last_full = time.monotonic()
+        except HypervisorError as exc:
+            if self.registered:
+                log.warning("host %s does not answer: %s", host.name, exc.message)
+            self.registered = False
+            Host.objects.filter(pk=host.pk).update(last_error=exc.message)
+        return True
 
     def connect(self, host: Host) -> None:
-        """(Re)register for events on `host` and read it in full."""
+        """(Re)register for events on `host`, store what it can do and read it in full."""
         hypervisor.forget(host.uri)
         hypervisor.watch_lifecycle(host.uri, self.on_event)
-        self.watched[host.pk] = host.uri
+        self.registered = True
+        # A new connection may reach another daemon (upgraded, restarted): ask it afresh.
+        inventory.store_capabilities(host)
         inventory.reconcile_host(host)
-        self.last_full[host.pk] = time.monotonic()
+        self.last_full = time.monotonic()
         log.info("watching host %s (%s)", host.name, host.uri)
-
-    def check_hosts(self) -> None:
-        hosts = list(Host.objects.filter(enabled=True))
-        for host_pk in set(self.watched) - {h.pk for h in hosts}:
-            self.watched.pop(host_pk, None)  # disabled or deleted
-        for host in hosts:
-            try:
-                fresh = self.watched.get(host.pk) == host.uri and hypervisor.is_alive(host.uri)
-                if not fresh:
-                    self.connect(host)
-                elif time.monotonic() - self.last_full.get(host.pk, 0) >= (self.reconcile_seconds):
-                    inventory.reconcile_host(host)
-                    self.last_full[host.pk] = time.monotonic()
-            except HypervisorError as exc:
-                if self.watched.pop(host.pk, None) is not None:
-                    log.warning("host %s does not answer: %s", host.name, exc.message)
-                Host.objects.filter(pk=host.pk).update(last_error=exc.message)
 
     def drain_events(self, wait: float) -> None:
         """Refresh the domains named by events that arrive within `wait` seconds."""
         deadline = time.monotonic() + wait
-        pending: set[tuple[str, str]] = set()
-        while True:
+        while not self.stopping.is_set():
             timeout = deadline - time.monotonic()
             if timeout <= 0:
-                break
+                return
             try:
-                pending.add(self.events.get(timeout=timeout))
+                pending = {self.events.get(timeout=timeout)}
             except queue.Empty:
-                break
+                return
             # Gather a burst of events before touching the database.
             while True:
                 try:
                     pending.add(self.events.get_nowait())
                 except queue.Empty:
                     break
-            self.refresh(pending)
-            pending.clear()
+            host = Host.objects.filter(pk=self.host_pk).first()
+            for uuid in pending if host is not None else ():
+                try:
+                    inventory.refresh_domain(host, uuidlib.UUID(uuid))
+                except HypervisorError as exc:
+                    log.warning("refresh of %s on %s failed: %s", uuid, host.name, exc)
 
-    def refresh(self, pending: set[tuple[str, str]]) -> None:
-        hosts = {h.uri: h for h in Host.objects.filter(enabled=True)}
-        for uri, uuid in pending:
-            host = hosts.get(uri)
-            if host is None:
-                continue
-            try:
-                inventory.refresh_domain(host, uuidlib.UUID(uuid))
-            except HypervisorError as exc:
-                log.warning("refresh of %s on %s failed: %s", uuid, host.name, exc)
+
+class Watcher:
+    """Starts a `HostWatch` per enabled host, stops those of hosts disabled or changed,
+    and now and then settles what dead workers left running."""
+
+    def __init__(self, reconcile_seconds: float, pass_seconds: float = 0.5):
+        self.reconcile_seconds = reconcile_seconds
+        self.pass_seconds = pass_seconds
+        self.watches: dict[int, HostWatch] = {}
+        self.stopping = False
+        self.last_recovery = 0.0
+
+    def check_hosts(self) -> None:
+        hosts = {h.pk: h for h in Host.objects.filter(enabled=True)}
+        for pk, watch in list(self.watches.items()):
+            host = hosts.get(pk)
+            if host is None or host.uri != watch.uri or not watch.is_alive():
+                # It ends on its own once it sees that; a new one takes over at once.
+                watch.stopping.set()
+                del self.watches[pk]
+        for pk, host in hosts.items():
+            if pk not in self.watches:
+                watch = HostWatch(host, self.reconcile_seconds, self.pass_seconds)
+                self.watches[pk] = watch
+                watch.start()
 
     def recover_orphans(self) -> None:
-        """Now and then, mark failed what dead workers left running."""
+        """Now and then, mark failed what dead workers left running, and settle what no
+        worker took."""
         if time.monotonic() - self.last_recovery < RECOVERY_SECONDS:
             return
         self.last_recovery = time.monotonic()
         recover_orphaned_operations()
+        settle_stale_queued()
+        adopt_saved_images()
+
+    def read_once(self) -> None:
+        """Every enabled host read once, one after the other (`--once`)."""
+        for host in Host.objects.filter(enabled=True):
+            HostWatch(host, self.reconcile_seconds, self.pass_seconds).check_once()
 
     def run(self, once: bool = False) -> None:
         hypervisor.start_event_loop()
+        if once:
+            self.read_once()
+            return
         while not self.stopping:
             try:
                 close_old_connections()
                 self.check_hosts()
                 self.recover_orphans()
-                if once:
-                    return
-                self.drain_events(self.pass_seconds)
+                liveness.mark_watcher_beat()
             except Exception:
                 # The watcher keeps the test-driver worlds alive and the inventory
                 # fresh: a database hiccup must not end it. Log, pause, go on.
-                if once:
-                    raise
                 log.exception("watcher pass failed; going on")
                 time.sleep(1)
+            time.sleep(self.pass_seconds)
+        for watch in self.watches.values():
+            watch.stopping.set()
 
 
 class Command(BaseCommand):
