@@ -402,7 +402,7 @@ def test_saving_a_host_stores_its_capabilities(people, libvirt_hosts):
     assert host.capabilities["autodestroy"] is False
     assert host.capabilities["domain_types"] == ["test"]
     off = save_host(
-        people.root, Host(name="delta", uri="test+unix:///x?socket=/nowhere", enabled=False)
+        people.root, Host(name="delta", uri="test+unix:///default?socket=/nowhere", enabled=False)
     )
     off.refresh_from_db()
     assert off.capabilities == {} and off.capabilities_probed_at is None  # not asked
