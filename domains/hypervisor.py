@@ -816,6 +816,12 @@ def reboot(uri: str, uuid: str) -> None:
     _act(uri, uuid, lambda dom: dom.reboot(0))
 
 
+def reset(uri: str, uuid: str) -> None:
+    """Reset the guest at once, like a PC's reset button (virDomainReset): no shutdown,
+    unsaved data in the guest is lost, the domain stays running."""
+    _act(uri, uuid, lambda dom: dom.reset(0))
+
+
 def suspend(uri: str, uuid: str) -> None:
     _act(uri, uuid, lambda dom: dom.suspend())
 

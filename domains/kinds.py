@@ -104,6 +104,12 @@ KINDS: dict[str, KindSpec] = dict(
             wrong_state=gettext_noop("{name} is {state}; only a running domain can be rebooted."),
         ),
         _entry(
+            OperationKind.RESET, _("Reset"), "operate", "reset_domain_task",
+            allowed=_running,
+            wrong_state=gettext_noop("{name} is {state}; only a running domain can be reset."),
+            confirm=True,
+        ),
+        _entry(
             OperationKind.SUSPEND, _("Suspend"), "operate", "suspend_domain_task",
             allowed=_running,
             wrong_state=gettext_noop("{name} is {state}; only a running domain can be suspended."),

@@ -323,6 +323,7 @@ class OperationKind(models.TextChoices):
     SHUTDOWN = "shutdown", _("shut down")
     DESTROY = "destroy", _("force off")
     REBOOT = "reboot", _("reboot")
+    RESET = "reset", _("reset")
     SUSPEND = "suspend", _("suspend")
     RESUME = "resume", _("resume")
     AUTOSTART_ON = "autostart_on", _("autostart on")

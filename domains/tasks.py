@@ -85,6 +85,12 @@ def reboot_domain_task(op: Operation) -> str:
 
 
 @operation_task
+def reset_domain_task(op: Operation) -> str:
+    hypervisor.reset(*uri_uuid(op))
+    return _("Reset.")
+
+
+@operation_task
 def suspend_domain_task(op: Operation) -> str:
     hypervisor.suspend(*uri_uuid(op))
     return _("Suspended.")

@@ -60,7 +60,7 @@ def test_every_kind_has_a_permission_matrix_row(kind):
 
 def test_derived_tables():
     assert set(kinds.LONG_KINDS) == {"save", "restore", "managed_save", "migrate"}
-    assert set(kinds.CONFIRM_KINDS) == {"destroy", "undefine"}
+    assert set(kinds.CONFIRM_KINDS) == {"destroy", "reset", "undefine"}
     assert "restore" not in kinds.BUTTON_KINDS and "provision" not in kinds.BUTTON_KINDS
     assert not set(kinds.BUTTON_KINDS) & set(kinds.FORM_KINDS)
 

@@ -15,7 +15,7 @@ import pytest
 from domains import tasks
 from domains.models import Domain, Operation, OperationKind, OperationStatus, State
 from domains.services import lifecycle
-from tests.helpers import button_service, fresh, live, wait_finished, wait_for
+from tests.helpers import button_service, client_for, fresh, live, wait_finished, wait_for
 
 pytestmark = [
     pytest.mark.integration,
@@ -95,6 +95,31 @@ def test_lifecycle_operation_runs_in_the_worker(kind, make_domain, people, libvi
     queue_and_finish(op, people.olga_operator, kind)
     assert live(libvirt_hosts.conn("alpha"), domain.uuid).state == expected_state
     row_matches(domain, inventory_check)
+
+
+def test_reset_through_the_confirmation_page(make_domain, people, libvirt_hosts, settings):
+    """The kind added as docs/architecture.md's worked example: a button that asks first,
+    then a plain operation in the worker."""
+    settings.VMPANEL_QUICK_WAIT_SECONDS = 15
+    domain = make_domain(state="running")
+    client = client_for(people.olga_operator)
+    detail = client.get(f"/domains/alpha/{domain.uuid}/").content.decode()
+    assert f"/domains/alpha/{domain.uuid}/confirm/reset/" in detail  # a button that asks first
+    page = client.get(f"/domains/alpha/{domain.uuid}/confirm/reset/").content.decode()
+    assert f"Reset {domain.name}?" in page and "unsaved data in it is lost" in page
+
+    response = client.post(f"/domains/alpha/{domain.uuid}/do/reset/", {"confirm": "yes"})
+
+    assert response.status_code == 303
+    op = Operation.objects.get(domain=domain, kind=OperationKind.RESET)
+    assert (op.status, op.message) == (OperationStatus.SUCCEEDED, "Reset.")
+    # The test driver's reset changes nothing it shows: the domain runs on.
+    assert live(libvirt_hosts.conn("alpha"), domain.uuid).state == libvirt.VIR_DOMAIN_RUNNING
+    # Shut off, there is nothing to reset: refused for state, on record.
+    off = make_domain(state="shutoff")
+    response = client.post(f"/domains/alpha/{off.uuid}/do/reset/", {"confirm": "yes"})
+    assert response.status_code == 409
+    assert "only a running domain can be reset" in response.content.decode()
 
 
 def test_reboot(make_domain, people, libvirt_hosts):

@@ -202,6 +202,7 @@ LIFECYCLE_STATES = {
     OperationKind.SHUTDOWN: {"state": "running"},
     OperationKind.DESTROY: {"state": "running"},
     OperationKind.REBOOT: {"state": "running"},
+    OperationKind.RESET: {"state": "running"},
     OperationKind.SUSPEND: {"state": "running"},
     OperationKind.RESUME: {"state": "paused"},
     OperationKind.AUTOSTART_ON: {"state": "shutoff"},
@@ -232,6 +233,7 @@ CASES: dict[str, Case] = {
     "domain_confirm:undefine": Case(
         "get", _url("domain_confirm", "domain", "undefine"), TEAM_A_PAGE
     ),
+    "domain_confirm:reset": Case("get", _url("domain_confirm", "domain", "reset"), TEAM_A_PAGE),
     **{f"domain_action:{kind}": _lifecycle_case(kind) for kind in LIFECYCLE_STATES},
     "domain_action:GET": Case("get", _url("domain_action", "domain", "start"), POST_ONLY),
     "domain_assign": Case(

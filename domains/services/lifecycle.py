@@ -20,6 +20,7 @@ PLAIN_KINDS = frozenset(
         OperationKind.SHUTDOWN,  # ask the guest OS to power off; it may take its time
         OperationKind.DESTROY,  # pull the plug: unsaved data in the guest is lost
         OperationKind.REBOOT,  # ask the guest OS to restart
+        OperationKind.RESET,  # the reset button: at once, without asking the guest OS
         OperationKind.SUSPEND,  # pause the vCPUs; the memory stays allocated
         OperationKind.RESUME,  # let a paused guest run again
         OperationKind.AUTOSTART_ON,  # start with the host's libvirtd
