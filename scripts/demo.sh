@@ -40,6 +40,7 @@ trap 'exit 143' TERM
 # Leftovers of a demo killed with -9 would hold the port or the hosts.
 "$SCRIPTS/stop.sh"
 mkdir -p -- "$LOGS" "$PIDS"
+rm -f -- "$PIDS/stopping"
 
 # bg NAME CMD...: start CMD in the background in its own session (so stop.sh can end its
 # whole process group, and a Ctrl-C reaches only this script, which then stops things in
@@ -50,6 +51,44 @@ bg() {
   shift
   setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
   echo $! >"$PIDS/$name.pid"
+}
+
+# supervise [--terminal] NAME CMD...: keep CMD running in the background. Each run is started
+# like bg does (its own session, its pid in $PIDS/NAME.pid) and, whenever it exits, started
+# again after a back-off (1, 2, 4 … 30 s; back to 1 s after a minute of good running), each
+# restart said here and logged to $LOGS/supervisor.log. --terminal: its output comes here
+# rather than to $LOGS/NAME.log. The loop's own pid is in $PIDS/NAME-supervisor.pid; stop.sh
+# ends the loops first (they see $PIDS/stopping), then the processes.
+supervise() {
+  local to_terminal=0
+  if [ "$1" = --terminal ]; then
+    to_terminal=1
+    shift
+  fi
+  local name=$1
+  shift
+  (
+    trap '' INT # Ctrl-C is for demo.sh itself, which then stops everything in order
+    delay=1
+    while [ ! -e "$PIDS/stopping" ]; do
+      started=$SECONDS
+      if [ "$to_terminal" = 1 ]; then
+        setsid "$@" </dev/null &
+      else
+        setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+      fi
+      echo $! >"$PIDS/$name.pid"
+      status=0
+      wait $! || status=$?
+      [ ! -e "$PIDS/stopping" ] || break
+      if ((SECONDS - started >= 60)); then delay=1; fi
+      echo "$(date -Is) $name exited with status $status; restarting in ${delay} s" >>"$LOGS/supervisor.log"
+      echo "demo.sh: $name exited with status $status; restarting in ${delay} s" >&2
+      sleep "$delay"
+      delay=$((delay * 2 > 30 ? 30 : delay * 2))
+    done
+  ) &
+  echo $! >"$PIDS/$name-supervisor.pid"
 }
 
 # expect_alive NAME WORD: fail with the log tail when a background process died at start.
@@ -92,21 +131,20 @@ export PYTHONUNBUFFERED=1
 # connection goes away. seed_demo registers the hosts, waits until the watcher has read
 # each one, and only then makes the demo domains (re-runnable: the hosts come back empty
 # each time while the database remembers).
-bg watcher .venv/bin/python manage.py watch_inventory
-bg worker .venv/bin/celery -A vmpanel worker --loglevel=INFO --concurrency=2
+supervise watcher .venv/bin/python manage.py watch_inventory
+supervise worker .venv/bin/celery -A vmpanel worker --loglevel=INFO --concurrency=2
 .venv/bin/python manage.py seed_demo
 expect_alive watcher watch_inventory
 expect_alive worker celery
 
-# gunicorn in the foreground of the terminal (its log is printed here), yet started as a job
-# we wait for: bash runs a trap only once a foreground command returns, but interrupts `wait`
-# at once. Its own session, like the others, so stop.sh ends master and workers together.
-# No control socket: its default path is in $HOME, shared by every checkout's demo.
+# gunicorn's output comes to this terminal; it is supervised like the others (a killed master
+# comes back), and this script waits for its loop: bash runs a trap only once a foreground
+# command returns, but interrupts `wait` at once. No control socket: its default path is in
+# $HOME, shared by every checkout's demo.
 echo
 echo "vmpanel is at http://127.0.0.1:$PORT/  (other logs: $LOGS; Ctrl-C stops everything)"
-setsid .venv/bin/gunicorn vmpanel.wsgi --bind "127.0.0.1:$PORT" --workers 2 \
-  --access-logfile - --no-control-socket </dev/null &
-echo $! >"$PIDS/gunicorn.pid"
+supervise --terminal gunicorn .venv/bin/gunicorn vmpanel.wsgi --bind "127.0.0.1:$PORT" --workers 2 \
+  --access-logfile - --no-control-socket
 status=0
-wait $! || status=$?
+wait "$(read_pid "$PIDS/gunicorn-supervisor.pid")" || status=$?
 exit "$status"

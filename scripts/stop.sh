@@ -11,14 +11,27 @@ set -euo pipefail
 . "$(dirname -- "${BASH_SOURCE[0]}")/run-dir.sh"
 SCRIPTS=$ROOT_DIR/scripts
 
-# The panel processes first: they hold connections to the hosts and to Redis.
+# The supervising loops of demo.sh first, so that they start nothing again (they also see
+# the stopping mark), then the panel processes: they hold connections to the hosts and Redis.
 # Each was started in its own process group, so the worker's pool children go with it.
+if [ -d "$RUN_DIR/demo" ]; then
+  touch "$RUN_DIR/demo/stopping"
+  for pid_file in "$RUN_DIR"/demo/*-supervisor.pid; do
+    [ -e "$pid_file" ] || continue
+    pid=$(read_pid "$pid_file")
+    # Never the demo.sh that called us (a recycled pid in a stale file could name it).
+    [ -z "$pid" ] || [ "$pid" = "$PPID" ] || stop_pid "$pid" demo.sh || true
+    rm -f -- "$pid_file"
+  done
+fi
 for proc in gunicorn:gunicorn worker:celery watcher:watch_inventory; do
   pid_file=$RUN_DIR/demo/${proc%%:*}.pid
   pid=$(read_pid "$pid_file")
   [ -z "$pid" ] || stop_pid "$pid" "${proc#*:}" group || true
   rm -f -- "$pid_file"
 done
+
+rm -f -- "$RUN_DIR/demo/stopping"
 
 if [ -d "$RUN_DIR/hosts" ]; then
   for host_dir in "$RUN_DIR"/hosts/*/; do
