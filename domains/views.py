@@ -8,6 +8,7 @@ answers with the fragment that changed only (NetBox's `htmx_partial`).
 from __future__ import annotations
 
 import re
+import threading
 import time
 import uuid as uuidlib
 from datetime import timedelta
@@ -203,21 +204,45 @@ def domain_list(request: HttpRequest) -> HttpResponse:
 # --- domain detail and actions -------------------------------------------------------
 
 
+# The live read of a domain page, kept VMPANEL_LIVE_CACHE_SECONDS per process: under load,
+# many people on the same page share one libvirt read. The key holds what an operation or
+# the inventory changes (state, ID, the latest operation and its status), so a page after an
+# action never shows the facts from before it.
+_live_cache: dict[tuple, tuple[float, hypervisor.DomainDetail]] = {}
+_live_cache_lock = threading.Lock()
+
+
+def _live_detail(domain: Domain, secure: bool, latest: Operation | None):
+    key = (
+        domain.host.uri, str(domain.uuid), secure, domain.state, domain.libvirt_id,
+        latest.pk if latest else None, latest.status if latest else None,
+    )  # fmt: skip
+    now = time.monotonic()
+    with _live_cache_lock:
+        hit = _live_cache.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+    live = hypervisor.domain_detail(domain.host.uri, str(domain.uuid), secure=secure)
+    with _live_cache_lock:
+        if len(_live_cache) > 1000:  # a bound on memory: old keys go at once
+            _live_cache.clear()
+        _live_cache[key] = (now + settings.VMPANEL_LIVE_CACHE_SECONDS, live)
+    return live
+
+
 def _detail_context(request: HttpRequest, domain: Domain) -> dict:
     """Everything the detail page shows; the only libvirt call is a read."""
     user = request.user
     may = actions_on(user, domain)  # asked once; every button below follows from it
     live = None
     live_error = None
+    history = list(Operation.objects.filter(domain=domain).select_related("user")[:HISTORY_SIZE])
     # A gone domain has nothing live to read, and a disabled host is left alone.
     if domain.gone_at is None and domain.host.enabled:
         try:
-            live = hypervisor.domain_detail(
-                domain.host.uri, str(domain.uuid), secure="admin" in may
-            )
+            live = _live_detail(domain, "admin" in may, history[0] if history else None)
         except HypervisorError as exc:
             live_error = exc.message
-    history = list(Operation.objects.filter(domain=domain).select_related("user")[:HISTORY_SIZE])
     context = {
         "domain": domain,
         "live": live,

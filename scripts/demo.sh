@@ -143,7 +143,12 @@ expect_alive worker celery
 # $HOME, shared by every checkout's demo.
 echo
 echo "vmpanel is at http://127.0.0.1:$PORT/  (other logs: $LOGS; Ctrl-C stops everything)"
-supervise --terminal gunicorn .venv/bin/gunicorn vmpanel.wsgi --bind "127.0.0.1:$PORT" --workers 2 \
+# Threads (gthread) so that a request waiting (an action's short wait for its result, a
+# bounded libvirt read) holds a thread, not a whole process; processes for the cores.
+WEB_WORKERS=${VMPANEL_WEB_WORKERS:-$(($(nproc) + 1))}
+WEB_THREADS=${VMPANEL_WEB_THREADS:-4}
+supervise --terminal gunicorn .venv/bin/gunicorn vmpanel.wsgi --bind "127.0.0.1:$PORT" \
+  --worker-class gthread --workers "$WEB_WORKERS" --threads "$WEB_THREADS" \
   --access-logfile - --no-control-socket
 status=0
 wait "$(read_pid "$PIDS/gunicorn-supervisor.pid")" || status=$?

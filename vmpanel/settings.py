@@ -248,6 +248,8 @@ VMPANEL_INSTALL_TIMEOUT_SECONDS = env_int("VMPANEL_INSTALL_TIMEOUT_SECONDS", 360
 # connection, and any read (a change, which runs in a worker, waits as long as it takes;
 # keepalive ends it when the host stops answering: after about interval × (count + 1)).
 VMPANEL_LIBVIRT_CONNECT_SECONDS = env_int("VMPANEL_LIBVIRT_CONNECT_SECONDS", 5)
+# A domain page's live read is shared this long by everyone on that page (0: not at all).
+VMPANEL_LIVE_CACHE_SECONDS = env_int("VMPANEL_LIVE_CACHE_SECONDS", 2)
 VMPANEL_LIBVIRT_CALL_SECONDS = env_int("VMPANEL_LIBVIRT_CALL_SECONDS", 10)
 VMPANEL_LIBVIRT_KEEPALIVE_SECONDS = env_int("VMPANEL_LIBVIRT_KEEPALIVE_SECONDS", 3)
 VMPANEL_LIBVIRT_KEEPALIVE_COUNT = env_int("VMPANEL_LIBVIRT_KEEPALIVE_COUNT", 3)
