@@ -285,7 +285,7 @@ def test_readyz_and_every_page_say_when_the_watcher_is_silent(
     assert response.status_code == 503
     assert response.json()["watcher"].startswith("fail: silent for 3")
     page = client_for(people.victor_viewer).get(reverse("domain_list")).content.decode()
-    assert "The inventory may be out of date" in page and "for 5 minutes" in page
+    assert "The inventory may be out of date since" in page
 
     liveness.mark_watcher_beat()
     assert Client().get(reverse("readyz")).json()["watcher"] == "ok"

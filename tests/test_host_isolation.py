@@ -95,7 +95,7 @@ def test_a_stopped_host_stalls_neither_the_watcher_nor_the_pages(
             assert response.status_code == 200 and seconds < 2, (url, seconds)
         # The list marks the stopped host's rows: their state is as last seen.
         wait_for(
-            lambda: "does not answer: state as last seen" in root.get("/domains/").content.decode(),
+            lambda: "host not answering" in root.get("/domains/").content.decode(),
             timeout=15,
             what="gamma's rows marked in the list",
         )
