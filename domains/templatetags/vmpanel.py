@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import timedelta
+from functools import cache
 
 from django import template
 from django.utils.translation import gettext as _
@@ -28,6 +29,19 @@ _STATUS_CLASSES = {
     OperationStatus.CANCELLED: "shutoff",
     OperationStatus.REFUSED: "paused",
 }
+
+
+@cache
+def _choice_labels(model: type, field_name: str) -> dict:
+    return dict(model._meta.get_field(field_name).flatchoices)
+
+
+@register.filter
+def label(obj, field_name: str):
+    """The label of a choice field's value (`{{ d|label:"state" }}`), as get_FOO_display
+    gives it but without rebuilding the choices on every call: list pages call it per row."""
+    value = getattr(obj, field_name)
+    return _choice_labels(type(obj), field_name).get(value, value)
 
 
 @register.filter
