@@ -145,7 +145,7 @@ def _call_seconds() -> float:
     return float(settings.VMPANEL_LIBVIRT_CALL_SECONDS)
 
 
-def _unanswered_error(uri: str, seconds: float) -> HypervisorError:
+def _unanswered_error(seconds: float) -> HypervisorError:
     return HypervisorError(
         gettext("The host did not answer within %(s)s s.") % {"s": f"{seconds:g}"},
         code=libvirt.VIR_ERR_OPERATION_TIMEOUT,
@@ -191,7 +191,7 @@ def _open(uri: str) -> libvirt.virConnect:
         with lock:
             abandoned.set()
         log.warning("connection to %s not made within %s s; given up", uri, seconds)
-        raise _unanswered_error(uri, seconds) from None
+        raise _unanswered_error(seconds) from None
     except libvirt.libvirtError as exc:
         err = _wrap(exc)
         # An unreachable host is worth another try later, whatever code it came with.
@@ -288,7 +288,7 @@ def _call(
             if _connections.get(uri) is conn:
                 _drop(uri)
             log.warning("%s did not answer within %s s", uri, _call_seconds())
-            raise _unanswered_error(uri, _call_seconds()) from None
+            raise _unanswered_error(_call_seconds()) from None
         except libvirt.libvirtError as exc:
             err = _wrap(exc)
             if reconnect and attempt == 1 and err.code in _CONNECTION_CODES:
@@ -310,7 +310,7 @@ def check_uri(uri: str) -> None:
     try:
         _bounded("check", conn.getHostname, _call_seconds())
     except _Unanswered:
-        raise _unanswered_error(uri, _call_seconds()) from None
+        raise _unanswered_error(_call_seconds()) from None
     except libvirt.libvirtError as exc:
         raise _wrap(exc) from None
     finally:

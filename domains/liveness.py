@@ -29,10 +29,10 @@ def mark_worker_alive() -> None:
     _redis().set(WORKER_ALIVE_KEY, time.time(), ex=WORKER_ALIVE_SECONDS)
 
 
-def worker_alive(key: str | None = None) -> bool | None:
+def worker_alive() -> bool | None:
     """Whether a worker said lately that it runs; None when Redis does not answer."""
     try:
-        return bool(_redis().exists(key or WORKER_ALIVE_KEY))
+        return bool(_redis().exists(WORKER_ALIVE_KEY))
     except redis.RedisError:
         return None
 

@@ -25,12 +25,11 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from vmpanel.celery import app
-
 from . import hypervisor, inventory
 from .hypervisor import HypervisorError
 from .kinds import KINDS, always_allowed, wrong_state_message
-from .models import AuditEvent, Operation, OperationKind, OperationStatus, SavedImage
+from .models import AuditEvent, Domain, Operation, OperationKind, OperationStatus, SavedImage
+from .services.common import send_now
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +223,9 @@ def run_operation(
                     hypervisor.forget(op.host.uri)
                     time.sleep(RETRY_DELAY_SECONDS)
                     continue
+                # A failure may have changed the state too: the inventory first, as on
+                # success, and the refusal below reads the state from it.
+                _refresh_inventory(op)
                 if Operation.objects.filter(pk=op.pk, cancel_requested=True).exists():
                     _finish(
                         op,
@@ -244,8 +246,6 @@ def run_operation(
     finally:
         monitor.stop()
         lock.release()
-    if op.status != OperationStatus.SUCCEEDED:
-        _refresh_inventory(op)  # a failure may have changed the state too
 
 
 # Waits between tries of a claim that met a locked database (seconds).
@@ -289,16 +289,13 @@ def _fail_unclaimed(operation_id: int, kinds: list[str]) -> None:
 
 
 def _fresh_row_refusing(op: Operation) -> str | None:
-    """After libvirt refused `op`: the refusal for state in plain words if the domain, read
-    afresh, is in a state the kind does not allow (the service saw an older one); else
-    None."""
+    """After libvirt refused `op` and the inventory was refreshed: the refusal for state in
+    plain words if the domain is now in a state the kind does not allow (the service saw an
+    older one); else None."""
     spec = KINDS[op.kind]
     if op.domain_id is None or spec.allowed is always_allowed:
         return None
-    try:
-        row = inventory.refresh_domain(op.host, op.domain_uuid)
-    except HypervisorError:
-        return None
+    row = Domain.objects.filter(pk=op.domain_id, gone_at__isnull=True).first()
     if row is None or spec.allowed(row):
         return None
     return wrong_state_message(spec, row)
@@ -387,16 +384,18 @@ def settle_stale_queued() -> list[int]:
     ).select_related("host")
     for op in stale:
         sent_again = op.params.get("sent_again_at")
-        if sent_again is None and KINDS[op.kind].task and op.kind != OperationKind.EDIT_XML:
+        if sent_again is None:
             params = {**op.params, "sent_again_at": now.timestamp()}
             if Operation.objects.filter(pk=op.pk, status=OperationStatus.QUEUED).update(
                 params=params
             ):
                 log.warning("operation %s queued for %s s untaken: sent again", op.pk, bound)
-                send_again(op)
+                # Without its payload (an edit's XML is gone with the message): that task
+                # then fails saying so.
+                send_now(op)
                 settled.append(op.pk)
             continue
-        if sent_again is not None and now.timestamp() - sent_again < bound:
+        if now.timestamp() - sent_again < bound:
             continue
         message = _(
             "No worker took this operation within %(s)s s (the task queue lost it, or no "
@@ -426,14 +425,6 @@ def _state_words(op: Operation) -> str:
         "state": row.get_state_display(),
         "host": op.host.name,
     }
-
-
-def send_again(op: Operation) -> None:
-    """Hand a queued operation to its task once more (its payload, if any, is gone)."""
-    try:
-        app.send_task(KINDS[op.kind].task, args=[op.pk], task_id=op.task_id)
-    except Exception as exc:  # the broker is still down: the next pass fails it
-        log.warning("operation %s not sent again: %s", op.pk, exc)
 
 
 # --- images a dead worker's save left behind ----------------------------------------

@@ -16,7 +16,6 @@ from collections.abc import Callable
 
 from celery import shared_task
 from celery.signals import worker_process_init, worker_ready
-from django.conf import settings
 from django.db import close_old_connections
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop
@@ -310,8 +309,7 @@ KEEPER_SECONDS = 10
 @worker_ready.connect
 def _recover_after_start(**_kwargs) -> None:
     # Whatever a killed predecessor left running shows as stale once its heartbeat is
-    # older than the limit: look then, and from then on every little while.
-    recover_orphaned_operations_task.apply_async(countdown=settings.VMPANEL_STALE_SECONDS + 1)
+    # older than the limit: the keeper looks every little while from now on.
     threading.Thread(target=_keep, name="vmpanel-keeper", daemon=True).start()
 
 

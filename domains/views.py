@@ -44,7 +44,7 @@ from .forms import (
     XmlEditForm,
 )
 from .hypervisor import HypervisorError
-from .kinds import BUTTON_KINDS, KINDS, panel_actions
+from .kinds import BUTTON_KINDS, KINDS, panel_actions, wrong_state_message
 from .liveness import worker_alive
 from .models import (
     AuditEvent,
@@ -899,9 +899,7 @@ def domain_xml_edit(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
     else:
         xml = ""
         if not KINDS["edit_xml"].allowed(domain):
-            read_error = _("%(name)s is transient: it has no saved configuration to edit.") % {
-                "name": domain.name
-            }
+            read_error = wrong_state_message(KINDS["edit_xml"], domain)
         elif domain.gone_at is not None:
             read_error = _("This domain no longer exists.")
         elif not domain.host.enabled:

@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import uuid as uuidlib
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import urlsplit, urlunsplit
@@ -310,20 +311,31 @@ def celery_worker(redis_server, libvirt_hosts, django_db_setup):
         pid_file.unlink(missing_ok=True)
 
 
-@pytest.fixture
-def broker_down():
-    """The task queue does not answer: the Celery app points at a closed port (for real,
-    not a fake: kombu fails to connect as it would to a Redis that is down)."""
+@contextmanager
+def broker_at(url: str):
+    """This process's Celery app sends its messages to `url` for the block (a real broker
+    address, answering or not: no fake), then where it did before."""
     from vmpanel.celery import app
 
+    def point(to: str) -> None:
+        app.conf.broker_url = to
+        app._pool = None  # connections to the old address are not reused
+        app.amqp._producer_pool = None
+
     saved = app.conf.broker_url
-    app.conf.broker_url = "redis://127.0.0.1:1/0"
-    app._pool = None
-    app.amqp._producer_pool = None
-    yield
-    app.conf.broker_url = saved
-    app._pool = None
-    app.amqp._producer_pool = None
+    point(url)
+    try:
+        yield url
+    finally:
+        point(saved)
+
+
+@pytest.fixture
+def broker_down():
+    """The task queue does not answer: a closed port, where kombu fails to connect as it
+    would to a Redis that is down."""
+    with broker_at("redis://127.0.0.1:1/0"):
+        yield
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from domains import liveness, runner, tasks
 from domains.kinds import KINDS  # noqa: E402
 from domains.models import Operation, OperationStatus, State
 from domains.services import operations
+from tests.conftest import broker_at
 from tests.helpers import button_service, client_for, fresh, wait_finished
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -50,17 +51,9 @@ def _age(op: Operation, seconds: float) -> None:
 def unread_queue(redis_server):
     """Messages go to a Redis database no worker reads (the session's worker, if one was
     started by an earlier test, reads another): as good as lost."""
-    from vmpanel.celery import app
-
-    saved = app.conf.broker_url
-    app.conf.broker_url = redis_server.rsplit("/", 1)[0] + "/7"
-    app._pool = None
-    app.amqp._producer_pool = None
-    yield app.conf.broker_url
-    redis.Redis.from_url(app.conf.broker_url).flushdb()
-    app.conf.broker_url = saved
-    app._pool = None
-    app.amqp._producer_pool = None
+    with broker_at(redis_server.rsplit("/", 1)[0] + "/7") as url:
+        yield url
+        redis.Redis.from_url(url).flushdb()
 
 
 def test_an_operation_whose_message_was_lost_does_not_stay_queued(

@@ -217,16 +217,18 @@ def send_on_commit(op: Operation, payload: dict | None = None) -> None:
     `payload` goes to the task with the message and is never stored in the database: it is
     for what must not be on record (the XML an edit defines, with its passwords).
     """
-    transaction.on_commit(lambda: _send(op, payload or {}))
+    transaction.on_commit(lambda: send_now(op, payload or {}))
     log.info(
         "operation %s %s queued user=%s host=%s domain=%s",
         op.pk, op.kind, op.user, op.host, op.domain_uuid,
     )  # fmt: skip
 
 
-def _send(op: Operation, payload: dict) -> None:
+def send_now(op: Operation, payload: dict | None = None) -> None:
+    """Hand `op` to its kind's task now; if the task queue does not answer, the operation
+    fails on record (nothing ran) rather than staying queued for nobody."""
     try:
-        app.send_task(KINDS[op.kind].task, args=[op.pk], kwargs=payload, task_id=op.task_id)
+        app.send_task(KINDS[op.kind].task, args=[op.pk], kwargs=payload or {}, task_id=op.task_id)
     except Exception as exc:  # broker down: kombu raises several kinds
         # Never leave a queued operation that no worker will ever see: the domain would
         # stay "busy" for good.

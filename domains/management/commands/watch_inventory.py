@@ -36,12 +36,14 @@ class HostWatch(threading.Thread):
     """One host, watched in a thread of its own: its events, its full reads, its errors.
 
     A host that hangs holds only its own thread (every libvirt read is bounded, see
-    `hypervisor`), so the other hosts' events and reconciles go on meanwhile.
+    `hypervisor`), so the other hosts' events and reconciles go on meanwhile. The `Watcher`
+    reads the hosts once a pass for all of them and hands each its fresh row (`host`);
+    it sets `stopping` when the host is disabled, changed or gone.
     """
 
     def __init__(self, host: Host, reconcile_seconds: float, pass_seconds: float):
         super().__init__(name=f"watch-{host.name}", daemon=True)
-        self.host_pk = host.pk
+        self.host = host
         self.uri = host.uri
         self.reconcile_seconds = reconcile_seconds
         self.pass_seconds = pass_seconds
@@ -59,8 +61,7 @@ class HostWatch(threading.Thread):
             while not self.stopping.is_set():
                 try:
                     close_old_connections()
-                    if not self.check_once():
-                        return
+                    self.check_once()
                     self.drain_events(self.pass_seconds)
                 except Exception:
                     # A database hiccup must not end the watch of this host.
@@ -69,11 +70,9 @@ class HostWatch(threading.Thread):
         finally:
             db_connection.close()  # this thread's own database connection
 
-    def check_once(self) -> bool:
-        """(Re)connect or reconcile as due; False when the host is no longer to be watched."""
-        host = Host.objects.filter(pk=self.host_pk, enabled=True, uri=self.uri).first()
-        if host is None:
-            return False
+    def check_once(self) -> None:
+        """(Re)connect or reconcile as due."""
+        host = self.host
         try:
             if not (self.registered and hypervisor.is_alive(host.uri)):
                 self.connect(host)
@@ -85,7 +84,6 @@ class HostWatch(threading.Thread):
                 log.warning("host %s does not answer: %s", host.name, exc.message)
             self.registered = False
             Host.objects.filter(pk=host.pk).update(last_error=exc.message)
-        return True
 
     def connect(self, host: Host) -> None:
         """(Re)register for events on `host`, store what it can do and read it in full."""
@@ -115,8 +113,8 @@ class HostWatch(threading.Thread):
                     pending.add(self.events.get_nowait())
                 except queue.Empty:
                     break
-            host = Host.objects.filter(pk=self.host_pk).first()
-            for uuid in pending if host is not None else ():
+            host = self.host
+            for uuid in pending:
                 try:
                     inventory.refresh_domain(host, uuidlib.UUID(uuid))
                 except HypervisorError as exc:
@@ -142,6 +140,8 @@ class Watcher:
                 # It ends on its own once it sees that; a new one takes over at once.
                 watch.stopping.set()
                 del self.watches[pk]
+            else:
+                watch.host = host  # this pass's row (a superuser may have changed it)
         for pk, host in hosts.items():
             if pk not in self.watches:
                 watch = HostWatch(host, self.reconcile_seconds, self.pass_seconds)
