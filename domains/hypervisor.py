@@ -65,6 +65,10 @@ class HypervisorError(Exception):
         return self.code == libvirt.VIR_ERR_NO_DOMAIN
 
     @property
+    def no_such_volume(self) -> bool:
+        return self.code == libvirt.VIR_ERR_NO_STORAGE_VOL
+
+    @property
     def host_unreachable(self) -> bool:
         return self.code in _CONNECTION_CODES
 
@@ -666,7 +670,8 @@ _STATE_REASONS: dict[int, dict[int, str]] = {
 }
 
 
-def _reason_text(state: int, reason: int) -> str:
+def reason_text(state: int, reason: int) -> str:
+    """Why the domain is in `state`, in libvirt's words ("migration", "user" …)."""
     return _STATE_REASONS.get(state, {}).get(reason, "unknown")
 
 
@@ -684,7 +689,7 @@ def _facts(
         name=dom.name(),
         id=dom_id if dom_id >= 0 else None,
         state=state,
-        state_reason=_reason_text(state, reason),
+        state_reason=reason_text(state, reason),
         vcpus=vcpus,
         memory_kib=mem,
         max_memory_kib=max_mem,
@@ -735,6 +740,42 @@ def domain_facts(uri: str, uuid: str) -> DomainFacts:
         dom = _lookup(conn, uuid)
         snapshots = dom.snapshotNum()
         return _facts(dom, bool(dom.autostart()), bool(dom.hasManagedSaveImage()), snapshots)
+
+    return _call(uri, read)
+
+
+@dataclass(frozen=True)
+class GuestSighting:
+    """What one host says of a guest, for judging a migration's outcome: whether it holds
+    it, in which state and why (libvirt's VIR_DOMAIN_* numbers), and whether a libvirt job
+    (the migration itself, or its recovery) still runs on it there."""
+
+    present: bool
+    state: int = libvirt.VIR_DOMAIN_NOSTATE
+    reason: int = 0
+    job: bool = False
+
+
+def sighting(uri: str, uuid: str) -> GuestSighting:
+    """The guest as `uri` sees it now; HypervisorError when the host does not answer."""
+
+    def read(conn: libvirt.virConnect) -> GuestSighting:
+        try:
+            dom = _lookup(conn, uuid)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return GuestSighting(present=False)
+            raise
+        state, reason = dom.state()
+        try:
+            stats = dom.jobStats(0)
+            job = bool(stats) and stats.get("type", 0) != libvirt.VIR_DOMAIN_JOB_NONE
+        except libvirt.libvirtError as exc:
+            # The guest left between the two calls, or the driver keeps no jobs.
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return GuestSighting(present=False)
+            job = False
+        return GuestSighting(present=True, state=state, reason=reason, job=job)
 
     return _call(uri, read)
 

@@ -11,6 +11,7 @@ import logging
 import uuid as uuidlib
 
 from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from . import hypervisor
@@ -48,6 +49,18 @@ def _values(facts: DomainFacts) -> dict:
         "has_managed_save": facts.has_managed_save,
         "snapshot_count": facts.snapshot_count,
     }
+
+
+def _owner_of(uuid: uuidlib.UUID) -> int | None:
+    """The team of the same guest (same UUID) known on another host: ownership follows
+    the guest, so a copy that arrives on a host (a migration, half-way or done by hand)
+    is its team's, not nobody's. Live rows first, then the most recently seen."""
+    return (
+        Domain.objects.filter(uuid=uuid, team__isnull=False)
+        .order_by(F("gone_at").desc(nulls_first=True), "-last_seen_at")
+        .values_list("team_id", flat=True)
+        .first()
+    )
 
 
 def _apply(row: Domain, facts: DomainFacts, now) -> bool:
@@ -111,6 +124,7 @@ def reconcile_host(host: Host) -> int:
                 Domain.objects.create(
                     host=host,
                     uuid=uuid,
+                    team_id=_owner_of(uuid),
                     first_seen_at=now,
                     last_seen_at=now,
                     **_values(facts),
@@ -158,7 +172,12 @@ def refresh_domain(host: Host, uuid: str | uuidlib.UUID) -> Domain | None:
     row, created = Domain.objects.get_or_create(
         host=host,
         uuid=uuid,
-        defaults={**_values(facts), "first_seen_at": now, "last_seen_at": now},
+        defaults={
+            **_values(facts),
+            "team_id": _owner_of(uuid),
+            "first_seen_at": now,
+            "last_seen_at": now,
+        },
     )
     if not created:
         _apply(row, facts, now)

@@ -347,9 +347,12 @@ class OperationStatus(models.TextChoices):
     CANCELLED = "cancelled", _("cancelled")
     # Turned down before any work: wrong state, no permission, host down, domain busy.
     REFUSED = "refused", _("refused")
+    # The work ended without libvirt saying how (a migration whose source host stopped
+    # answering): the domain stays busy until the keeper's reconcile finds where it runs.
+    CHECKING = "checking", _("outcome unknown — checking")
 
 
-ACTIVE_STATUSES = (OperationStatus.QUEUED, OperationStatus.RUNNING)
+ACTIVE_STATUSES = (OperationStatus.QUEUED, OperationStatus.RUNNING, OperationStatus.CHECKING)
 
 
 class Operation(models.Model):

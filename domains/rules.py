@@ -14,10 +14,11 @@ import re
 import uuid as uuidlib
 from dataclasses import dataclass
 
+import libvirt
 from django.utils.translation import gettext as _
 
 from . import domxml
-from .hypervisor import MIGRATION_FLAGS, ResizeLimits
+from .hypervisor import MIGRATION_FLAGS, GuestSighting, ResizeLimits
 from .models import Domain, Host
 
 # --- URIs and addresses ---------------------------------------------------------------
@@ -244,6 +245,71 @@ def destination_uris(choice: MigrationChoice) -> tuple[str, str]:
         dest = choice.destination
         return dest.uri, dest.migration_uri or dest.uri
     return choice.destination_uri, choice.destination_uri
+
+
+class MigrationOutcome:
+    """Where a guest is after a migration that libvirt did not report as done."""
+
+    MOVED = "moved"  # runs on the destination, and the source holds it no more
+    STAYED = "stayed"  # the source still has it (or neither host runs it): it did not move
+    UNKNOWN = "unknown"  # a host does not answer, or a copy is half-way: look again later
+
+
+# Paused for these reasons, a guest is not running anywhere yet: the incoming copy on a
+# destination waiting for memory, or a source that has sent its memory and waits to be
+# confirmed. A guest paused by its user (or an I/O error) is a guest that arrived.
+_IN_TRANSIT_PAUSES = frozenset(
+    {
+        libvirt.VIR_DOMAIN_PAUSED_MIGRATION,
+        libvirt.VIR_DOMAIN_PAUSED_STARTING_UP,
+        libvirt.VIR_DOMAIN_PAUSED_POSTCOPY,
+        libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED,
+        libvirt.VIR_DOMAIN_PAUSED_UNKNOWN,
+    }
+)
+_ACTIVE_STATES = frozenset(
+    {libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_BLOCKED}
+)
+
+
+def _holds_running(seen: GuestSighting | None) -> bool:
+    """The host runs the guest for real: running, or paused for a reason of its own."""
+    if seen is None or not seen.present or seen.job:
+        return False
+    if seen.state in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED):
+        return True
+    return seen.state == libvirt.VIR_DOMAIN_PAUSED and seen.reason not in _IN_TRANSIT_PAUSES
+
+
+def _active(seen: GuestSighting) -> bool:
+    return seen.present and (seen.state in _ACTIVE_STATES or seen.job)
+
+
+def migration_outcome(
+    source: GuestSighting | None, dest: GuestSighting | None, offline: bool = False
+) -> str:
+    """Judge a migration libvirt did not report as done, from what each host says now
+    (None: the host did not answer). "Runs on the destination" means running there (not a
+    paused, half-arrived copy) and no longer active on the source; anything short of
+    knowing that either way is UNKNOWN, never success. An offline migration moves only the
+    definition: moved once the destination holds it."""
+    if offline:
+        if dest is None:
+            return MigrationOutcome.UNKNOWN
+        return MigrationOutcome.MOVED if dest.present else MigrationOutcome.STAYED
+    if _holds_running(dest) and source is not None and not _active(source):
+        return MigrationOutcome.MOVED
+    if _holds_running(source) and not _holds_running(dest):
+        return MigrationOutcome.STAYED
+    if (
+        source is not None
+        and dest is not None
+        and not _active(source)
+        and not dest.job
+        and not (dest.present and dest.state in _ACTIVE_STATES)
+    ):
+        return MigrationOutcome.STAYED  # it runs nowhere: it stopped on the source
+    return MigrationOutcome.UNKNOWN
 
 
 def migration_flag_problems(domain: Domain, choice: MigrationChoice) -> list[str]:

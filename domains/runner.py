@@ -25,13 +25,25 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from . import hypervisor, inventory
+from . import hypervisor, inventory, outcomes
 from .hypervisor import HypervisorError
 from .kinds import KINDS, always_allowed, wrong_state_message
 from .models import AuditEvent, Domain, Operation, OperationKind, OperationStatus, SavedImage
 from .services.common import send_now
 
 log = logging.getLogger(__name__)
+
+
+class OutcomeUnknown(Exception):
+    """Raised by work that ended without libvirt saying how it went (a migration whose
+    source host stopped answering): the operation waits as CHECKING, the domain busy, until
+    `settle_checking_operations` finds out."""
+
+    def __init__(self, message: str, error: HypervisorError | None = None):
+        super().__init__(message)
+        self.message = message
+        self.error = error
+
 
 # Transient libvirt failures are tried again this many times, a moment apart.
 RETRIES = 2
@@ -62,6 +74,15 @@ def _finish(op: Operation, status: str, message: str = "", error=None) -> None:
         op.pk, op.kind, status, op.user, op.host.name, op.domain_uuid,
         op.request_id, op.error,
     )  # fmt: skip
+
+
+def _check_later(op: Operation, message: str, error: HypervisorError | None) -> None:
+    op.status = OperationStatus.CHECKING
+    op.message = message
+    if error is not None:
+        op.error, op.error_code = error.message, error.code
+    op.save(update_fields=["status", "message", "error", "error_code", "xml_before", "xml_after"])
+    log.warning("operation %s %s outcome unknown: %s", op.pk, op.kind, message)
 
 
 class Monitor(threading.Thread):
@@ -240,6 +261,10 @@ def run_operation(
                 else:
                     _finish(op, OperationStatus.FAILED, exc.hint, exc)
                 break
+            except OutcomeUnknown as exc:
+                _refresh_inventory(op)
+                _check_later(op, exc.message, exc.error)
+                break
     except Exception as exc:  # record the unexpected too, then let Celery log it
         _finish(op, OperationStatus.FAILED, _("Unexpected error: %(error)s") % {"error": exc})
         raise
@@ -331,13 +356,24 @@ def recover_orphaned_operations() -> list[int]:
         Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
     )
     recovered = []
-    for op in stale.select_related("host", "domain"):
+    for op in stale.select_related("host", "domain", "target_host"):
         uri, uuid = uri_uuid(op)
         try:
             if hypervisor.job_progress(uri, uuid) is not None:
                 continue  # libvirt is still at it; look again next time
         except HypervisorError:
             pass
+        if op.kind == OperationKind.MIGRATE:
+            # The guest may have moved without the worker: judged from both hosts.
+            reported = _("the worker driving the migration stopped before libvirt answered")
+            if Operation.objects.filter(pk=op.pk, status=OperationStatus.RUNNING).update(
+                status=OperationStatus.CHECKING, params={**op.params, "reported": reported}
+            ):
+                _redis().delete(lock_key(op.host_id, op.domain_uuid))
+                op.params = {**op.params, "reported": reported}
+                outcomes.conclude(op, reported)
+                recovered.append(op.pk)
+            continue
         try:
             row = inventory.refresh_domain(op.host, op.domain_uuid)
             if row is None:

@@ -20,12 +20,13 @@ from django.db import close_old_connections
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop
 
-from . import domxml, hypervisor, inventory
+from . import domxml, hypervisor, outcomes
 from .hypervisor import HypervisorError
 from .liveness import mark_worker_alive
 from .models import Operation, OperationKind
-from .rules import ResizeRequest, resize_plan
+from .rules import MigrationOutcome, ResizeRequest, resize_plan
 from .runner import (
+    OutcomeUnknown,
     adopt_saved_images,
     record_saved_image,
     recover_orphaned_operations,
@@ -155,13 +156,15 @@ def migrate_domain_task(op: Operation) -> str:
     p = op.params
     flags = frozenset(p["flags"])
     dest_uri = p["destination_uri"]
-    created: list[str] = []
     if flags & {"NON_SHARED_DISK", "NON_SHARED_INC"}:
-        # Copy-storage needs the destination images in place, of the same size.
+        # Copy-storage needs the destination images in place, of the same size. Each one
+        # made is on record at once, for whoever has to remove it should this fail.
         for disk in hypervisor.domain_disks(uri, uuid):
             if not hypervisor.volume_exists(dest_uri, disk.source):
                 hypervisor.create_volume(dest_uri, disk.source, disk.capacity_bytes, disk.format)
-                created.append(disk.source)
+                created = [*op.params.get("created_volumes", ()), disk.source]
+                op.params = {**op.params, "created_volumes": created}
+                Operation.objects.filter(pk=op.pk).update(params=op.params)
     started = time.monotonic()
     note = ""
     try:
@@ -179,19 +182,22 @@ def migrate_domain_task(op: Operation) -> str:
             ),
         )
     except HypervisorError as exc:
-        if _runs_on(dest_uri, uuid) and not _runs_on(uri, uuid):
-            # libvirt complained at the very end, yet the guest moved: say both.
-            note = _("libvirt reported “%(error)s”, but the domain runs on the destination.")
-            note = note % {"error": exc.message}
-        else:
-            _remove_volumes(op, dest_uri, created)
+        # libvirt's failure is not the whole truth either: the guest may have moved, may
+        # be half-way, or the source may not answer. Both hosts are asked.
+        outcome, words = outcomes.judge_migration(op)
+        if outcome == MigrationOutcome.STAYED:
+            kept = outcomes.undo_destination(op)
+            if kept:
+                exc.message = f"{exc.message} {kept}"
             raise
+        if outcome == MigrationOutcome.UNKNOWN:
+            raise OutcomeUnknown(outcomes.unknown_message(exc.message, words), exc) from exc
+        note = _("libvirt reported “%(error)s”, but the domain runs on the destination.")
+        note = note % {"error": exc.message}
     seconds = time.monotonic() - started
-    Operation.objects.filter(pk=op.pk).update(
-        params={**p, "seconds": round(seconds, 2), "created_volumes": created}
-    )
-    if op.target_host is not None:
-        inventory.move_domain(op.domain, op.target_host)
+    op.params = {**op.params, "seconds": round(seconds, 2)}
+    Operation.objects.filter(pk=op.pk).update(params=op.params)
+    outcomes.follow_to_destination(op)
     message = _("Migrated from %(source)s to %(dest)s in %(seconds).1f s.") % {
         "source": op.host.name,
         "dest": op.target_host.name if op.target_host else dest_uri,
@@ -278,27 +284,15 @@ def edit_xml_task(op: Operation) -> str:
     return _("Saved configuration redefined.")
 
 
-def _runs_on(uri: str, uuid: str) -> bool:
-    try:
-        facts = hypervisor.domain_facts(uri, uuid)
-    except HypervisorError:
-        return False
-    return facts.id is not None
-
-
-def _remove_volumes(op: Operation, uri: str, paths: list[str]) -> None:
-    """Leave nothing half-made on the destination of a failed copy-storage migration."""
-    for path in paths:
-        try:
-            hypervisor.delete_volume(uri, path)
-        except HypervisorError as exc:
-            log.warning("operation %s: %s not removed: %s", op.pk, path, exc)
-
-
 @shared_task
 def recover_orphaned_operations_task() -> list[int]:
     close_old_connections()
-    return recover_orphaned_operations() + settle_stale_queued() + adopt_saved_images()
+    return (
+        recover_orphaned_operations()
+        + settle_stale_queued()
+        + adopt_saved_images()
+        + outcomes.settle_checking_operations()
+    )
 
 
 # How often a worker says it is alive, and asks for the orphans and the stale queued

@@ -9,6 +9,9 @@
 #   scripts/qemuhost.sh p2p-uri NAME     # what another host's daemon uses to migrate to NAME
 #   scripts/qemuhost.sh addr NAME        # NAME's address on the link between the two hosts
 #   scripts/qemuhost.sh dir NAME         # NAME's folder (images/, save/, log/ …)
+#   scripts/qemuhost.sh kill-daemon NAME # SIGKILL NAME's libvirtd (its guests run on), for
+#                                        # fault tests: a host whose daemon died
+#   scripts/qemuhost.sh start-daemon NAME  # start NAME's libvirtd again after kill-daemon
 #
 # Needs root. The guest to run on them comes from scripts/qemu-guest.sh.
 #
@@ -432,6 +435,27 @@ teardown() {
   rm -f -- "$QDIR/names"
 }
 
+kill_daemon() {
+  local name=$1 pid _
+  need_root
+  pid=$(read_pid "$(pid_file "$name")")
+  pid_alive "$pid" libvirtd || die "libvirtd of host '$name' is not running"
+  kill -KILL "$pid"
+  for _ in $(seq 50); do
+    pid_alive "$pid" libvirtd || return 0
+    sleep 0.1
+  done
+  die "libvirtd of host '$name' (pid $pid) survived SIGKILL"
+}
+
+restart_daemon() {
+  local name=$1
+  need_root
+  netns_exists "$name" || die "host '$name' is not up; run '$PROG up' first"
+  running "$name" && return 0
+  start_daemon "$name"
+}
+
 down() {
   need_root
   mkdir -p -- "$QDIR"
@@ -465,6 +489,12 @@ up)
   ;;
 down) down ;;
 status) status ;;
+kill-daemon | start-daemon)
+  [ $# -eq 1 ] || usage
+  check_name "$1"
+  index "$1" >/dev/null
+  if [ "$CMD" = kill-daemon ]; then kill_daemon "$1"; else restart_daemon "$1"; fi
+  ;;
 uri | p2p-uri | addr | dir)
   [ $# -eq 1 ] || usage
   check_name "$1"

@@ -10,10 +10,11 @@ import pytest
 import redis
 from django.utils import timezone
 
-from domains import liveness, runner, tasks
+from domains import inventory, liveness, outcomes, runner, tasks
 from domains.kinds import KINDS  # noqa: E402
-from domains.models import Operation, OperationStatus, State
+from domains.models import Domain, Host, Operation, OperationStatus, State
 from domains.services import operations
+from domains.services.common import ActionRefused
 from tests.conftest import broker_at
 from tests.helpers import button_service, client_for, fresh, wait_finished
 
@@ -207,3 +208,102 @@ def test_an_image_a_killed_save_left_is_adopted(people, make_domain, hosts, libv
     finally:
         for leftover in folder.glob(f"*-{domain.pk}.save"):
             leftover.unlink(missing_ok=True)
+
+
+# --- migrations whose outcome libvirt did not report (item 2) ------------------------
+
+
+def _migration_left(people, domain, dest, status, **params) -> Operation:
+    """A migration of `domain` to `dest` as a worker leaves it when libvirt's answer never
+    came: RUNNING with a dead worker's heartbeat, or CHECKING."""
+    stale = timezone.now() - timedelta(minutes=5)
+    return Operation.objects.create(
+        kind="migrate", user=people.olga_operator, domain=domain, host=domain.host,
+        domain_uuid=domain.uuid, domain_name=domain.name, team=domain.team,
+        target_host=dest, status=status, started_at=stale, heartbeat_at=stale,
+        params={"destination_uri": dest.uri, "flags": ["LIVE", "PEER2PEER"], **params},
+    )  # fmt: skip
+
+
+def _arrive(make_domain, libvirt_hosts, domain, host: str) -> None:
+    """What a migration that got through does: the guest runs on `host`, gone from its
+    source."""
+    xml = make_domain.xml(domain.name, str(domain.uuid))
+    make_domain.track(host, domain.uuid)
+    libvirt_hosts.conn(host).createXML(xml, 0)
+    src = libvirt_hosts.conn(domain.host.name).lookupByUUIDString(str(domain.uuid))
+    src.destroy()
+    src.undefine()
+
+
+def test_a_migration_whose_worker_died_is_judged_from_both_hosts(
+    people, make_domain, hosts, libvirt_hosts, redis_server
+):
+    # The guest never left: failed, and the row stays where the guest is.
+    stayed = make_domain(state="running")
+    op = _migration_left(people, stayed, hosts.beta, OperationStatus.RUNNING)
+    tasks.recover_orphaned_operations_task()
+    op.refresh_from_db()
+    assert op.status == OperationStatus.FAILED, op.message
+    assert "stayed on alpha" in op.message and "alpha has it running" in op.message
+    assert fresh(stayed).host == hosts.alpha
+
+    # The guest got through although the worker never heard: a success, the row (team,
+    # history) follows it, and no second row without a team is left anywhere.
+    moved = make_domain(state="running")
+    op = _migration_left(people, moved, hosts.beta, OperationStatus.RUNNING)
+    _arrive(make_domain, libvirt_hosts, moved, "beta")
+    tasks.recover_orphaned_operations_task()
+    op.refresh_from_db()
+    assert op.status == OperationStatus.SUCCEEDED, op.message
+    assert "running on beta" in op.message
+    rows = Domain.objects.filter(uuid=moved.uuid, gone_at__isnull=True)
+    assert [(r.pk, r.host, r.team) for r in rows] == [(moved.pk, hosts.beta, people.team_a)]
+
+
+def test_an_unknown_outcome_waits_checking_and_is_settled_once_known(
+    people, make_domain, hosts, libvirt_hosts, settings
+):
+    domain = make_domain(state="running")
+    # Its destination does not answer: nobody can say yet whether the guest moved.
+    nowhere = Host.objects.create(
+        name="nowhere", uri="test+unix:///default?socket=/nonexistent/sock"
+    )
+    op = _migration_left(people, domain, nowhere, OperationStatus.CHECKING, reported="EOF")
+    # The source runs it, so it did not move — a destination that is away cannot change it.
+    assert outcomes.settle_checking_operations() == [op.pk]
+    op.refresh_from_db()
+    assert op.status == OperationStatus.FAILED and "stayed on alpha" in op.message
+
+    # A copy on the destination while the source still holds the guest too (as between
+    # the end of the transfer and libvirt's confirmation): unknown, never success on sight.
+    other = make_domain(state="running")
+    op = _migration_left(people, other, hosts.beta, OperationStatus.CHECKING, reported="EOF")
+    dest = libvirt_hosts.conn("beta").createXML(make_domain.xml(other.name, str(other.uuid)), 0)
+    make_domain.track("beta", other.uuid)
+    dest.suspend()
+    libvirt_hosts.conn("alpha").lookupByUUIDString(str(other.uuid)).suspend()
+    assert outcomes.settle_checking_operations() == []
+    op.refresh_from_db()
+    assert op.status == OperationStatus.CHECKING and "Outcome unknown" in op.message
+    assert not op.is_finished
+    with pytest.raises(ActionRefused, match="busy with operation"):
+        button_service("suspend")(people.olga_operator, fresh(other))
+
+    # Past the bound, an outcome still unknown is a failure that says so, not a busy
+    # domain for ever.
+    settings.VMPANEL_CHECKING_GIVE_UP_SECONDS = 60
+    outcomes.settle_checking_operations()
+    op.refresh_from_db()
+    assert op.status == OperationStatus.FAILED and "still unknown" in op.message
+
+
+def test_a_guest_seen_on_a_new_host_keeps_its_team(people, make_domain, hosts, libvirt_hosts):
+    """Ownership follows the guest: the same UUID appearing on another host (moved by
+    hand, or a copy half-way) is its team's, not a row nobody may see."""
+    domain = make_domain(state="running", team="b")
+    libvirt_hosts.conn("beta").defineXML(make_domain.xml(domain.name, str(domain.uuid)))
+    make_domain.track("beta", domain.uuid)
+    inventory.reconcile_host(hosts.beta)
+    copy = Domain.objects.get(host=hosts.beta, uuid=domain.uuid)
+    assert copy.team == people.team_b

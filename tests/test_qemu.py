@@ -20,9 +20,10 @@ from types import SimpleNamespace
 import libvirt
 import pytest
 
-from domains import domxml, hypervisor, inventory, rules, runner, tasks
+from domains import domxml, hypervisor, inventory, outcomes, rules, runner, tasks
 from domains.models import Domain, Host, Operation, OperationKind, OperationStatus, State
 from domains.services import images, migration, operations
+from domains.services.common import ActionRefused
 from tests.conftest import REPO, RUN_DIR, run_script, stop_process, subprocess_env
 from tests.helpers import button_service, wait_finished, wait_for
 
@@ -314,3 +315,77 @@ def test_killed_worker_leaves_a_truthful_failed_operation(world, people, setting
     # A redelivery of the same task does nothing: the operation is not run twice.
     tasks.save_domain_task(op.pk)
     assert Operation.objects.get(pk=op.pk).status == OperationStatus.FAILED
+
+
+def test_source_daemon_dying_mid_migration_is_no_false_success(world, people):
+    """The source host's libvirtd dies mid-transfer: libvirt's call fails while a paused,
+    half-arrived copy sits on the destination. That is not a migration: the operation
+    says the outcome is unknown until both hosts answer, then settles on the truth; the
+    row and its team stay with the real guest; the copies made on the destination go."""
+    dest_disk = world.qemu.qb.dir / "images" / Path(world.disk).name
+    op = _migrate(people.olga_operator, world.domain, world.hosts["qb"], bandwidth=2)
+    wait_for(
+        lambda: (
+            (Operation.objects.get(pk=op.pk).progress_detail or {}).get("data_processed", 0) > 0
+        ),
+        timeout=60,
+        what="migration data flowing",
+    )
+    assert dest_disk.exists()  # the copy's volume, made by the migration
+    run_script("qemuhost.sh", "kill-daemon", "qa")
+    try:
+        wait_for(
+            lambda: Operation.objects.get(pk=op.pk).status != OperationStatus.RUNNING,
+            timeout=60,
+            what="the migration call ended",
+        )
+        row = Operation.objects.get(pk=op.pk)
+        assert row.status == OperationStatus.CHECKING, (row.status, row.message)
+        assert "Outcome unknown" in row.message and "qa does not answer" in row.message
+        assert not row.is_finished
+        domain = fresh(world.domain)
+        assert domain.host.name == "qa" and domain.team == people.team_a
+        with pytest.raises(ActionRefused, match="nothing left to cancel"):
+            operations.cancel_operation(people.olga_operator, row)
+        # The source still does not answer: looking again settles nothing.
+        assert outcomes.settle_checking_operations() == []
+        assert Operation.objects.get(pk=op.pk).status == OperationStatus.CHECKING
+    finally:
+        run_script("qemuhost.sh", "start-daemon", "qa", timeout=60)
+    # Until the outcome is settled the domain takes nothing else (the worker's keeper may
+    # have settled it already).
+    try:
+        button_service("suspend")(people.olga_operator, fresh(world.domain))
+    except ActionRefused as exc:
+        assert "busy with operation" in str(exc)
+    else:
+        assert Operation.objects.get(pk=op.pk).is_finished
+
+    def settled() -> bool:
+        outcomes.settle_checking_operations()
+        return Operation.objects.get(pk=op.pk).is_finished
+
+    wait_for(settled, timeout=120, interval=2, what="the migration's outcome settled")
+    done = Operation.objects.get(pk=op.pk)
+    on_qa = live_state(world.qemu.qa.uri, world.uuid)
+    on_qb = live_state(world.qemu.qb.uri, world.uuid)
+    rows = Domain.objects.filter(uuid=world.uuid, gone_at__isnull=True)
+    # Whatever libvirt did, the record agrees with it.
+    if on_qa == libvirt.VIR_DOMAIN_RUNNING:
+        assert done.status == OperationStatus.FAILED, (done.status, done.message)
+        assert "stayed on qa" in done.message
+        assert on_qb is None
+        assert not dest_disk.exists(), "the destination's copy was left behind"
+        assert [(r.pk, r.host.name) for r in rows] == [(world.domain.pk, "qa")]
+        here = "qa"
+    else:
+        assert on_qb == libvirt.VIR_DOMAIN_RUNNING, (on_qa, on_qb)
+        assert done.status == OperationStatus.SUCCEEDED, (done.status, done.message)
+        assert [(r.pk, r.host.name) for r in rows] == [(world.domain.pk, "qb")]
+        here = "qb"
+    assert fresh(world.domain).team == people.team_a
+    assert not Domain.objects.filter(uuid=world.uuid, team__isnull=True).exists()
+    # The guest lives on where the record says, and takes operations again.
+    marker = serial(world, here).count("GUEST-ALIVE")
+    wait_for(lambda: serial(world, here).count("GUEST-ALIVE") > marker, timeout=30)
+    finished(button_service("suspend")(people.olga_operator, fresh(world.domain)))

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import libvirt
 import pytest
 
-from domains.hypervisor import ResizeLimits
+from domains.hypervisor import GuestSighting, ResizeLimits
 from domains.models import Domain, Host, State
 from domains.rules import (
     DEFAULT_MIGRATION_FLAGS,
     MigrationChoice,
+    MigrationOutcome,
     ResizeRequest,
     ResizeStep,
     host_uri_problem,
     listen_address_problem,
     migrate_uri_problem,
     migration_flag_problems,
+    migration_outcome,
     resize_plan,
     resize_problems,
     xml_edit_check,
@@ -311,3 +314,54 @@ def test_listen_addresses(address, ok):
 def test_migration_uris_are_checked_before_anything_else(choice, words):
     problems = migration_flag_problems(_domain(), replace(choice, flags=DEFAULT_MIGRATION_FLAGS))
     assert len(problems) == 1 and words in problems[0], problems
+
+
+# --- a migration's outcome when libvirt did not report it ------------------------------
+
+_RUNNING = GuestSighting(True, libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_RUNNING_MIGRATED)
+_INCOMING = GuestSighting(True, libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_MIGRATION)
+_STARTING = GuestSighting(True, libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_STARTING_UP)
+_USER_PAUSED = GuestSighting(True, libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_USER)
+_SENT = GuestSighting(True, libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_MIGRATION)
+_SHUT_OFF = GuestSighting(True, libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_MIGRATED)
+_ABSENT = GuestSighting(False)
+_MIGRATING = GuestSighting(True, libvirt.VIR_DOMAIN_RUNNING, 0, job=True)
+_DOWN = None  # the host does not answer
+
+
+@pytest.mark.parametrize(
+    ("source", "dest", "outcome"),
+    [
+        # What was once recorded as success: a half-arrived copy, the source's daemon dead.
+        (_DOWN, _INCOMING, MigrationOutcome.UNKNOWN),
+        (_DOWN, _STARTING, MigrationOutcome.UNKNOWN),
+        # Running on the destination is not enough while the source cannot be asked.
+        (_DOWN, _RUNNING, MigrationOutcome.UNKNOWN),
+        (_ABSENT, _RUNNING, MigrationOutcome.MOVED),
+        (_SHUT_OFF, _RUNNING, MigrationOutcome.MOVED),  # without undefining the source
+        (_ABSENT, _USER_PAUSED, MigrationOutcome.MOVED),  # migrated while paused
+        # Memory sent, not yet confirmed: still active on the source.
+        (_SENT, _RUNNING, MigrationOutcome.UNKNOWN),
+        # The source runs it: it did not move, wherever the destination is.
+        (_RUNNING, _INCOMING, MigrationOutcome.STAYED),
+        (_RUNNING, _ABSENT, MigrationOutcome.STAYED),
+        (_RUNNING, _DOWN, MigrationOutcome.STAYED),
+        (_USER_PAUSED, _ABSENT, MigrationOutcome.STAYED),
+        # A job still running on either side: too early to say.
+        (_MIGRATING, _INCOMING, MigrationOutcome.UNKNOWN),
+        (_ABSENT, GuestSighting(True, libvirt.VIR_DOMAIN_RUNNING, 0, job=True), "unknown"),
+        # It runs nowhere: it stopped (the source holds it shut off).
+        (_SHUT_OFF, _ABSENT, MigrationOutcome.STAYED),
+        (_SHUT_OFF, _INCOMING, MigrationOutcome.UNKNOWN),  # the copy may yet run
+        (_SHUT_OFF, _DOWN, MigrationOutcome.UNKNOWN),
+    ],
+)
+def test_migration_outcome_needs_the_guest_running_there_and_gone_here(source, dest, outcome):
+    assert migration_outcome(source, dest) == outcome
+
+
+def test_offline_migration_outcome_is_the_destination_holding_the_definition():
+    defined = GuestSighting(True, libvirt.VIR_DOMAIN_SHUTOFF, 0)
+    assert migration_outcome(defined, defined, offline=True) == MigrationOutcome.MOVED
+    assert migration_outcome(defined, _ABSENT, offline=True) == MigrationOutcome.STAYED
+    assert migration_outcome(defined, _DOWN, offline=True) == MigrationOutcome.UNKNOWN

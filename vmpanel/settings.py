@@ -237,6 +237,9 @@ VMPANEL_STALE_SECONDS = env_int("VMPANEL_STALE_SECONDS", 30)
 # A queued operation no worker took within this many seconds is sent once more, then, after
 # as long again, failed (its message was lost, or no worker runs).
 VMPANEL_QUEUED_STALE_SECONDS = env_int("VMPANEL_QUEUED_STALE_SECONDS", 120)
+# A migration whose outcome libvirt did not report is looked at again by every keeper pass
+# (about every 30 s) until both hosts tell; after this long, it is failed saying so.
+VMPANEL_CHECKING_GIVE_UP_SECONDS = env_int("VMPANEL_CHECKING_GIVE_UP_SECONDS", 3600)
 # The inventory may be out of date (a banner on every page, /readyz fails) once no watcher
 # pass has run for this long.
 VMPANEL_WATCHER_STALE_SECONDS = env_int("VMPANEL_WATCHER_STALE_SECONDS", 30)

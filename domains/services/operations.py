@@ -28,6 +28,14 @@ def cancel_operation(user: User, op: Operation) -> Operation:
         raise ActionRefused(_("Your role does not allow cancelling this."), status=403)
     if op.is_finished:
         raise ActionRefused(_("Operation #%(id)s has finished already.") % {"id": op.pk})
+    if op.status == OperationStatus.CHECKING:
+        raise ActionRefused(
+            _(
+                "Operation #%(id)s has ended; the panel is finding out where the domain runs. "
+                "There is nothing left to cancel."
+            )
+            % {"id": op.pk}
+        )
     if op.status != OperationStatus.QUEUED and not KINDS[op.kind].long:
         # Queued, nothing ran yet: any kind stops. Running, only libvirt's long jobs abort.
         raise ActionRefused(

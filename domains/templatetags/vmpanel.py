@@ -24,6 +24,7 @@ _STATE_CLASSES = {
 _STATUS_CLASSES = {
     OperationStatus.QUEUED: "queued",
     OperationStatus.RUNNING: "running-op",
+    OperationStatus.CHECKING: "queued",
     OperationStatus.SUCCEEDED: "running",
     OperationStatus.FAILED: "failed",
     OperationStatus.CANCELLED: "shutoff",
