@@ -60,6 +60,7 @@ from .models import (
     is_team_admin,
     teams_for,
 )
+from .rows import DomainRow, OperationRow
 from .rules import DEFAULT_MIGRATION_FLAGS, MigrationChoice, ResizeRequest
 from .services import hosts, images, migration, operations, resize, xmledit
 from .services.common import ActionRefused, require
@@ -176,7 +177,7 @@ def domain_list(request: HttpRequest) -> HttpResponse:
     teams = list(teams_for(user).only("name", "slug"))
     form = DomainFilterForm(request.GET, hosts, teams)
 
-    qs = Domain.objects.for_user(user, "view").select_related("host", "team")
+    qs = Domain.objects.for_user(user, "view")
     if not form.value("gone"):
         qs = qs.present()
     qs = qs.with_list_filters(form.value("f", []))
@@ -189,7 +190,8 @@ def domain_list(request: HttpRequest) -> HttpResponse:
     sort = form.value("sort") or "name"
     qs = qs.order_by(*_ordering(sort))
 
-    page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
+    # Only what the rows show, as plain values: no model instances for a page of rows.
+    page = Paginator(qs.values(*DomainRow.VALUES), PAGE_SIZE).get_page(request.GET.get("page"))
     context = {
         "form": form,
         "filter_groups": form.filter_groups(),
@@ -236,7 +238,12 @@ def _detail_context(request: HttpRequest, domain: Domain) -> dict:
     may = actions_on(user, domain)  # asked once; every button below follows from it
     live = None
     live_error = None
-    history = list(Operation.objects.filter(domain=domain).select_related("user")[:HISTORY_SIZE])
+    # Not the XML copies and parameters of each operation: the rows do not show them.
+    history = list(
+        Operation.objects.filter(domain=domain)
+        .select_related("user")
+        .defer("xml_before", "xml_after", "params", "progress_detail")[:HISTORY_SIZE]
+    )
     # A gone domain has nothing live to read, and a disabled host is left alone.
     if domain.gone_at is None and domain.host.enabled:
         try:
@@ -415,7 +422,7 @@ def activity(request: HttpRequest) -> HttpResponse:
     teams = list(teams_for(user).only("name", "slug"))
     form = ActivityFilterForm(request.GET, teams)
 
-    ops = Operation.objects.select_related("user", "host", "domain", "domain__host", "team")
+    ops = Operation.objects.all()
     if user.is_superuser:
         events = AuditEvent.objects.select_related("user", "team")
     else:
@@ -447,7 +454,9 @@ def activity(request: HttpRequest) -> HttpResponse:
 
     context = {
         "form": form,
-        "ops_page": Paginator(ops, PAGE_SIZE).get_page(request.GET.get("page")),
+        "ops_page": Paginator(ops.values(*OperationRow.VALUES), PAGE_SIZE).get_page(
+            request.GET.get("page")
+        ),
         "show_events": show_events,
         "events_page": Paginator(events, PAGE_SIZE).get_page(request.GET.get("epage"))
         if show_events

@@ -62,7 +62,7 @@ def history(people, make_domain):
 
 def shown(response) -> set[int]:
     assert response.status_code == 200
-    return {op.pk for op in response.context["ops_page"].paginator.object_list}
+    return {op["pk"] for op in response.context["ops_page"].paginator.object_list}
 
 
 def test_activity_shows_each_team_its_own_operations(people, history):
