@@ -7,9 +7,11 @@ hand-edited URL shows the unfiltered list instead of an error.
 from __future__ import annotations
 
 import re
+import threading
 
 from django import forms
 from django.contrib.auth import get_user_model
+from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
 
 from vmpanel import fields as panel_fields
@@ -46,6 +48,30 @@ DOMAIN_SORTS = {
 }
 
 
+class KeptSelect(forms.Select):
+    """A select whose HTML is rendered once per (name, value, attributes, choices,
+    language) and kept. Django renders each option through a template; the activity
+    page's two selects of ~35 options cost more than the rest of the page together."""
+
+    _kept: dict[tuple, str] = {}
+    _lock = threading.Lock()
+    KEPT = 512
+
+    def render(self, name, value, attrs=None, renderer=None):
+        key = (
+            name, str(value), tuple(sorted({**self.attrs, **(attrs or {})}.items())),
+            tuple((str(k), str(v)) for k, v in self.choices), get_language(),
+        )  # fmt: skip
+        html = self._kept.get(key)
+        if html is None:
+            html = super().render(name, value, attrs, renderer)
+            with self._lock:
+                if len(self._kept) >= self.KEPT:  # a bound: URLs are anyone's to make
+                    self._kept.clear()
+                self._kept[key] = html
+        return html
+
+
 class LenientMultipleChoiceField(forms.MultipleChoiceField):
     """Drops unknown values instead of failing the whole field."""
 
@@ -67,8 +93,8 @@ class DomainFilterForm(forms.Form):
         required=False,
         choices=[(key, label) for key, (label, _q) in LIST_FILTERS.items()],
     )
-    host = forms.ChoiceField(label=_("Host"), required=False)
-    team = forms.ChoiceField(label=_("Team"), required=False)
+    host = forms.ChoiceField(label=_("Host"), required=False, widget=KeptSelect)
+    team = forms.ChoiceField(label=_("Team"), required=False, widget=KeptSelect)
     gone = forms.BooleanField(label=_("Show gone domains"), required=False)
     sort = forms.ChoiceField(
         required=False,
@@ -101,7 +127,7 @@ class DomainFilterForm(forms.Form):
 
 
 class ActivityFilterForm(forms.Form):
-    team = forms.ChoiceField(label=_("Team"), required=False)
+    team = forms.ChoiceField(label=_("Team"), required=False, widget=KeptSelect)
     user = forms.CharField(label=_("User"), required=False, max_length=150)
     domain = forms.CharField(
         label=_("Domain"),
@@ -113,11 +139,13 @@ class ActivityFilterForm(forms.Form):
         label=_("Kind"),
         required=False,
         choices=[("", _("any kind")), *OperationKind.choices],
+        widget=KeptSelect,
     )
     status = forms.ChoiceField(
         label=_("Status"),
         required=False,
         choices=[("", _("any status")), *OperationStatus.choices],
+        widget=KeptSelect,
     )
 
     def __init__(self, data, teams):

@@ -195,6 +195,8 @@ def domain_list(request: HttpRequest) -> HttpResponse:
     context = {
         "form": form,
         "filter_groups": form.filter_groups(),
+        # What the filter form offers besides the query: its kept HTML is keyed on it.
+        "choices_key": "|".join([h.name for h in hosts] + [f"{t.slug}:{t.name}" for t in teams]),
         "page": page,
         "domains": page.object_list,
         "sort": sort,
