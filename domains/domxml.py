@@ -57,6 +57,9 @@ class SimpleDomain:
     domain_type: str = "test"
     arch: str = "i686"
     balloon: bool = True
+    # A disk (its image path) and a network interface (its MAC), for usage figures.
+    disk: str = ""
+    mac: str = ""
 
 
 def build_simple_domain(spec: SimpleDomain) -> str:
@@ -73,6 +76,14 @@ def build_simple_domain(spec: SimpleDomain) -> str:
     os_el = _sub(root, "os")
     _sub(os_el, "type", "hvm", arch=spec.arch)
     devices = _sub(root, "devices")
+    if spec.disk:
+        disk = _sub(devices, "disk", type="file", device="disk")
+        _sub(disk, "source", file=spec.disk)
+        _sub(disk, "target", dev="vda", bus="virtio")
+    if spec.mac:
+        nic = _sub(devices, "interface", type="network")
+        _sub(nic, "mac", address=spec.mac)
+        _sub(nic, "source", network="default")
     if spec.balloon:
         _sub(devices, "memballoon", model="virtio")
     return to_string(root)
@@ -148,6 +159,27 @@ def disks(xml: str) -> list[Disk]:
                 source=path,
                 format=driver.get("type", "raw") if driver is not None else "raw",
                 readonly=disk.find("readonly") is not None,
+            )
+        )
+    return result
+
+
+@dataclass(frozen=True)
+class Nic:
+    target: str  # the host-side device (vnet0 …); "" when libvirt has not named one
+    mac: str
+
+
+def interfaces(xml: str) -> list[Nic]:
+    """The domain's network interfaces, by the names their statistics are asked under."""
+    result = []
+    for nic in parse(xml).iterfind("devices/interface"):
+        target = nic.find("target")
+        mac = nic.find("mac")
+        result.append(
+            Nic(
+                target=target.get("dev", "") if target is not None else "",
+                mac=mac.get("address", "") if mac is not None else "",
             )
         )
     return result

@@ -1427,3 +1427,210 @@ def set_max_memory(uri: str, uuid: str, kib: int) -> None:
     """Set the maximum memory in the saved configuration (takes effect at the next boot)."""
     flags = libvirt.VIR_DOMAIN_MEM_MAXIMUM | libvirt.VIR_DOMAIN_AFFECT_CONFIG
     _act(uri, uuid, lambda dom: dom.setMemoryFlags(kib, flags))
+
+
+# --- usage counters (the collector's one read per host and tick) ----------------------
+
+# The groups of getAllDomainStats the collector asks for, in one call per host.
+STATS_GROUPS = (
+    libvirt.VIR_DOMAIN_STATS_STATE
+    | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL
+    | libvirt.VIR_DOMAIN_STATS_BALLOON
+    | libvirt.VIR_DOMAIN_STATS_VCPU
+    | libvirt.VIR_DOMAIN_STATS_INTERFACE
+    | libvirt.VIR_DOMAIN_STATS_BLOCK
+)
+# Running domains only, and never wait for a domain busy with a job (a migration): its
+# figures are skipped this tick instead of stalling every other domain's.
+STATS_FLAGS = (
+    libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE
+    | libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
+)
+
+
+@dataclass
+class CounterRead:
+    at: float  # unix time, taken once, after libvirt answered
+    guests: list  # of usage.GuestCounters
+    calls: int  # libvirt calls it took (1 on a host that answers everything in bulk)
+
+
+@dataclass(frozen=True)
+class HostCounters:
+    at: float
+    cpus: int
+    cpu_busy_ns: int | None  # user + kernel, all CPUs
+    cpu_total_ns: int | None  # user + kernel + idle + iowait
+    memory_total_kib: int
+    memory_free_kib: int | None  # free + buffers + cached: what the host could still give
+
+
+def _number_keys(stats: dict, prefix: str) -> range:
+    return range(int(stats.get(f"{prefix}.count", 0)))
+
+
+def _guest_counters(dom: libvirt.virDomain, stats: dict, devices: dict) -> tuple:
+    """One domain's counters from its bulk record, asking the guide's per-domain calls
+    only for the groups the host left out (the test driver gives `state.*` alone).
+    Returns (usage.GuestCounters, calls made)."""
+    from .usage import DiskCounters, GuestCounters, NetCounters
+
+    calls = 0
+    uuid = dom.UUIDString()
+    if "cpu.time" in stats and "vcpu.current" in stats:
+        cpu_time = int(stats["cpu.time"])
+        vcpus = int(stats["vcpu.current"])
+    else:
+        info = dom.info()
+        calls += 1
+        cpu_time, vcpus = int(info[4]), int(info[3])
+    vcpu_time, vcpu_state = {}, {}
+    if "vcpu.current" in stats:
+        for n in range(int(stats.get("vcpu.maximum", stats["vcpu.current"]))):
+            if f"vcpu.{n}.time" in stats:
+                vcpu_time[n] = int(stats[f"vcpu.{n}.time"])
+                vcpu_state[n] = int(stats.get(f"vcpu.{n}.state", 0))
+    else:
+        try:
+            for number, state, time_ns, _cpu in dom.vcpus()[0]:
+                vcpu_time[number], vcpu_state[number] = int(time_ns), int(state)
+        except libvirt.libvirtError:
+            pass  # not while the domain is being set up, nor on every driver
+        calls += 1
+    if "balloon.current" in stats:
+        current = stats.get("balloon.current")
+        usable = stats.get("balloon.usable")
+        rss = stats.get("balloon.rss")
+    else:
+        memory = dom.memoryStats()
+        calls += 1
+        current, usable, rss = memory.get("actual"), memory.get("usable"), memory.get("rss")
+    disks, nets = {}, {}
+    if "block.count" in stats:
+        for n in _number_keys(stats, "block"):
+            name = stats.get(f"block.{n}.name")
+            if not name or f"block.{n}.rd.bytes" not in stats:
+                continue  # an empty CD-ROM has no counters
+            disks[name] = DiskCounters(
+                rd_bytes=int(stats[f"block.{n}.rd.bytes"]),
+                wr_bytes=int(stats.get(f"block.{n}.wr.bytes", 0)),
+                rd_reqs=int(stats.get(f"block.{n}.rd.reqs", 0)),
+                wr_reqs=int(stats.get(f"block.{n}.wr.reqs", 0)),
+                source=stats.get(f"block.{n}.path", ""),
+            )
+    if "net.count" in stats:
+        for n in _number_keys(stats, "net"):
+            name = stats.get(f"net.{n}.name")
+            if not name:
+                continue
+            nets[name] = NetCounters(
+                rx_bytes=int(stats.get(f"net.{n}.rx.bytes", 0)),
+                tx_bytes=int(stats.get(f"net.{n}.tx.bytes", 0)),
+                rx_pkts=int(stats.get(f"net.{n}.rx.pkts", 0)),
+                tx_pkts=int(stats.get(f"net.{n}.tx.pkts", 0)),
+                rx_errs=int(stats.get(f"net.{n}.rx.errs", 0)),
+                tx_errs=int(stats.get(f"net.{n}.tx.errs", 0)),
+                rx_drop=int(stats.get(f"net.{n}.rx.drop", 0)),
+                tx_drop=int(stats.get(f"net.{n}.tx.drop", 0)),
+            )
+    if "block.count" not in stats or "net.count" not in stats:
+        # The devices' names come from the XML, read once per domain (the collector keeps
+        # them; a domain that changes devices gets a new entry when it restarts).
+        if uuid not in devices:
+            xml = dom.XMLDesc(0)
+            calls += 1
+            devices[uuid] = (
+                [(d.target, d.source) for d in domxml.disks(xml) if d.source and d.target],
+                [(n.target or n.mac, n.mac) for n in domxml.interfaces(xml) if n.target or n.mac],
+            )
+        disk_names, nic_names = devices[uuid]
+        if "block.count" not in stats:
+            for target, source in disk_names:
+                try:
+                    rd_reqs, rd_bytes, wr_reqs, wr_bytes, errs = dom.blockStats(target)
+                except libvirt.libvirtError:
+                    continue  # hot-unplugged since the XML was read
+                finally:
+                    calls += 1
+                disks[target] = DiskCounters(
+                    rd_bytes, wr_bytes, rd_reqs, wr_reqs, errs if errs >= 0 else None, source
+                )
+        if "net.count" not in stats:
+            for name, mac in nic_names:
+                try:
+                    rx_b, rx_p, rx_e, rx_d, tx_b, tx_p, tx_e, tx_d = dom.interfaceStats(name)
+                except libvirt.libvirtError:
+                    continue
+                finally:
+                    calls += 1
+                nets[name] = NetCounters(rx_b, tx_b, rx_p, tx_p, rx_e, tx_e, rx_d, tx_d, mac)
+    counters = GuestCounters(
+        uuid=uuid,
+        vcpus=vcpus,
+        cpu_time_ns=cpu_time,
+        vcpu_time_ns=vcpu_time,
+        vcpu_state=vcpu_state,
+        balloon_current_kib=None if current is None else int(current),
+        balloon_usable_kib=None if usable is None else int(usable),
+        rss_kib=None if rss is None else int(rss),
+        disks=disks,
+        nets=nets,
+    )
+    return counters, calls
+
+
+def guest_counters(uri: str, devices: dict | None = None) -> CounterRead:
+    """Every running domain's counters on `uri`: one getAllDomainStats call where the host
+    answers all the groups in bulk, the per-domain calls for what it leaves out. A domain
+    that vanishes mid-read is skipped. `devices` keeps the disk and NIC names read from
+    XML between calls (by UUID; the caller owns it)."""
+    devices = {} if devices is None else devices
+
+    def read(conn: libvirt.virConnect) -> CounterRead:
+        records = conn.getAllDomainStats(STATS_GROUPS, STATS_FLAGS)
+        calls = 1
+        guests = []
+        for dom, stats in records:
+            try:
+                counters, more = _guest_counters(dom, stats, devices)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() in (
+                    libvirt.VIR_ERR_NO_DOMAIN,
+                    libvirt.VIR_ERR_OPERATION_INVALID,  # shut off between the two calls
+                ):
+                    continue
+                raise
+            guests.append(counters)
+            calls += more
+        return CounterRead(at=time.time(), guests=guests, calls=calls)
+
+    return _call(uri, read)
+
+
+def host_counters(uri: str) -> HostCounters:
+    """The host's own CPU time and memory (getCPUStats / getMemoryStats, getInfo for what a
+    driver leaves out)."""
+
+    def read(conn: libvirt.virConnect) -> HostCounters:
+        info = conn.getInfo()  # [model, memory MiB, cpus, mhz, nodes, sockets, cores, threads]
+        busy = total = None
+        try:
+            cpu = conn.getCPUStats(libvirt.VIR_NODE_CPU_STATS_ALL_CPUS)
+            busy = int(cpu.get("user", 0)) + int(cpu.get("kernel", 0))
+            total = busy + int(cpu.get("idle", 0)) + int(cpu.get("iowait", 0))
+        except libvirt.libvirtError:
+            pass
+        memory_total = int(info[1]) * 1024
+        free = None
+        try:
+            mem = conn.getMemoryStats(libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS)
+            memory_total = int(mem.get("total", memory_total))
+            free = sum(int(mem.get(k, 0)) for k in ("free", "buffers", "cached"))
+        except libvirt.libvirtError:
+            try:
+                free = int(conn.getFreeMemory()) // 1024
+            except libvirt.libvirtError:
+                free = None
+        return HostCounters(time.time(), int(info[2]), busy, total, memory_total, free)
+
+    return _call(uri, read)

@@ -459,3 +459,96 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.summary}"
+
+
+# --- usage (the collector's figures; see domains.usage and domains.collector) -----------
+
+
+class UsageFigures(models.Model):
+    """One row of usage history: the average and maximum over `step` seconds from `at`
+    (unix seconds, a multiple of `step`). Coarser rows are rolled up from finer ones."""
+
+    step = models.PositiveIntegerField()
+    at = models.BigIntegerField()
+    cpu_avg = models.FloatField(null=True)  # % (of the domain's vCPUs; of the host's CPUs)
+    cpu_max = models.FloatField(null=True)
+    mem_avg = models.BigIntegerField(null=True)  # KiB used
+    mem_max = models.BigIntegerField(null=True)
+
+    FIGURES = ("cpu", "mem")
+
+    class Meta:
+        abstract = True
+
+
+class DomainUsageSample(UsageFigures):
+    # The inventory row: a domain that migrates keeps one history.
+    domain = models.ForeignKey(Domain, on_delete=models.CASCADE, related_name="usage_samples")
+    disk_rd_avg = models.FloatField(null=True)  # bytes/s, all disks
+    disk_rd_max = models.FloatField(null=True)
+    disk_wr_avg = models.FloatField(null=True)
+    disk_wr_max = models.FloatField(null=True)
+    net_rx_avg = models.FloatField(null=True)  # bits/s, all interfaces
+    net_rx_max = models.FloatField(null=True)
+    net_tx_avg = models.FloatField(null=True)
+    net_tx_max = models.FloatField(null=True)
+
+    FIGURES = ("cpu", "mem", "disk_rd", "disk_wr", "net_rx", "net_tx")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["domain", "step", "at"], name="one_domain_sample")
+        ]
+        indexes = [models.Index(fields=["step", "at"], name="domain_sample_age")]
+
+    def __str__(self) -> str:
+        return f"domain {self.domain_id} {self.step} s at {self.at}"
+
+
+class HostUsageSample(UsageFigures):
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="usage_samples")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["host", "step", "at"], name="one_host_sample")
+        ]
+        indexes = [models.Index(fields=["step", "at"], name="host_sample_age")]
+
+    def __str__(self) -> str:
+        return f"host {self.host_id} {self.step} s at {self.at}"
+
+
+class DomainUsage(models.Model):
+    """A running domain's usage now (the collector's last tick): what the list sorts by and
+    the detail page shows beside its graphs."""
+
+    domain = models.OneToOneField(
+        Domain, primary_key=True, on_delete=models.CASCADE, related_name="usage"
+    )
+    at = models.DateTimeField()
+    cpu_pct = models.FloatField(null=True)
+    memory_used_kib = models.BigIntegerField(null=True)
+    memory_source = models.CharField(max_length=8, blank=True)  # "guest" or "host"
+    # Per vCPU, disk and interface: {"vcpus": [...], "disks": [...], "nets": [...]}.
+    detail = models.JSONField(default=dict)
+    # The last hour's CPU %, a value a minute (None: no data), for the list's sparkline.
+    spark = models.JSONField(default=list)
+
+    def __str__(self) -> str:
+        return f"usage of domain {self.domain_id} at {self.at}"
+
+
+class HostUsage(models.Model):
+    """A host's own CPU and memory use now."""
+
+    host = models.OneToOneField(
+        Host, primary_key=True, on_delete=models.CASCADE, related_name="usage"
+    )
+    at = models.DateTimeField()
+    cpu_pct = models.FloatField(null=True)
+    memory_used_kib = models.BigIntegerField(null=True)
+    memory_total_kib = models.BigIntegerField(null=True)
+    cpus = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"usage of host {self.host_id} at {self.at}"

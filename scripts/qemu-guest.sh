@@ -24,6 +24,12 @@
 #                                 migration copies a disk that changes, and onlines hot-plugged
 #                                 vCPUs (the kernel leaves them offline)
 #   GUEST-POWEROFF                on the ACPI power button (virDomainShutdown), then poweroff -f
+# Load for the usage graphs, switched on by words on the kernel command line (<cmdline>):
+#   vmpanel.burn=1      a busy loop keeps one vCPU near 100 %; prints GUEST-BURN started
+#   vmpanel.readdisk=1  reads 16 MiB of vda every second, bypassing the page cache; prints
+#                       GUEST-READDISK started (GUEST-READDISK none without a disk)
+# (vmpanel.install=1 is phase 1 of a two-phase boot: GUEST-INSTALL-DONE once vda answers, then
+# poweroff -f.)
 set -euo pipefail
 PROG=$(basename -- "$0")
 die() {
@@ -64,6 +70,28 @@ if grep -qw vmpanel.install=1 /proc/cmdline; then
   echo GUEST-INSTALL-DONE >/dev/console
   sync
   poweroff -f
+fi
+# Load on request, for the usage graphs: one vCPU kept busy (niced, so the loop below and acpid
+# still run on time), and the disk read continuously (O_DIRECT, so every pass reaches vda and
+# not the page cache; dropping the caches first if dd cannot open it that way).
+if grep -qw vmpanel.burn=1 /proc/cmdline; then
+  while :; do :; done &
+  renice -n 19 -p $! >/dev/null 2>&1
+  echo "GUEST-BURN started" >/dev/console
+fi
+if grep -qw vmpanel.readdisk=1 /proc/cmdline; then
+  if [ -b /dev/vda ]; then
+    while :; do
+      dd if=/dev/vda of=/dev/null bs=1M count=16 iflag=direct 2>/dev/null || {
+        echo 3 >/proc/sys/vm/drop_caches
+        dd if=/dev/vda of=/dev/null bs=1M count=16
+      } 2>/dev/null
+      sleep 1
+    done &
+    echo "GUEST-READDISK started" >/dev/console
+  else
+    echo "GUEST-READDISK none" >/dev/console
+  fi
 fi
 i=0
 while true; do

@@ -468,12 +468,18 @@ class DomainFactory:
         self.people = people
         self.made: list[tuple[str, str]] = []
 
-    def xml(self, name: str, uuid: str, vcpus: int = 1, memory_mib: int = 256) -> str:
-        from domains.domxml import SimpleDomain, build_simple_domain
+    def xml(
+        self, name: str, uuid: str, vcpus: int = 1, memory_mib: int = 256, devices: bool = False
+    ) -> str:
+        from domains.domxml import SimpleDomain, build_simple_domain, generate_mac
 
         return build_simple_domain(
-            SimpleDomain(name=name, uuid=uuid, vcpus=vcpus, memory_mib=memory_mib)
-        )
+            SimpleDomain(
+                name=name, uuid=uuid, vcpus=vcpus, memory_mib=memory_mib,
+                disk=f"/guest/{name}.img" if devices else "",
+                mac=generate_mac() if devices else "",
+            )
+        )  # fmt: skip
 
     def define(
         self,
@@ -487,15 +493,17 @@ class DomainFactory:
         snapshots: int = 0,
         vcpus: int = 1,
         memory_mib: int = 256,
+        devices: bool = False,
     ) -> str:
-        """Make a domain in libvirt: state "shutoff", "running" or "paused"."""
+        """Make a domain in libvirt: state "shutoff", "running" or "paused"; with a disk
+        and a network interface if `devices`."""
         from domains.domxml import build_snapshot
 
         assert state in ("shutoff", "running", "paused"), state
         uuid = str(uuidlib.uuid4())
         name = name or f"vm-{uuid[:8]}"
         conn = self.libvirt_hosts.conn(host)
-        xml = self.xml(name, uuid, vcpus, memory_mib)
+        xml = self.xml(name, uuid, vcpus, memory_mib, devices)
         self.made.append((host, uuid))
         if persistent:
             dom = conn.defineXML(xml)

@@ -226,6 +226,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A task of ours never returns anything that is not already in its Operation row.
 CELERY_TASK_IGNORE_RESULT = True
 
+# How often the collector reads every host's usage counters (one call per host in bulk).
+VMPANEL_STATS_SECONDS = env_int("VMPANEL_STATS_SECONDS", 10)
 # How often the inventory watcher re-reads every host in full (events cover the rest).
 VMPANEL_RECONCILE_SECONDS = env_int("VMPANEL_RECONCILE_SECONDS", 10)
 # How long a view waits for a quick operation before answering with its progress page.

@@ -21,7 +21,8 @@ from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 from django.db import connection as db_connection
 
-from domains import hypervisor, inventory, liveness
+from domains import collector, hypervisor, inventory, liveness, outcomes
+from domains.collector import HostCollector
 from domains.hypervisor import HypervisorError
 from domains.models import Host
 from domains.runner import adopt_saved_images, recover_orphaned_operations, settle_stale_queued
@@ -30,6 +31,8 @@ log = logging.getLogger("domains.watcher")
 
 # How often the watcher looks for operations orphaned by a dead worker.
 RECOVERY_SECONDS = 15
+# How often usage history is rolled up into coarser tiers and pruned.
+ROLL_UP_SECONDS = 60
 
 
 class HostWatch(threading.Thread):
@@ -122,15 +125,19 @@ class HostWatch(threading.Thread):
 
 
 class Watcher:
-    """Starts a `HostWatch` per enabled host, stops those of hosts disabled or changed,
-    and now and then settles what dead workers left running."""
+    """Starts a `HostWatch` and a `HostCollector` per enabled host, stops those of hosts
+    disabled or changed, now and then settles what dead workers left running, and rolls
+    the usage history up."""
 
-    def __init__(self, reconcile_seconds: float, pass_seconds: float = 0.5):
+    def __init__(self, reconcile_seconds: float, pass_seconds: float = 0.5, stats: bool = True):
         self.reconcile_seconds = reconcile_seconds
         self.pass_seconds = pass_seconds
+        self.stats = stats
         self.watches: dict[int, HostWatch] = {}
+        self.collectors: dict[int, HostCollector] = {}
         self.stopping = False
         self.last_recovery = 0.0
+        self.last_roll_up = 0.0
 
     def check_hosts(self) -> None:
         hosts = {h.pk: h for h in Host.objects.filter(enabled=True)}
@@ -147,6 +154,26 @@ class Watcher:
                 watch = HostWatch(host, self.reconcile_seconds, self.pass_seconds)
                 self.watches[pk] = watch
                 watch.start()
+        if not self.stats:
+            return
+        for pk, collecting in list(self.collectors.items()):
+            host = hosts.get(pk)
+            if host is None or host.uri != collecting.uri or not collecting.is_alive():
+                collecting.stopping.set()
+                del self.collectors[pk]
+            else:
+                collecting.host = host
+        for pk, host in hosts.items():
+            if pk not in self.collectors:
+                self.collectors[pk] = HostCollector(host)
+                self.collectors[pk].start()
+
+    def roll_up(self) -> None:
+        """Once a minute, usage history into coarser tiers, and the oldest pruned."""
+        if not self.stats or time.monotonic() - self.last_roll_up < ROLL_UP_SECONDS:
+            return
+        self.last_roll_up = time.monotonic()
+        collector.roll_up()
 
     def recover_orphans(self) -> None:
         """Now and then, mark failed what dead workers left running, and settle what no
@@ -157,6 +184,7 @@ class Watcher:
         recover_orphaned_operations()
         settle_stale_queued()
         adopt_saved_images()
+        outcomes.settle_checking_operations()
 
     def read_once(self) -> None:
         """Every enabled host read once, one after the other (`--once`)."""
@@ -173,6 +201,7 @@ class Watcher:
                 close_old_connections()
                 self.check_hosts()
                 self.recover_orphans()
+                self.roll_up()
                 liveness.mark_watcher_beat()
             except Exception:
                 # The watcher keeps the test-driver worlds alive and the inventory
@@ -180,7 +209,7 @@ class Watcher:
                 log.exception("watcher pass failed; going on")
                 time.sleep(1)
             time.sleep(self.pass_seconds)
-        for watch in self.watches.values():
+        for watch in [*self.watches.values(), *self.collectors.values()]:
             watch.stopping.set()
 
 
