@@ -45,6 +45,7 @@ def _detail(counters: usage.GuestCounters, rates: usage.Rates) -> dict:
                 "n": n,
                 "pct": _round(rates.vcpu_pct.get(n)),
                 "state": counters.vcpu_state.get(n),
+                "cpu": counters.vcpu_cpu.get(n),
             }
             for n in sorted(counters.vcpu_time_ns)
         ],
@@ -130,7 +131,14 @@ class HostTicker:
                     detail=_detail(c, r),
                 )
             )  # fmt: skip
-        DomainUsageSample.objects.bulk_create(samples, ignore_conflicts=True)
+        # Two ticks in one bucket (a late tick, the first one's figures still empty): the
+        # later one's figures stand.
+        DomainUsageSample.objects.bulk_create(
+            samples,
+            update_conflicts=True,
+            unique_fields=["domain", "step", "at"],
+            update_fields=[f"{n}_{k}" for n in DomainUsageSample.FIGURES for k in ("avg", "max")],
+        )
         DomainUsage.objects.bulk_create(
             now_rows,
             update_conflicts=True,
@@ -167,7 +175,12 @@ class HostTicker:
             host=host, step=step, at=usage.bucket(now.at, step),
             cpu_avg=cpu, cpu_max=cpu, mem_avg=used, mem_max=used,
         )  # fmt: skip
-        HostUsageSample.objects.bulk_create([sample], ignore_conflicts=True)
+        HostUsageSample.objects.bulk_create(
+            [sample],
+            update_conflicts=True,
+            unique_fields=["host", "step", "at"],
+            update_fields=["cpu_avg", "cpu_max", "mem_avg", "mem_max"],
+        )
         HostUsage.objects.update_or_create(
             host=host,
             defaults={

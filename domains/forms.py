@@ -45,6 +45,9 @@ DOMAIN_SORTS = {
     "id": "libvirt_id",
     "vcpus": "vcpus",
     "memory": "memory_kib",
+    # The collector's last tick: "which VM is busy?" (domains not running come last).
+    "cpu": "usage__cpu_pct",
+    "used": "usage__memory_used_kib",
 }
 
 

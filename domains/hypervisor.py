@@ -1484,7 +1484,7 @@ def _guest_counters(dom: libvirt.virDomain, stats: dict, devices: dict) -> tuple
         info = dom.info()
         calls += 1
         cpu_time, vcpus = int(info[4]), int(info[3])
-    vcpu_time, vcpu_state = {}, {}
+    vcpu_time, vcpu_state, vcpu_cpu = {}, {}, {}
     if "vcpu.current" in stats:
         for n in range(int(stats.get("vcpu.maximum", stats["vcpu.current"]))):
             if f"vcpu.{n}.time" in stats:
@@ -1492,8 +1492,9 @@ def _guest_counters(dom: libvirt.virDomain, stats: dict, devices: dict) -> tuple
                 vcpu_state[n] = int(stats.get(f"vcpu.{n}.state", 0))
     else:
         try:
-            for number, state, time_ns, _cpu in dom.vcpus()[0]:
+            for number, state, time_ns, cpu in dom.vcpus()[0]:
                 vcpu_time[number], vcpu_state[number] = int(time_ns), int(state)
+                vcpu_cpu[number] = int(cpu)
         except libvirt.libvirtError:
             pass  # not while the domain is being set up, nor on every driver
         calls += 1
@@ -1570,6 +1571,7 @@ def _guest_counters(dom: libvirt.virDomain, stats: dict, devices: dict) -> tuple
         cpu_time_ns=cpu_time,
         vcpu_time_ns=vcpu_time,
         vcpu_state=vcpu_state,
+        vcpu_cpu=vcpu_cpu,
         balloon_current_kib=None if current is None else int(current),
         balloon_usable_kib=None if usable is None else int(usable),
         rss_kib=None if rss is None else int(rss),

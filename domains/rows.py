@@ -19,8 +19,10 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import get_language
+from django.utils.translation import gettext as _
 
 from .models import Domain, Operation, OperationKind, OperationStatus, State
+from .sparkline import sparkline
 
 ROWS_KEPT = 4096  # about 1 KiB each
 
@@ -44,12 +46,17 @@ class DomainRow:
     has_managed_save: bool
     snapshot_count: int
     team: str
+    # Usage now (running domains): CPU %, memory used, the last hour's CPU a minute.
+    cpu_pct: float | None = None
+    memory_used_kib: int | None = None
+    spark: tuple = ()
 
     # What the list view reads for each row (`QuerySet.values`): no model instances made.
     VALUES = (
         "host__name", "host__last_error", "uuid", "name", "gone_at", "state", "state_reason",
         "libvirt_id", "vcpus", "memory_kib", "persistent", "autostart", "has_managed_save",
-        "snapshot_count", "team__name",
+        "snapshot_count", "team__name", "usage__cpu_pct", "usage__memory_used_kib",
+        "usage__spark",
     )  # fmt: skip
 
     @classmethod
@@ -61,6 +68,8 @@ class DomainRow:
             memory_kib=v["memory_kib"], persistent=v["persistent"], autostart=v["autostart"],
             has_managed_save=v["has_managed_save"], snapshot_count=v["snapshot_count"],
             team=v["team__name"] or "",
+            cpu_pct=v["usage__cpu_pct"], memory_used_kib=v["usage__memory_used_kib"],
+            spark=tuple(v["usage__spark"] or ()),
         )  # fmt: skip
 
     @classmethod
@@ -77,6 +86,11 @@ class DomainRow:
     @property
     def state_label(self) -> str:
         return _label(State, self.state)
+
+    @property
+    def sparkline(self) -> SafeString:
+        label = _("CPU in the last hour, a value a minute")
+        return sparkline(self.spark, maximum=100, label=label)
 
 
 @dataclass(frozen=True)

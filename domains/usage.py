@@ -56,6 +56,7 @@ class GuestCounters:
     cpu_time_ns: int | None = None
     vcpu_time_ns: Mapping[int, int] = field(default_factory=dict)
     vcpu_state: Mapping[int, int] = field(default_factory=dict)
+    vcpu_cpu: Mapping[int, int] = field(default_factory=dict)  # physical CPU, where known
     balloon_current_kib: int | None = None  # what the guest has
     balloon_usable_kib: int | None = None  # what it could still use (guest's view)
     rss_kib: int | None = None  # what the QEMU process holds on the host

@@ -24,13 +24,14 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import patch_vary_headers
+from django.utils.html import escape
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 from django_htmx.http import HttpResponseClientRedirect
 
 from vmpanel.http import raise_for_refusal, see_other
 
-from . import hypervisor
+from . import hypervisor, usage, usage_data
 from .forms import (
     DOMAIN_SORTS,
     ActivityFilterForm,
@@ -163,7 +164,7 @@ def _ordering(sort: str) -> list:
         keys[0] = f"-{keys[0]}"
         if column == "name":
             keys[1] = "-pk"
-    if column == "libvirt_id":
+    if column in ("libvirt_id", "usage__cpu_pct", "usage__memory_used_kib"):
         field = F(column)
         keys[0] = field.desc(nulls_last=True) if descending else field.asc(nulls_last=True)
     return keys
@@ -234,7 +235,7 @@ def _live_detail(domain: Domain, secure: bool, latest: Operation | None):
     return live
 
 
-def _detail_context(request: HttpRequest, domain: Domain) -> dict:
+def _detail_context(request: HttpRequest, domain: Domain, rng: usage.Range | None = None) -> dict:
     """Everything the detail page shows; the only libvirt call is a read."""
     user = request.user
     may = actions_on(user, domain)  # asked once; every button below follows from it
@@ -262,17 +263,45 @@ def _detail_context(request: HttpRequest, domain: Domain) -> dict:
         "saved_images": list(
             SavedImage.objects.filter(domain=domain).select_related("host")[:HISTORY_SIZE]
         ),
+        "usage": usage_data.domain_usage(domain, rng or usage_data.parse_range(None)),
     }
     if user.is_superuser and domain.gone_at is None:
         context["assign_form"] = AssignForm(initial={"team": domain.team})
     return context
 
 
+def _bad_request(request: HttpRequest, message: str, back: str) -> HttpResponse:
+    """A 400 that says what was wrong in plain words (a page, or the fragment for htmx)."""
+    if htmx_partial(request):
+        html = f'<div class="banner banner-error" role="alert">{escape(message)}</div>'
+        return HttpResponse(html, status=400)
+    return render(request, "400.html", {"message": message, "back": back}, status=400)
+
+
 @require_safe
 def domain_detail(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
     domain = _visible_domain(request, host, uuid)
-    context = _detail_context(request, domain)
+    try:
+        rng = usage_data.parse_range(request.GET.get("range"))
+    except usage_data.UnknownRange as exc:
+        return _bad_request(request, str(exc), request.path)
+    context = _detail_context(request, domain, rng)
     return _render(request, "domains/domain_detail.html", "domains/_domain_panel.html", context)
+
+
+@require_safe
+def domain_usage(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
+    """The Usage section alone: what the page polls, and the range links load."""
+    domain = _visible_domain(request, host, uuid)
+    try:
+        rng = usage_data.parse_range(request.GET.get("range"))
+    except usage_data.UnknownRange as exc:
+        back = reverse("domain_detail", args=[domain.host.name, str(domain.uuid)])
+        return _bad_request(request, str(exc), back)
+    context = {"domain": domain, "usage": usage_data.domain_usage(domain, rng)}
+    response = render(request, "domains/_domain_usage.html", context)
+    patch_vary_headers(response, ["HX-Request"])
+    return response
 
 
 @require_safe
@@ -536,8 +565,13 @@ def host_detail(request: HttpRequest, host: str) -> HttpResponse:
             facts = hypervisor.host_facts(obj.uri)
         except HypervisorError as exc:
             error = exc.message
+    try:
+        rng = usage_data.parse_range(request.GET.get("range"))
+    except usage_data.UnknownRange as exc:
+        return _bad_request(request, str(exc), request.path)
     obj.health_class, obj.health = _host_health(obj, timezone.now())
     context = {
+        "usage": usage_data.host_usage(obj, rng),
         "host": obj,
         "facts": facts,
         "error": error,
@@ -621,6 +655,8 @@ def _team_page(
         "can_admin": can_admin,
         "form": (form or MembershipForm()) if can_admin else None,
         "domain_count": team.domains.filter(gone_at__isnull=True).count(),
+        "usage": usage_data.team_usage(team.domains.all()),
+        "quota": getattr(team, "quota", None),
     }
     return render(request, "domains/team_detail.html", context, status=status)
 

@@ -161,7 +161,7 @@ def test_state_shows_on_the_list_after_an_action(people, make_domain):
 
     assert response.status_code == 303
     page = client.get(reverse("domain_list")).content.decode()
-    rows = [row for row in page.split("<tr") if f'<code class="uuid">{domain.uuid}<' in row]
+    rows = [row for row in page.split("<tr") if f'<code class="uuid" title="{domain.uuid}">' in row]
     assert len(rows) == 1
     assert '<span class="badge badge-paused">paused</span>' in rows[0]
 

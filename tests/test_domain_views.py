@@ -58,7 +58,7 @@ def counting_libvirt_calls(monkeypatch):
 def listed(response) -> list[str]:
     """UUIDs of the rows on this page, in order, read from the HTML."""
     assert response.status_code == 200
-    return re.findall(r'<code class="uuid">([0-9a-f-]{36})</code>', response.content.decode())
+    return re.findall(r'<code class="uuid" title="([0-9a-f-]{36})">', response.content.decode())
 
 
 def test_the_list_counter_sees_libvirt_calls(monkeypatch, people, make_domain):

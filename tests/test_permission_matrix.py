@@ -229,6 +229,7 @@ def _lifecycle_case(kind: str) -> Case:
 CASES: dict[str, Case] = {
     "domain_list": Case("get", _url("domain_list"), SIGNED_IN),
     "domain_detail": Case("get", _url("domain_detail", "domain"), TEAM_A_PAGE),
+    "domain_usage": Case("get", _url("domain_usage", "domain"), TEAM_A_PAGE),
     "domain_confirm:destroy": Case("get", _url("domain_confirm", "domain", "destroy"), TEAM_A_PAGE),
     "domain_confirm:undefine": Case(
         "get", _url("domain_confirm", "domain", "undefine"), TEAM_A_PAGE

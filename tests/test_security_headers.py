@@ -51,7 +51,9 @@ class InlineFinder(HTMLParser):
     def handle_starttag(self, tag, attrs):
         names = dict(attrs)
         if tag == "script":
-            self._in_script = "src" not in names
+            # A JSON data block (json_script) is never run: CSP does not block it.
+            data = (names.get("type") or "").lower() == "application/json"
+            self._in_script = "src" not in names and not data
         if tag == "style":
             self.found.append("<style>")
         for name, value in attrs:
@@ -88,6 +90,7 @@ def test_the_inline_finder_finds_what_it_looks_for():
     page = (
         '<script>alert(1)</script><a onclick="x()">a</a><p style="color:red">p</p>'
         '<style>p{}</style><a href="javascript:x()">j</a><script src="/ok.js"></script>'
+        '<script type="application/json" id="d">{"t": [1]}</script>'
     )
     assert len(_inline(page)) == 5
 

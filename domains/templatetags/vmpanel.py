@@ -130,3 +130,52 @@ def state_label(state) -> str:
         return State(int(state)).label
     except (TypeError, ValueError):
         return _("unknown")
+
+
+def _scaled(value, base: int, units: tuple[str, ...]) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "—"
+    for unit in units[:-1]:
+        if abs(number) < base:
+            return f"{number:.0f} {unit}" if unit == units[0] else f"{number:.1f} {unit}"
+        number /= base
+    return f"{number:.1f} {units[-1]}"
+
+
+@register.filter
+def bytes_per_second(value) -> str:
+    """1536 → "1.5 KiB/s" (disk rates)."""
+    return _scaled(value, 1024, ("B/s", "KiB/s", "MiB/s", "GiB/s", "TiB/s"))
+
+
+@register.filter
+def bits_per_second(value) -> str:
+    """1500000 → "1.5 Mbit/s" (network rates, in 1000 steps as networks count)."""
+    return _scaled(value, 1000, ("bit/s", "kbit/s", "Mbit/s", "Gbit/s", "Tbit/s"))
+
+
+@register.filter
+def per_second(value) -> str:
+    try:
+        return f"{float(value):.1f}/s"
+    except (TypeError, ValueError):
+        return "—"
+
+
+@register.filter
+def kib_size(value) -> str:
+    """KiB → "512 MiB" / "1.5 GiB"."""
+    try:
+        return _scaled(float(value) * 1024, 1024, ("B", "KiB", "MiB", "GiB", "TiB"))
+    except (TypeError, ValueError):
+        return "—"
+
+
+@register.filter
+def percent(value) -> str:
+    try:
+        return f"{float(value):.1f} %"
+    except (TypeError, ValueError):
+        return "—"

@@ -107,7 +107,13 @@ def make_domain(uri: str, spec: DemoDomain) -> None:
     """Create `spec` through libvirt and bring it to its state."""
     xml = domxml.build_simple_domain(
         domxml.SimpleDomain(
-            name=spec.name, uuid=spec.uuid, vcpus=spec.vcpus, memory_mib=spec.memory_mib
+            name=spec.name,
+            uuid=spec.uuid,
+            vcpus=spec.vcpus,
+            memory_mib=spec.memory_mib,
+            # A disk and a NIC, so that the usage graphs have something to show.
+            disk=f"/var/lib/libvirt/images/{spec.name}.qcow2",
+            mac="52:54:00:" + ":".join(spec.uuid.replace("-", "")[i : i + 2] for i in (0, 2, 4)),
         )
     )
     if spec.state == "transient":
