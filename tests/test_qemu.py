@@ -20,8 +20,16 @@ from types import SimpleNamespace
 import libvirt
 import pytest
 
-from domains import domxml, hypervisor, inventory, outcomes, rules, runner, tasks
-from domains.models import Domain, Host, Operation, OperationKind, OperationStatus, State
+from domains import collector, domxml, hypervisor, inventory, outcomes, rules, runner, tasks
+from domains.models import (
+    Domain,
+    DomainUsage,
+    Host,
+    Operation,
+    OperationKind,
+    OperationStatus,
+    State,
+)
 from domains.services import images, migration, operations
 from domains.services.common import ActionRefused
 from tests.conftest import REPO, RUN_DIR, run_script, stop_process, subprocess_env
@@ -389,3 +397,60 @@ def test_source_daemon_dying_mid_migration_is_no_false_success(world, people):
     marker = serial(world, here).count("GUEST-ALIVE")
     wait_for(lambda: serial(world, here).count("GUEST-ALIVE") > marker, timeout=30)
     finished(button_service("suspend")(people.olga_operator, fresh(world.domain)))
+
+
+def test_usage_of_real_guests_in_one_bulk_call_per_tick(world, people):
+    """A guest that burns CPU and reads its disk beside the idle one: the collector reads
+    both in one getAllDomainStats call a tick, and their figures tell them apart."""
+    qa = world.hosts["qa"]
+    name = f"burn-{uuidlib.uuid4().hex[:6]}"
+    uuid = str(uuidlib.uuid4())
+    disk = f"/var/lib/libvirt/images/{name}.qcow2"
+    hypervisor.create_volume(world.qemu.qa.uri, disk, DISK_BYTES, "qcow2")
+    xml = domxml.build_kernel_boot_guest(
+        domxml.KernelBootGuest(
+            name=name, uuid=uuid, kernel=f"{world.qemu.guest}/vmlinuz",
+            initrd=f"{world.qemu.guest}/initrd.gz", disk=disk,
+            serial_log=f"/var/log/libvirt/{name}-serial.log", memory_mib=GUEST_MEMORY_MIB,
+            cmdline="console=ttyS0 quiet panic=-1 vmpanel.burn=1 vmpanel.readdisk=1",
+        )
+    )  # fmt: skip
+    log = world.qemu.qa.dir / "log" / f"{name}-serial.log"
+    conn = libvirt.open(world.qemu.qa.uri)
+    try:
+        conn.defineXML(xml).create()
+        wait_for(
+            lambda: log.exists() and "GUEST-READDISK started" in log.read_text(errors="replace"),
+            timeout=90,
+            what="the burning guest booted",
+        )
+        inventory.reconcile_host(qa)
+        burn = Domain.objects.get(host=qa, uuid=uuid)
+        ticker = collector.HostTicker(qa, tick_seconds=5)
+        seen: dict = {}
+
+        def measured() -> bool:
+            ticker.tick()
+            assert ticker.last_calls == 1, "one bulk call per host and tick"
+            hot = DomainUsage.objects.filter(domain=burn).first()
+            idle = DomainUsage.objects.filter(domain=world.domain).first()
+            if hot is None or idle is None or hot.cpu_pct is None or idle.cpu_pct is None:
+                return False
+            reads = sum(d["rd_bps"] or 0 for d in hot.detail["disks"])
+            seen.update(hot=hot.cpu_pct, idle=idle.cpu_pct, reads=reads)
+            return hot.cpu_pct > 50 and idle.cpu_pct < 20 and reads > 0
+
+        wait_for(measured, timeout=30, interval=5, what=f"usage told apart: {seen}")
+        hot = DomainUsage.objects.get(domain=burn)
+        assert hot.memory_used_kib and hot.memory_source in ("guest", "host")
+        assert [d["name"] for d in hot.detail["disks"]] == ["vda"]
+        assert hot.detail["vcpus"] and hot.detail["vcpus"][0]["pct"] is not None
+    finally:
+        try:
+            dom = conn.lookupByUUIDString(uuid)
+            dom.destroy()
+            dom.undefine()
+            conn.storageVolLookupByPath(disk).delete(0)
+        except libvirt.libvirtError:
+            pass
+        conn.close()
