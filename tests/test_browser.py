@@ -7,13 +7,19 @@ here) against Django's live server, with the real worker doing the start.
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import time
+from pathlib import Path
 
 import pytest
 
 from tests.helpers import PASSWORD, fresh, live, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
+# Screenshots for people to look at (not compared): in the test run folder.
+SHOTS = Path(os.environ.get("VMPANEL_SHOTS", "/tmp/vmpanel-shots"))
+SHOTS.mkdir(parents=True, exist_ok=True)
 
 pytestmark = [
     pytest.mark.browser,
@@ -92,3 +98,58 @@ def test_log_in_filter_and_start(
     # htmx, vmpanel.js and the stylesheet all ran under the policy, and nothing was blocked.
     assert page.evaluate("() => typeof htmx") == "object"
     assert blocked == []
+
+
+def test_usage_graphs_draw_and_the_cpu_column_sorts(page, live_server, people, hosts, make_domain):
+    from domains import collector
+    from domains.models import DomainUsage
+
+    busy = make_domain("alpha", name="busy-vm", state="running", devices=True)
+    calm = make_domain("alpha", name="calm-vm", state="running", devices=True)
+    ticker = collector.HostTicker(hosts.alpha, tick_seconds=10)
+    for _ in range(3):  # three samples, so the graphs have lines to draw
+        ticker.tick()
+        time.sleep(1.1)
+    DomainUsage.objects.filter(domain=busy).update(cpu_pct=91.0)
+    DomainUsage.objects.filter(domain=calm).update(cpu_pct=3.0)
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on(
+        "console",
+        lambda message: problems.append(message.text) if message.type == "error" else None,
+    )
+    page.set_viewport_size({"width": 1366, "height": 900})
+    page.goto(f"{live_server.url}/login/")
+    page.fill("input[name=username]", "olga_operator")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/domains/**")
+
+    # "Which VM is busy?": sorting by CPU puts it first, and again reversed last.
+    cpu_header = page.locator("th a", has_text=re.compile(r"^CPU"))
+    cpu_header.click()
+    page.wait_for_url("**sort=cpu**")
+    cpu_header.click()
+    page.wait_for_url("**sort=-cpu**")
+    names = page.locator("#domain-table tbody tr td:first-child").all_inner_texts()
+    assert names.index("busy-vm") < names.index("calm-vm"), names
+
+    page.goto(f"{live_server.url}/domains/alpha/{busy.uuid}/")
+    chart = page.locator(".usage-chart[data-usage-chart='usage-cpu'] canvas")
+    chart.wait_for(timeout=5000)
+    # Drawn: the canvas has pixels that are not blank.
+    drawn = page.evaluate(
+        """() => {
+            const c = document.querySelector(".usage-chart[data-usage-chart='usage-cpu'] canvas");
+            const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+            let ink = 0;
+            for (let i = 3; i < d.length; i += 4) if (d[i] > 0) ink++;
+            return ink;
+        }"""
+    )
+    assert drawn > 100, drawn
+    page.screenshot(path=str(SHOTS / "usage-detail-1366.png"), full_page=True)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.wait_for_timeout(400)
+    page.screenshot(path=str(SHOTS / "usage-detail-390.png"), full_page=True)
+    assert problems == []
