@@ -21,6 +21,11 @@ urlpatterns = [
         name="domain_assign",
     ),
     path("domains/<slug:host>/<str:uuid>/usage/", views.domain_usage, name="domain_usage"),
+    path(
+        "domains/<slug:host>/<str:uuid>/screen.png",
+        views.domain_screenshot,
+        name="domain_screenshot",
+    ),
     path("domains/<slug:host>/<str:uuid>/save/", views.domain_save, name="domain_save"),
     path("domains/<slug:host>/<str:uuid>/migrate/", views.domain_migrate, name="domain_migrate"),
     path("domains/<slug:host>/<str:uuid>/resize/", views.domain_resize, name="domain_resize"),

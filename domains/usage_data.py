@@ -133,6 +133,8 @@ def domain_usage(domain: Domain, rng: usage.Range, now: float | None = None) -> 
         if fresh or last_sample is None
         else datetime.fromtimestamp(last_sample, tz=UTC),
         "charts": _charts("usage", rows, rng, now, disks=True),
+        # The screen thumbnail's cache-buster: a new image each time the section refreshes.
+        "screen_at": int(now),
         "last_figures": _last_figures(rows),
     }
 

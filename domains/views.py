@@ -31,7 +31,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from vmpanel.http import raise_for_refusal, see_other
 
-from . import hypervisor, usage, usage_data
+from . import hypervisor, screens, usage, usage_data
 from .forms import (
     DOMAIN_SORTS,
     ActivityFilterForm,
@@ -287,6 +287,21 @@ def domain_detail(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
         return _bad_request(request, str(exc), request.path)
     context = _detail_context(request, domain, rng)
     return _render(request, "domains/domain_detail.html", "domains/_domain_panel.html", context)
+
+
+@require_safe
+def domain_screenshot(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
+    """The guest's screen as a small PNG (everyone who may see the domain)."""
+    domain = _visible_domain(request, host, uuid)
+    if domain.libvirt_id is None or not domain.host.enabled:
+        return HttpResponse(_("Not running: no screen."), status=404, content_type="text/plain")
+    try:
+        png = screens.thumbnail(domain.host.uri, str(domain.uuid))
+    except HypervisorError as exc:
+        return HttpResponse(exc.message, status=404, content_type="text/plain")
+    response = HttpResponse(png, content_type="image/png")
+    response["Cache-Control"] = "private, no-store"
+    return response
 
 
 @require_safe

@@ -230,6 +230,7 @@ CASES: dict[str, Case] = {
     "domain_list": Case("get", _url("domain_list"), SIGNED_IN),
     "domain_detail": Case("get", _url("domain_detail", "domain"), TEAM_A_PAGE),
     "domain_usage": Case("get", _url("domain_usage", "domain"), TEAM_A_PAGE),
+    "domain_screenshot": Case("get", _url("domain_screenshot", "domain"), TEAM_A_PAGE),
     "domain_confirm:destroy": Case("get", _url("domain_confirm", "domain", "destroy"), TEAM_A_PAGE),
     "domain_confirm:undefine": Case(
         "get", _url("domain_confirm", "domain", "undefine"), TEAM_A_PAGE
