@@ -60,6 +60,9 @@ class SimpleDomain:
     # A disk (its image path) and a network interface (its MAC), for usage figures.
     disk: str = ""
     mac: str = ""
+    # A serial console (pty) and a VNC display listening on this address ("": none).
+    serial: bool = False
+    vnc_listen: str = ""
 
 
 def build_simple_domain(spec: SimpleDomain) -> str:
@@ -84,6 +87,14 @@ def build_simple_domain(spec: SimpleDomain) -> str:
         nic = _sub(devices, "interface", type="network")
         _sub(nic, "mac", address=spec.mac)
         _sub(nic, "source", network="default")
+    if spec.serial:
+        serial = _sub(devices, "serial", type="pty")
+        _sub(serial, "target", port="0")
+        console = _sub(devices, "console", type="pty")
+        _sub(console, "target", type="serial", port="0")
+    if spec.vnc_listen:
+        graphics = _sub(devices, "graphics", type="vnc", port="-1", autoport="yes")
+        _sub(graphics, "listen", type="address", address=spec.vnc_listen)
     if spec.balloon:
         _sub(devices, "memballoon", model="virtio")
     return to_string(root)
@@ -1178,3 +1189,57 @@ def read_domain_reach(xml: str) -> DomainReach:
 
 def _parse_domain_root(xml: str) -> etree._Element:
     return _parse_root(xml, "domain")
+
+
+# --- consoles ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Graphics:
+    type: str  # vnc, spice …
+    listen: tuple[str, ...]  # the addresses it listens on ("" for none given)
+    port: int  # -1 while autoport has not chosen one
+
+
+@dataclass(frozen=True)
+class ConsoleDevices:
+    graphics: tuple[Graphics, ...]
+    serial: bool  # a serial port or console libvirt can open a stream to
+
+
+# Addresses that mean "every interface": a display there can be reached around the panel.
+ANY_ADDRESS = frozenset({"0.0.0.0", "::", "[::]", "*"})
+
+
+def console_devices(xml: str) -> ConsoleDevices:
+    """The domain's displays and whether it has a text console (live XML)."""
+    root = parse(xml)
+    graphics = []
+    for g in root.iterfind("devices/graphics"):
+        listen = [g.get("listen") or ""]
+        listen += [el.get("address") or "" for el in g.iterfind("listen")]
+        graphics.append(
+            Graphics(
+                type=g.get("type", ""),
+                listen=tuple(sorted({a for a in listen if a})),
+                port=int(g.get("port") or -1)
+                if (g.get("port") or "-1").lstrip("-").isdigit()
+                else -1,
+            )
+        )
+    serial = any(
+        el.get("type") == "pty"
+        for el in [*root.iterfind("devices/serial"), *root.iterfind("devices/console")]
+    )
+    return ConsoleDevices(graphics=tuple(graphics), serial=serial)
+
+
+def vnc_password_update(xml: str, password: str, valid_to: str) -> str:
+    """The domain's <graphics type='vnc'> with a new password valid until `valid_to`
+    (libvirt's YYYY-MM-DDTHH:MM:SS, UTC), for updateDeviceFlags on the live domain."""
+    for g in parse(xml).iterfind("devices/graphics"):
+        if g.get("type") == "vnc":
+            g.set("passwd", password)
+            g.set("passwdValidTo", valid_to)
+            return to_string(g)
+    raise ValueError("no VNC display")

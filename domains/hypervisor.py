@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -1675,3 +1676,62 @@ def screenshot(uri: str, uuid: str) -> tuple[str, bytes]:
         return mime or "application/octet-stream", b"".join(chunks)
 
     return _call(uri, read)
+
+
+# --- consoles (the console proxy's side) ------------------------------------------------
+
+
+def console_devices(uri: str, uuid: str) -> domxml.ConsoleDevices:
+    return _on_domain(uri, uuid, lambda dom: domxml.console_devices(dom.XMLDesc(0)))
+
+
+def set_vnc_password(uri: str, uuid: str, password: str, seconds: int) -> None:
+    """A fresh VNC password on the live domain, valid for `seconds` (passwdValidTo): the
+    page gets it with its ticket, and it is worth nothing soon after."""
+    valid_to = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() + seconds))
+
+    def update(dom: libvirt.virDomain) -> None:
+        xml = domxml.vnc_password_update(
+            dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE), password, valid_to
+        )
+        dom.updateDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+
+    _act(uri, uuid, update)
+
+
+def open_graphics_socket(uri: str, uuid: str) -> socket.socket:
+    """A socket connected to the domain's display through the libvirt connection itself
+    (openGraphicsFD): nothing has to listen where the proxy could reach it."""
+    fd = _act(uri, uuid, lambda dom: dom.openGraphicsFD(0, 0))
+    return socket.socket(fileno=fd)
+
+
+class SerialStream:
+    """The domain's text console through libvirt's console stream (openConsole). Blocking
+    reads and writes, for a thread each; `close` ends both."""
+
+    def __init__(self, uri: str, uuid: str):
+        def open_it(conn: libvirt.virConnect) -> libvirt.virStream:
+            stream = conn.newStream(0)
+            # FORCE: a console left open by a broken connection must not lock the next one.
+            _lookup(conn, uuid).openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
+            return stream
+
+        self.stream = _call(uri, open_it, bounded=False)
+
+    def recv(self, size: int = 4096) -> bytes:
+        """Up to `size` bytes the guest wrote; b"" when the console closed."""
+        try:
+            data = self.stream.recv(size)
+        except libvirt.libvirtError:
+            return b""
+        return data if isinstance(data, bytes) else b""
+
+    def send(self, data: bytes) -> None:
+        self.stream.send(data)
+
+    def close(self) -> None:
+        try:
+            self.stream.abort()
+        except libvirt.libvirtError:
+            pass

@@ -21,6 +21,12 @@ urlpatterns = [
         name="domain_assign",
     ),
     path("domains/<slug:host>/<str:uuid>/usage/", views.domain_usage, name="domain_usage"),
+    path("domains/<slug:host>/<str:uuid>/console/", views.domain_console, name="domain_console"),
+    path(
+        "domains/<slug:host>/<str:uuid>/console/ticket/",
+        views.console_ticket,
+        name="console_ticket",
+    ),
     path(
         "domains/<slug:host>/<str:uuid>/screen.png",
         views.domain_screenshot,

@@ -19,7 +19,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Count, F, OuterRef, Q, Subquery
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import timezone
@@ -63,7 +63,7 @@ from .models import (
 )
 from .rows import DomainRow, OperationRow
 from .rules import DEFAULT_MIGRATION_FLAGS, MigrationChoice, ResizeRequest
-from .services import hosts, images, migration, operations, resize, xmledit
+from .services import consoles, hosts, images, migration, operations, resize, xmledit
 from .services.common import ActionRefused, require
 
 PAGE_SIZE = 50
@@ -301,6 +301,40 @@ def domain_screenshot(request: HttpRequest, host: str, uuid: str) -> HttpRespons
         return HttpResponse(exc.message, status=404, content_type="text/plain")
     response = HttpResponse(png, content_type="image/png")
     response["Cache-Control"] = "private, no-store"
+    return response
+
+
+@require_safe
+def domain_console(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
+    """The console page: the guest's screen (?kind=vnc) or its serial console."""
+    domain = _visible_domain(request, host, uuid)
+    kind = request.GET.get("kind", "vnc")
+    if kind not in ("vnc", "serial"):
+        back = reverse("domain_detail", args=[domain.host.name, str(domain.uuid)])
+        return _bad_request(request, _("Unknown kind of console: choose vnc or serial."), back)
+    context = {
+        "domain": domain,
+        "kind": kind,
+        "view_only": "operate" not in actions_on(request.user, domain),
+        "running": domain.libvirt_id is not None and domain.gone_at is None,
+    }
+    return render(request, "domains/domain_console.html", context)
+
+
+@require_POST
+def console_ticket(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
+    """A one-time ticket for the console proxy (JSON), or why not ({"error": …})."""
+    try:
+        domain = _visible_domain(request, host, uuid)
+        answer = consoles.open_console(
+            request.user, domain, request.GET.get("kind", "vnc"), request.session.session_key
+        )
+    except Http404:
+        return JsonResponse({"error": _("No such domain.")}, status=404)
+    except ActionRefused as exc:
+        return JsonResponse({"error": exc.message}, status=exc.status)
+    response = JsonResponse(answer)
+    response["Cache-Control"] = "no-store"
     return response
 
 

@@ -122,6 +122,10 @@ fi
 export REDIS_URL="redis://127.0.0.1:${VMPANEL_REDIS_PORT:-6391}/0"
 # Background logs should appear as they happen, not when a buffer fills.
 export PYTHONUNBUFFERED=1
+# Consoles: no front proxy in the demo, so pages reach the console proxy on its own port.
+CONSOLE_PORT=${VMPANEL_CONSOLE_PORT:-8001}
+export VMPANEL_CONSOLE_PORT=$CONSOLE_PORT
+export VMPANEL_CONSOLE_URL=${VMPANEL_CONSOLE_URL:-ws://127.0.0.1:$CONSOLE_PORT/console/ws/}
 
 .venv/bin/python manage.py migrate --noinput
 .venv/bin/python manage.py collectstatic --noinput
@@ -133,9 +137,11 @@ export PYTHONUNBUFFERED=1
 # each time while the database remembers).
 supervise watcher .venv/bin/python manage.py watch_inventory
 supervise worker .venv/bin/celery -A vmpanel worker --loglevel=INFO --concurrency=2
+supervise consoleproxy .venv/bin/python manage.py consoleproxy
 .venv/bin/python manage.py seed_demo
 expect_alive watcher watch_inventory
 expect_alive worker celery
+expect_alive consoleproxy consoleproxy
 
 # gunicorn's output comes to this terminal; it is supervised like the others (a killed master
 # comes back), and this script waits for its loop: bash runs a trap only once a foreground

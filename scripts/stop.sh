@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Stop whatever the demo of this checkout left running: gunicorn, Celery worker, inventory
-# watcher (by the pid files demo.sh writes), then every test host, then Redis.
+# watcher, console proxy (by the pid files demo.sh writes), then every test host, then Redis.
 #
 #   scripts/stop.sh [--clean]     (--clean also removes the run folder and generated files)
 #
@@ -24,7 +24,7 @@ if [ -d "$RUN_DIR/demo" ]; then
     rm -f -- "$pid_file"
   done
 fi
-for proc in gunicorn:gunicorn worker:celery watcher:watch_inventory; do
+for proc in gunicorn:gunicorn worker:celery watcher:watch_inventory consoleproxy:consoleproxy; do
   pid_file=$RUN_DIR/demo/${proc%%:*}.pid
   pid=$(read_pid "$pid_file")
   [ -z "$pid" ] || stop_pid "$pid" "${proc#*:}" group || true

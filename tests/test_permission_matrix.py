@@ -231,6 +231,12 @@ CASES: dict[str, Case] = {
     "domain_detail": Case("get", _url("domain_detail", "domain"), TEAM_A_PAGE),
     "domain_usage": Case("get", _url("domain_usage", "domain"), TEAM_A_PAGE),
     "domain_screenshot": Case("get", _url("domain_screenshot", "domain"), TEAM_A_PAGE),
+    "domain_console": Case("get", _url("domain_console", "domain"), TEAM_A_PAGE),
+    # A test-driver domain has no VNC display: every role that may see it is told so.
+    "console_ticket": Case(
+        "post", _url("console_ticket", "domain"), (302, 404, 404, 409, 409, 409, 409)
+    ),
+    "console_ticket:GET": Case("get", _url("console_ticket", "domain"), POST_ONLY),
     "domain_confirm:destroy": Case("get", _url("domain_confirm", "domain", "destroy"), TEAM_A_PAGE),
     "domain_confirm:undefine": Case(
         "get", _url("domain_confirm", "domain", "undefine"), TEAM_A_PAGE

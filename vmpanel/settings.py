@@ -126,6 +126,17 @@ AUTHENTICATION_BACKENDS = [
 
 # Content-Security-Policy (django-csp): the panel's own files only; no inline script or
 # style (base.html tells htmx not to inject its indicator style), no eval, no frames.
+# Consoles: the page's WebSocket goes to the console proxy (`manage.py consoleproxy`). Behind
+# a front proxy it lives under the panel's own origin at /console/ws/ (README); the demo and
+# the tests reach it on its own port, which the Content-Security-Policy then allows.
+VMPANEL_CONSOLE_PORT = env_int("VMPANEL_CONSOLE_PORT", 8001)
+VMPANEL_CONSOLE_URL = env_str("VMPANEL_CONSOLE_URL", "/console/ws/")
+VMPANEL_CONSOLE_TICKET_SECONDS = env_int("VMPANEL_CONSOLE_TICKET_SECONDS", 30)
+VMPANEL_CONSOLE_RECHECK_SECONDS = env_int("VMPANEL_CONSOLE_RECHECK_SECONDS", 30)
+_CONSOLE_ORIGIN = (
+    VMPANEL_CONSOLE_URL.split("/console/", 1)[0] if "://" in VMPANEL_CONSOLE_URL else ""
+)
+
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": [SELF],
@@ -133,7 +144,7 @@ CONTENT_SECURITY_POLICY = {
         "style-src": [SELF],
         "img-src": [SELF, "data:"],
         "font-src": [SELF],
-        "connect-src": [SELF],
+        "connect-src": [SELF, *([_CONSOLE_ORIGIN] if _CONSOLE_ORIGIN else [])],
         "form-action": [SELF],
         "frame-ancestors": [NONE],
         "base-uri": [NONE],
