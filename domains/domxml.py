@@ -255,10 +255,16 @@ def build_kernel_boot_guest(g: KernelBootGuest) -> str:
     _sub(disk, "driver", name="qemu", type="qcow2")
     _sub(disk, "source", file=g.disk)
     _sub(disk, "target", dev="vda", bus="virtio")
-    for tag in ("serial", "console"):
-        chardev = _sub(devices, tag, type="file")
-        _sub(chardev, "source", path=g.serial_log, append="on")
-        _sub(chardev, "target", port="0", **({"type": "serial"} if tag == "console" else {}))
+    # A pty (so that libvirt's console stream can open it) whose output is also logged to
+    # a file (what the tests read); the console is the same serial port.
+    serial = _sub(devices, "serial", type="pty")
+    _sub(serial, "log", file=g.serial_log, append="on")
+    _sub(serial, "target", port="0")
+    console = _sub(devices, "console", type="pty")
+    _sub(console, "target", type="serial", port="0")
+    # A screen on the host's loopback only: the console proxy reaches it through libvirt.
+    graphics = _sub(devices, "graphics", type="vnc", port="-1", autoport="yes")
+    _sub(graphics, "listen", type="address", address="127.0.0.1")
     balloon = _sub(devices, "memballoon", model="virtio")
     _sub(balloon, "stats", period="2")
     return to_string(root)

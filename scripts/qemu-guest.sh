@@ -24,6 +24,7 @@
 #                                 migration copies a disk that changes, and onlines hot-plugged
 #                                 vCPUs (the kernel leaves them offline)
 #   GUEST-POWEROFF                on the ACPI power button (virDomainShutdown), then poweroff -f
+#   GUEST-ECHO <line>             every line typed on the serial console, echoed back
 # Load for the usage graphs, switched on by words on the kernel command line (<cmdline>):
 #   vmpanel.burn=1      a busy loop keeps one vCPU near 100 %; prints GUEST-BURN started
 #   vmpanel.readdisk=1  reads 16 MiB of vda every second, bypassing the page cache; prints
@@ -93,6 +94,8 @@ if grep -qw vmpanel.readdisk=1 /proc/cmdline; then
     echo "GUEST-READDISK none" >/dev/console
   fi
 fi
+# A line typed on the serial console comes back, so that a console can be tested for real.
+(while read -r line; do echo "GUEST-ECHO $line" >/dev/console; done </dev/console) &
 i=0
 while true; do
   i=$((i + 1))

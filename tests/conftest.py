@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid as uuidlib
 from contextlib import contextmanager
 from pathlib import Path
@@ -561,3 +562,68 @@ def make_domain(libvirt_hosts, hosts, people):
     factory = DomainFactory(libvirt_hosts, hosts, people)
     yield factory
     factory.cleanup()
+
+
+# --- the console proxy ---------------------------------------------------------------
+
+
+def _any_free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def console_proxy(redis_server, django_db_setup):
+    """The real console proxy process on the test database and Redis, re-checking open
+    consoles every second; yields its WebSocket URL."""
+    port = _any_free_port()
+    log_path = RUN_DIR / "consoleproxy.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "manage.py", "consoleproxy", "--port", str(port)],
+            cwd=REPO,
+            env=subprocess_env(VMPANEL_CONSOLE_RECHECK_SECONDS="1"),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log_text = log_path.read_text()
+                    raise RuntimeError(f"console proxy did not start:\n{log_text}") from None
+                time.sleep(0.2)
+        yield f"ws://127.0.0.1:{port}/console/ws/"
+    finally:
+        stop_process(proc)
+
+
+# --- browsers (pytest-playwright) ----------------------------------------------------
+
+# Playwright's sync API runs an event loop in this thread; Django's ORM refuses to run
+# from a thread with a loop unless told that this is deliberate.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    return {
+        **browser_type_launch_args,
+        "executable_path": CHROMIUM,
+        "args": [
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ],
+    }

@@ -7,9 +7,6 @@ these tests see a ticket accepted. A live console is proven in the QEMU tier.
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
 import time
 
 import pytest
@@ -20,48 +17,12 @@ from websockets.sync.client import connect
 from domains import consoles
 from domains.domxml import SimpleDomain, build_simple_domain
 from domains.models import AuditEvent, Domain
-from tests.conftest import REPO, RUN_DIR, stop_process, subprocess_env
 from tests.helpers import client_for, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 ORIGIN = "http://127.0.0.1:8000"
 BAD_TICKET, NOT_ALLOWED, NO_CONSOLE = 4401, 4403, 4502
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def console_proxy(redis_server, django_db_setup, django_db_blocker):
-    port = _free_port()
-    log_path = RUN_DIR / "consoleproxy.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "manage.py", "consoleproxy", "--port", str(port)],
-            cwd=REPO,
-            env=subprocess_env(VMPANEL_CONSOLE_RECHECK_SECONDS="1"),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log_text = log_path.read_text()
-                    raise RuntimeError(f"console proxy did not start:\n{log_text}") from None
-                time.sleep(0.2)
-        yield f"ws://127.0.0.1:{port}/console/ws/"
-    finally:
-        stop_process(proc)
 
 
 def _console_domain(make_domain, libvirt_hosts, team="a", **devices) -> Domain:

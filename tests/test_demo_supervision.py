@@ -57,6 +57,7 @@ def demo():
         "VMPANEL_RUN_DIR": str(run_dir),
         "VMPANEL_PORT": str(port),
         "VMPANEL_REDIS_PORT": str(_free_port(16391)),
+        "VMPANEL_CONSOLE_PORT": str(_free_port(18801)),
         "DATABASE_URL": f"sqlite:///{run_dir}/demo.sqlite3",
     }
     env.pop("VMPANEL_DEMO", None)
@@ -85,10 +86,11 @@ def demo():
 
 def test_killed_processes_come_back_and_ctrl_c_stops_all(demo):
     proc, pids, base = demo
-    first = {name: _pid(pids / f"{name}.pid") for name in ("watcher", "worker", "gunicorn")}
+    names = ("watcher", "worker", "consoleproxy", "gunicorn")
+    first = {name: _pid(pids / f"{name}.pid") for name in names}
     assert all(_alive(pid) for pid in first.values()), first
 
-    for name in ("watcher", "worker", "gunicorn"):
+    for name in names:
         os.killpg(
             first[name], signal.SIGKILL
         )  # the process and its children, as the OOM killer might
@@ -103,10 +105,10 @@ def test_killed_processes_come_back_and_ctrl_c_stops_all(demo):
         )
     wait_for(lambda: _answers(f"{base}/healthz"), timeout=60, interval=0.5, what="gunicorn back")
     log = (pids.parent / "logs" / "supervisor.log").read_text()
-    for name in ("watcher", "worker", "gunicorn"):
+    for name in names:
         assert f"{name} exited with status" in log
 
-    now = {name: _pid(pids / f"{name}.pid") for name in ("watcher", "worker", "gunicorn")}
+    now = {name: _pid(pids / f"{name}.pid") for name in names}
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 130  # Ctrl-C's exit, after stopping everything
     wait_for(

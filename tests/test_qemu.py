@@ -19,12 +19,16 @@ from types import SimpleNamespace
 
 import libvirt
 import pytest
+from django.urls import reverse
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from domains import collector, domxml, hypervisor, inventory, outcomes, rules, runner, tasks
 from domains.models import (
     Domain,
     DomainUsage,
     Host,
+    Membership,
     Operation,
     OperationKind,
     OperationStatus,
@@ -33,7 +37,7 @@ from domains.models import (
 from domains.services import images, migration, operations
 from domains.services.common import ActionRefused
 from tests.conftest import REPO, RUN_DIR, run_script, stop_process, subprocess_env
-from tests.helpers import button_service, wait_finished, wait_for
+from tests.helpers import PASSWORD, button_service, client_for, wait_finished, wait_for
 
 pytestmark = [pytest.mark.qemu, pytest.mark.django_db(transaction=True)]
 
@@ -454,3 +458,113 @@ def test_usage_of_real_guests_in_one_bulk_call_per_tick(world, people):
         except libvirt.libvirtError:
             pass
         conn.close()
+
+
+# --- consoles of a real guest ---------------------------------------------------------
+
+ORIGIN = "http://127.0.0.1:8000"
+
+
+def _console_ticket(user, domain, kind: str) -> dict:
+    url = reverse("console_ticket", args=[domain.host.name, domain.uuid]) + f"?kind={kind}"
+    response = client_for(user).post(url)
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def _read_until(ws, needle: bytes, seconds: float) -> bytes:
+    seen = b""
+    deadline = time.monotonic() + seconds
+    while needle not in seen:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"{needle!r} not seen in {seconds} s; got {seen[-300:]!r}")
+        try:
+            data = ws.recv(timeout=left)
+        except TimeoutError:
+            continue
+        seen += data if isinstance(data, bytes) else data.encode()
+    return seen
+
+
+def test_serial_console_of_a_real_guest(world, people, console_proxy):
+    answer = _console_ticket(people.olga_operator, world.domain, "serial")
+    assert answer["view_only"] is False
+    with connect(f"{console_proxy}?ticket={answer['ticket']}", origin=ORIGIN) as ws:
+        _read_until(ws, b"GUEST-ALIVE", 15)  # the guest's own output
+        ws.send(b"hello-console\r")
+        _read_until(ws, b"GUEST-ECHO hello-console", 15)  # typed, and answered
+
+    # A viewer watches: its keys go nowhere.
+    answer = _console_ticket(people.victor_viewer, world.domain, "serial")
+    assert answer["view_only"] is True
+    with connect(f"{console_proxy}?ticket={answer['ticket']}", origin=ORIGIN) as ws:
+        _read_until(ws, b"GUEST-ALIVE", 15)
+        ws.send(b"viewer-typed\r")
+        time.sleep(4)
+    assert "GUEST-ECHO viewer-typed" not in serial(world, "qa")
+
+    # Taken off the team mid-session: the console closes within the check period.
+    answer = _console_ticket(people.olga_operator, world.domain, "serial")
+    with connect(f"{console_proxy}?ticket={answer['ticket']}", origin=ORIGIN) as ws:
+        _read_until(ws, b"GUEST-ALIVE", 15)
+        Membership.objects.filter(user=people.olga_operator, team=people.team_a).delete()
+        started = time.monotonic()
+        with pytest.raises(ConnectionClosed):
+            while True:
+                ws.recv(timeout=10)
+        assert ws.close_code == 4403 and "role" in ws.close_reason
+        assert time.monotonic() - started < 5
+
+
+def test_screen_of_a_real_guest_in_chromium(
+    world, people, console_proxy, live_server, page, settings
+):
+    # The page opens the proxy's WebSocket on its own port (no front proxy in tests).
+    settings.VMPANEL_CONSOLE_URL = console_proxy
+    origin = console_proxy.split("/console/")[0]
+    policy = {**settings.CONTENT_SECURITY_POLICY}
+    policy["DIRECTIVES"] = {**policy["DIRECTIVES"], "connect-src": ["'self'", origin]}
+    settings.CONTENT_SECURITY_POLICY = policy
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.goto(f"{live_server.url}/login/")
+    page.fill("input[name=username]", "olga_operator")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/domains/**")
+    page.goto(f"{live_server.url}/domains/qa/{world.uuid}/console/?kind=vnc")
+    page.wait_for_function(
+        "() => document.querySelector('[data-console-status]').textContent.includes('Connected')",
+        timeout=20000,
+    )
+    page.wait_for_timeout(1500)  # the first frames
+    colours = page.evaluate(
+        """() => {
+            const c = document.querySelector('[data-console-screen] canvas');
+            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            const seen = new Set();
+            for (let i = 0; i < d.length && seen.size < 10; i += 4 * 97) {
+                seen.add(d[i] + ',' + d[i + 1] + ',' + d[i + 2]);
+            }
+            return seen.size;
+        }"""
+    )
+    assert colours > 1, "the guest's screen is drawn"
+    page.screenshot(path="/tmp/vmpanel-shots/console-vnc-1366.png")
+    # The serial console in the same page: the guest's output, and an answer to a line typed.
+    page.goto(f"{live_server.url}/domains/qa/{world.uuid}/console/?kind=serial")
+    page.wait_for_function(
+        "() => document.querySelector('[data-console-screen]').innerText.includes('GUEST-ALIVE')",
+        timeout=20000,
+    )
+    page.click("[data-console-screen]")
+    page.keyboard.type("typed-in-chromium")
+    page.keyboard.press("Enter")
+    echoed = "GUEST-ECHO typed-in-chromium"
+    page.wait_for_function(
+        f"() => document.querySelector('[data-console-screen]').innerText.includes('{echoed}')",
+        timeout=15000,
+    )
+    page.screenshot(path="/tmp/vmpanel-shots/console-serial-1366.png")
+    assert problems == []
