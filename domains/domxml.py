@@ -263,7 +263,12 @@ def build_kernel_boot_guest(g: KernelBootGuest) -> str:
     console = _sub(devices, "console", type="pty")
     _sub(console, "target", type="serial", port="0")
     # A screen on the host's loopback only: the console proxy reaches it through libvirt.
-    graphics = _sub(devices, "graphics", type="vnc", port="-1", autoport="yes")
+    # Started with a password nobody knows: QEMU changes a VNC password on a running
+    # display only if it started with one, and the console sets a fresh one per ticket.
+    graphics = _sub(
+        devices, "graphics", type="vnc", port="-1", autoport="yes",
+        passwd=secrets.token_urlsafe(6)[:8],
+    )  # fmt: skip
     _sub(graphics, "listen", type="address", address="127.0.0.1")
     balloon = _sub(devices, "memballoon", model="virtio")
     _sub(balloon, "stats", period="2")

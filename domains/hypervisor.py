@@ -66,6 +66,11 @@ class HypervisorError(Exception):
         return self.code == libvirt.VIR_ERR_NO_DOMAIN
 
     @property
+    def password_unsupported(self) -> bool:
+        """QEMU will not set a password on a display that started without one."""
+        return self.code == libvirt.VIR_ERR_INTERNAL_ERROR and "set_password" in self.message
+
+    @property
     def no_such_volume(self) -> bool:
         return self.code == libvirt.VIR_ERR_NO_STORAGE_VOL
 

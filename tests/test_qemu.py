@@ -527,17 +527,24 @@ def test_screen_of_a_real_guest_in_chromium(
     policy["DIRECTIVES"] = {**policy["DIRECTIVES"], "connect-src": ["'self'", origin]}
     settings.CONTENT_SECURITY_POLICY = policy
     problems: list[str] = []
+    said: list[str] = []
     page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on("console", lambda message: said.append(f"{message.type}: {message.text}"))
     page.goto(f"{live_server.url}/login/")
     page.fill("input[name=username]", "olga_operator")
     page.fill("input[name=password]", PASSWORD)
     page.click("button[type=submit]")
     page.wait_for_url(f"{live_server.url}/domains/**")
     page.goto(f"{live_server.url}/domains/qa/{world.uuid}/console/?kind=vnc")
-    page.wait_for_function(
-        "() => document.querySelector('[data-console-status]').textContent.includes('Connected')",
-        timeout=20000,
-    )
+    try:
+        page.wait_for_function(
+            "() => document.querySelector('[data-console-status]').textContent"
+            ".includes('Connected')",
+            timeout=20000,
+        )
+    except Exception:
+        status = page.locator("[data-console-status]").inner_text()
+        raise AssertionError(f"status {status!r}; console {said[-8:]}; errors {problems}")
     page.wait_for_timeout(1500)  # the first frames
     colours = page.evaluate(
         """() => {
