@@ -544,7 +544,7 @@ def test_screen_of_a_real_guest_in_chromium(
         )
     except Exception:
         status = page.locator("[data-console-status]").inner_text()
-        raise AssertionError(f"status {status!r}; console {said[-8:]}; errors {problems}")
+        raise AssertionError(f"status {status!r}; console {said[-8:]}; errors {problems}") from None
     page.wait_for_timeout(1500)  # the first frames
     colours = page.evaluate(
         """() => {
