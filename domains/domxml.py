@@ -674,13 +674,21 @@ def validate_spec(spec: DomainSpec) -> None:
     _check_interfaces(spec)
     if spec.vnc:
         try:
-            ipaddress.ip_address(spec.vnc_listen)
+            listen = ipaddress.ip_address(spec.vnc_listen)
         except ValueError:
             raise SpecError(
                 f"VNC listen address (vnc_listen) {spec.vnc_listen!r} is not an IP address "
-                "such as 127.0.0.1 or 0.0.0.0.",
+                "such as 127.0.0.1 or the host's management address.",
                 "vnc_listen",
             ) from None
+        if listen.is_unspecified:
+            # Every interface: anyone on the network could reach the screen around the
+            # panel's consoles (and the panel refuses to open a console to it).
+            raise SpecError(
+                f"VNC listen address (vnc_listen) {spec.vnc_listen} means every interface; "
+                "use 127.0.0.1 or the host's management address.",
+                "vnc_listen",
+            )
     _need_int("balloon_period", "Balloon statistics period", spec.balloon_period, low=0)
     if spec.serial_log:
         if not spec.serial_console:

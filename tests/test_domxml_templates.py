@@ -413,9 +413,15 @@ def test_vnc_and_tablet():
     assert (tablet.get("type"), tablet.get("bus")) == ("tablet", "usb")
 
 
-@pytest.mark.parametrize("listen", ["0.0.0.0", "::1", "192.168.1.10"])
+@pytest.mark.parametrize("listen", ["127.0.0.1", "::1", "192.168.1.10"])
 def test_vnc_listen(listen):
     assert build(vnc=True, vnc_listen=listen).find("devices/graphics").get("listen") == listen
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0", "::"])
+def test_vnc_never_listens_on_every_interface(listen):
+    with pytest.raises(SpecError, match="every interface"):
+        build(vnc=True, vnc_listen=listen)
 
 
 def test_balloon_off():
@@ -997,7 +1003,7 @@ def _test_driver_specs() -> list[DomainSpec]:
                 InterfaceSpec(type="ethernet", mac="52:54:00:aa:bb:cc"),
             ),
             vnc=True,
-            vnc_listen="0.0.0.0",
+            vnc_listen="192.168.1.10",
             tablet=True,
             balloon_period=5,
             emulator="/usr/bin/test-hv",
