@@ -105,11 +105,14 @@ class HostTicker:
         rates = self.keeper.update(host.pk, read.at, read.guests)
         counters = {g.uuid: g for g in read.guests}
         # Identity follows the inventory row: a migrated domain keeps its history.
-        rows = dict(
-            Domain.objects.filter(
-                host=host, gone_at__isnull=True, uuid__in=list(counters)
-            ).values_list("uuid", "pk")
-        )
+        # All the host's rows, matched here: an IN list of a thousand UUIDs costs more.
+        rows = {
+            uuid: pk
+            for uuid, pk in Domain.objects.filter(host=host, gone_at__isnull=True).values_list(
+                "uuid", "pk"
+            )
+            if str(uuid) in counters
+        }
         at = usage.bucket(read.at, usage.TIERS[0].step)
         when = datetime.fromtimestamp(read.at, tz=UTC)
         samples, now_rows = [], []
@@ -148,10 +151,8 @@ class HostTicker:
             unique_fields=["domain"],
             update_fields=["at", "cpu_pct", "memory_used_kib", "memory_source", "detail"],
         )
-        # A domain that stopped running has no usage now.
-        DomainUsage.objects.filter(domain__host=host).exclude(
-            domain_id__in=list(rows.values())
-        ).delete()
+        # A domain that stopped running has no usage now: its row was not written this tick.
+        DomainUsage.objects.filter(domain__host=host, at__lt=when).delete()
         self.tick_host()
         return len(rows)
 
