@@ -45,7 +45,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-PANEL_PORT, PROXY_PORT = free_port(), free_port()
+PANEL_PORT, PROXY_PORT, REDIS_PORT = free_port(), free_port(), free_port()
+os.environ["VMPANEL_REDIS_PORT"] = str(REDIS_PORT)
+os.environ["REDIS_URL"] = f"redis://127.0.0.1:{REDIS_PORT}/0"  # the tickets
 os.environ["VMPANEL_CONSOLE_PORT"] = str(PROXY_PORT)
 os.environ["VMPANEL_CONSOLE_URL"] = f"ws://127.0.0.1:{PROXY_PORT}/console/ws/"
 
@@ -91,6 +93,7 @@ def main() -> None:
 
     script("qemuhost.sh", "install")
     script("qemu-guest.sh", "build")
+    script("redis.sh", "start")
     script("qemuhost.sh", "up", timeout=180)
     procs = []
     try:
@@ -145,6 +148,7 @@ def main() -> None:
             proc.terminate()
         hypervisor.forget_all()
         script("qemuhost.sh", "down", timeout=180)
+        script("redis.sh", "stop")
         DB_FILE.unlink(missing_ok=True)
 
 
@@ -174,7 +178,11 @@ def first_frame(guest_uuid: str) -> None:
             page.goto(f"{base}/domains/qa/{guest_uuid}/")
             start = time.perf_counter()
             page.click("a.button:has-text('Screen')")
-            page.wait_for_function(DRAWN, timeout=15000, polling=20)
+            try:
+                page.wait_for_function(DRAWN, timeout=15000, polling=20)
+            except Exception:
+                status = page.locator("[data-console-status]").inner_text()
+                sys.exit(f"console bench: no frame; the page says {status!r}")
             times.append(time.perf_counter() - start)
         browser.close()
     median = statistics.median(times)
