@@ -1491,20 +1491,26 @@ def _guest_counters(dom: libvirt.virDomain, stats: dict, devices: dict) -> tuple
                 vcpu_time[n] = int(stats[f"vcpu.{n}.time"])
                 vcpu_state[n] = int(stats.get(f"vcpu.{n}.state", 0))
     else:
-        # The guide's vcpus(): time, state and physical CPU of each vCPU in one call.
-        for number, state, time_ns, cpu in dom.vcpus()[0]:
-            vcpu_time[number], vcpu_state[number] = int(time_ns), int(state)
-            vcpu_cpu[number] = int(cpu)
-        calls += 1
-        vcpus = len(vcpu_time)
-    if "cpu.time" in stats:
-        cpu_time = int(stats["cpu.time"])
-    elif vcpu_time:
-        cpu_time = sum(vcpu_time.values())  # the vCPUs' time: no extra call for info()
-    else:
+        # info() first: one round trip (the binding's vcpus() makes three: info, the host's
+        # CPU map, the vCPUs). A one-vCPU domain's vCPU time is its CPU time; only a domain
+        # with more asks vcpus() for each one's time, state and physical CPU.
         info = dom.info()
         calls += 1
-        cpu_time, vcpus = int(info[4]), int(info[3])
+        vcpus = int(info[3])
+        if vcpus > 1:
+            for number, state, time_ns, cpu in dom.vcpus()[0]:
+                vcpu_time[number], vcpu_state[number] = int(time_ns), int(state)
+                vcpu_cpu[number] = int(cpu)
+            calls += 1
+        elif vcpus == 1:
+            vcpu_time[0] = int(info[4])
+            vcpu_state[0] = libvirt.VIR_VCPU_RUNNING if info[0] == 1 else libvirt.VIR_VCPU_BLOCKED
+    if "cpu.time" in stats:
+        cpu_time = int(stats["cpu.time"])
+    elif "vcpu.current" in stats:
+        cpu_time = sum(vcpu_time.values())  # the vCPUs' own time, from the bulk record
+    else:
+        cpu_time = int(info[4])
     if "balloon.current" in stats:
         current = stats.get("balloon.current")
         usable = stats.get("balloon.usable")
