@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from functools import partial
 
 import libvirt
@@ -364,6 +364,8 @@ class DomainDetail:
     os_type: str
     max_vcpus: int
     xml: str
+    # The physical CPU each vCPU runs on now (the guide's vcpus()); empty when inactive.
+    vcpu_cpus: Mapping[int, int] = field(default_factory=dict)
 
 
 def _version(number: int) -> str:
@@ -808,8 +810,13 @@ def domain_detail(uri: str, uuid: str, secure: bool = False) -> DomainDetail:
             dom.snapshotNum(),
         )
         flags = libvirt.VIR_DOMAIN_XML_SECURE if secure else 0
+        vcpu_cpus = {}
         if dom.isActive():
             max_vcpus = dom.maxVcpus()
+            try:
+                vcpu_cpus = {int(n): int(cpu) for n, _state, _time, cpu in dom.vcpus()[0]}
+            except libvirt.libvirtError:
+                pass  # not every driver tells
         else:
             max_vcpus = dom.vcpusFlags(
                 libvirt.VIR_DOMAIN_VCPU_MAXIMUM | libvirt.VIR_DOMAIN_AFFECT_CONFIG
@@ -819,6 +826,7 @@ def domain_detail(uri: str, uuid: str, secure: bool = False) -> DomainDetail:
             os_type=dom.OSType(),
             max_vcpus=max_vcpus,
             xml=dom.XMLDesc(flags),
+            vcpu_cpus=vcpu_cpus,
         )
 
     return _call(uri, read)

@@ -139,6 +139,17 @@ def domain_usage(domain: Domain, rng: usage.Range, now: float | None = None) -> 
     }
 
 
+def with_physical_cpus(usage_context: dict, vcpu_cpus) -> dict:
+    """The vCPU rows with the physical CPU each runs on, from the page's live read where
+    the collector's bulk read had none (getAllDomainStats does not say)."""
+    now = usage_context.get("now")
+    if now is not None and vcpu_cpus:
+        for row in now.detail.get("vcpus", []):
+            if row.get("cpu") is None:
+                row["cpu"] = vcpu_cpus.get(row["n"])
+    return usage_context
+
+
 def host_usage(host: Host, rng: usage.Range, now: float | None = None) -> dict:
     """The host page's own CPU and memory, its graph and its top domains."""
     now = time.time() if now is None else now

@@ -263,7 +263,10 @@ def _detail_context(request: HttpRequest, domain: Domain, rng: usage.Range | Non
         "saved_images": list(
             SavedImage.objects.filter(domain=domain).select_related("host")[:HISTORY_SIZE]
         ),
-        "usage": usage_data.domain_usage(domain, rng or usage_data.parse_range(None)),
+        "usage": usage_data.with_physical_cpus(
+            usage_data.domain_usage(domain, rng or usage_data.parse_range(None)),
+            live.vcpu_cpus if live else {},
+        ),
     }
     if user.is_superuser and domain.gone_at is None:
         context["assign_form"] = AssignForm(initial={"team": domain.team})
@@ -347,7 +350,14 @@ def domain_usage(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
     except usage_data.UnknownRange as exc:
         back = reverse("domain_detail", args=[domain.host.name, str(domain.uuid)])
         return _bad_request(request, str(exc), back)
-    context = {"domain": domain, "usage": usage_data.domain_usage(domain, rng)}
+    live_cpus = {}
+    if domain.gone_at is None and domain.libvirt_id is not None and domain.host.enabled:
+        try:  # the same shared, bounded live read as the page's
+            live_cpus = _live_detail(domain, False, None).vcpu_cpus
+        except HypervisorError:
+            pass  # the figures stand without it
+    usage_context = usage_data.with_physical_cpus(usage_data.domain_usage(domain, rng), live_cpus)
+    context = {"domain": domain, "usage": usage_context}
     response = render(request, "domains/_domain_usage.html", context)
     patch_vary_headers(response, ["HX-Request"])
     return response

@@ -44,6 +44,10 @@ def test_the_detail_page_shows_usage_now_and_its_graphs(people, hosts, make_doma
     assert cpu["unit"] == "%" and [s["label"] for s in cpu["series"]] == ["average", "maximum"]
     assert len(cpu["t"]) == len(cpu["series"][0]["values"]) > 300  # an hour of 10 s steps
     assert any(v is not None for v in _chart_data(html, "usage-disk")["series"][0]["values"])
+    # Each vCPU with the physical CPU it runs on (the guide's vcpus(), read live).
+    vcpus = html[html.index("<caption>vCPUs</caption>") :].split("</table>")[0]
+    row = re.search(r"<tr><td>0</td>.*?</tr>", vcpus, re.S).group(0)
+    assert re.search(r'<td class="num">\d+</td></tr>$', row), row
     # The section polls itself while the domain runs, and pauses in a hidden tab.
     assert 'hx-trigger="every 10s, usage-refresh"' in html and "data-pause-when-hidden" in html
 
