@@ -142,3 +142,16 @@ def test_a_stopped_domain_has_no_console(people, make_domain):
         reverse("domain_detail", args=[off.host.name, off.uuid])
     )
     assert reverse("domain_console", args=[off.host.name, off.uuid]) not in page.content.decode()
+
+
+def test_a_ticket_reaches_only_the_domain_it_names(
+    people, make_domain, libvirt_hosts, console_proxy
+):
+    mine = _console_domain(make_domain, libvirt_hosts)
+    other = _console_domain(make_domain, libvirt_hosts)
+    ticket = _ticket(client_for(people.olga_operator), mine).json()["ticket"]
+    # The URL names no domain: whatever is added to it, the ticket's domain is the one.
+    url = f"{console_proxy}?ticket={ticket}&domain={other.uuid}&uuid={other.uuid}"
+    assert _close_code(url)[0] == NO_CONSOLE
+    events = AuditEvent.objects.filter(kind="console.opened", user=people.olga_operator)
+    assert [e.detail["domain"] for e in events] == [str(mine.uuid)]

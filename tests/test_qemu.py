@@ -575,3 +575,24 @@ def test_screen_of_a_real_guest_in_chromium(
     )
     page.screenshot(path="/tmp/vmpanel-shots/console-serial-1366.png")
     assert problems == []
+
+
+def test_a_host_going_away_mid_session_disconnects_the_console(world, people, console_proxy):
+    answer = _console_ticket(people.olga_operator, world.domain, "serial")
+    with connect(f"{console_proxy}?ticket={answer['ticket']}", origin=ORIGIN) as ws:
+        _read_until(ws, b"GUEST-ALIVE", 15)
+        run_script("qemuhost.sh", "kill-daemon", "qa")
+        try:
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    ws.recv(timeout=20)
+            # Closed with a reason the page shows ("Disconnected: …", with Reconnect).
+            assert ws.close_code in (1000, 4502), (ws.close_code, ws.close_reason)
+            assert ws.close_reason
+        finally:
+            run_script("qemuhost.sh", "start-daemon", "qa", timeout=60)
+    # Back: a new ticket opens the console again.
+    hypervisor.forget(world.qemu.qa.uri)
+    answer = _console_ticket(people.olga_operator, world.domain, "serial")
+    with connect(f"{console_proxy}?ticket={answer['ticket']}", origin=ORIGIN) as ws:
+        _read_until(ws, b"GUEST-ALIVE", 20)
