@@ -442,7 +442,16 @@ kill_daemon() {
   pid_alive "$pid" libvirtd || die "libvirtd of host '$name' is not running"
   kill -KILL "$pid"
   for _ in $(seq 50); do
-    pid_alive "$pid" libvirtd || return 0
+    if ! pid_alive "$pid" libvirtd; then
+      # Its console locks (/var/lock/LCK.._pts_N hold the pid) would outlive it as long as
+      # nothing reaps it, and refuse every console of the next daemon: gone with it, as a
+      # reboot would clear them.
+      local lock
+      for lock in /var/lock/LCK..*; do
+        [ -f "$lock" ] && [ "$(tr -d ' \n' <"$lock")" = "$pid" ] && rm -f -- "$lock"
+      done
+      return 0
+    fi
     sleep 0.1
   done
   die "libvirtd of host '$name' (pid $pid) survived SIGKILL"
