@@ -752,6 +752,25 @@ def domain_facts(uri: str, uuid: str) -> DomainFacts:
     return _call(uri, read)
 
 
+# States for judging a migration's outcome (rules.migration_outcome) without libvirt there.
+STATE_RUNNING = libvirt.VIR_DOMAIN_RUNNING
+STATE_BLOCKED = libvirt.VIR_DOMAIN_BLOCKED
+STATE_PAUSED = libvirt.VIR_DOMAIN_PAUSED
+ACTIVE_STATES = frozenset({STATE_RUNNING, STATE_PAUSED, STATE_BLOCKED})
+# Paused for these reasons, a guest runs nowhere yet: an incoming copy waiting for memory,
+# or a source that sent its memory and waits for confirmation. Paused by its user (or an
+# I/O error), it is a guest that arrived.
+IN_TRANSIT_PAUSES = frozenset(
+    {
+        libvirt.VIR_DOMAIN_PAUSED_MIGRATION,
+        libvirt.VIR_DOMAIN_PAUSED_STARTING_UP,
+        libvirt.VIR_DOMAIN_PAUSED_POSTCOPY,
+        libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED,
+        libvirt.VIR_DOMAIN_PAUSED_UNKNOWN,
+    }
+)
+
+
 @dataclass(frozen=True)
 class GuestSighting:
     """What one host says of a guest, for judging a migration's outcome: whether it holds

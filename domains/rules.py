@@ -14,10 +14,9 @@ import re
 import uuid as uuidlib
 from dataclasses import dataclass
 
-import libvirt
 from django.utils.translation import gettext as _
 
-from . import domxml
+from . import domxml, hypervisor
 from .hypervisor import MIGRATION_FLAGS, GuestSighting, ResizeLimits
 from .models import Domain, Host
 
@@ -255,34 +254,17 @@ class MigrationOutcome:
     UNKNOWN = "unknown"  # a host does not answer, or a copy is half-way: look again later
 
 
-# Paused for these reasons, a guest is not running anywhere yet: the incoming copy on a
-# destination waiting for memory, or a source that has sent its memory and waits to be
-# confirmed. A guest paused by its user (or an I/O error) is a guest that arrived.
-_IN_TRANSIT_PAUSES = frozenset(
-    {
-        libvirt.VIR_DOMAIN_PAUSED_MIGRATION,
-        libvirt.VIR_DOMAIN_PAUSED_STARTING_UP,
-        libvirt.VIR_DOMAIN_PAUSED_POSTCOPY,
-        libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED,
-        libvirt.VIR_DOMAIN_PAUSED_UNKNOWN,
-    }
-)
-_ACTIVE_STATES = frozenset(
-    {libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_BLOCKED}
-)
-
-
 def _holds_running(seen: GuestSighting | None) -> bool:
     """The host runs the guest for real: running, or paused for a reason of its own."""
     if seen is None or not seen.present or seen.job:
         return False
-    if seen.state in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED):
+    if seen.state in (hypervisor.STATE_RUNNING, hypervisor.STATE_BLOCKED):
         return True
-    return seen.state == libvirt.VIR_DOMAIN_PAUSED and seen.reason not in _IN_TRANSIT_PAUSES
+    return seen.state == hypervisor.STATE_PAUSED and seen.reason not in hypervisor.IN_TRANSIT_PAUSES
 
 
 def _active(seen: GuestSighting) -> bool:
-    return seen.present and (seen.state in _ACTIVE_STATES or seen.job)
+    return seen.present and (seen.state in hypervisor.ACTIVE_STATES or seen.job)
 
 
 def migration_outcome(
@@ -306,7 +288,7 @@ def migration_outcome(
         and dest is not None
         and not _active(source)
         and not dest.job
-        and not (dest.present and dest.state in _ACTIVE_STATES)
+        and not (dest.present and dest.state in hypervisor.ACTIVE_STATES)
     ):
         return MigrationOutcome.STAYED  # it runs nowhere: it stopped on the source
     return MigrationOutcome.UNKNOWN
