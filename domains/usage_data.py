@@ -6,7 +6,9 @@ libvirt calls, and a detail page with a year of history reads at most one tier's
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -14,7 +16,7 @@ from django.conf import settings
 from django.db.models import QuerySet, Sum
 from django.utils.translation import gettext as _
 
-from . import usage
+from . import kept_sql, usage
 from .models import Domain, DomainUsage, DomainUsageSample, Host, HostUsage, HostUsageSample
 
 DEFAULT_RANGE = "hour"
@@ -76,9 +78,7 @@ def _chart(key: str, title: str, unit: str, rows, times, figures, top=None) -> C
     return Chart(key, title, unit, data)
 
 
-def _charts(prefix: str, rows: list[dict], rng: usage.Range, now: float, disks: bool) -> list:
-    # Up to the newest row (the bucket in progress has none yet), or now if it is old.
-    end = rows[-1]["at"] if rows and rows[-1]["at"] >= now - 3 * rng.step else now
+def _charts(prefix: str, rows: list[dict], rng: usage.Range, end: int, disks: bool) -> list:
     times, _ignored = usage.grid({}, end - rng.seconds, end, rng.step)
     avg, mx = _("average"), _("maximum")
     mib = 1 / 1024
@@ -102,6 +102,13 @@ def _charts(prefix: str, rows: list[dict], rng: usage.Range, now: float, disks: 
     return charts
 
 
+def _end(rows: list[dict], rng: usage.Range, now: float) -> int:
+    """Where the graphs end: the newest row's bucket (the bucket in progress has no row
+    yet), or now's if that row is old."""
+    end = rows[-1]["at"] if rows and rows[-1]["at"] >= now - 3 * rng.step else now
+    return usage.bucket(end, rng.step)
+
+
 def _last_figures(rows: list[dict]) -> list[dict]:
     last = [r for r in rows if r.get("cpu_avg") is not None or r.get("mem_avg") is not None]
     return [
@@ -110,44 +117,67 @@ def _last_figures(rows: list[dict]) -> list[dict]:
     ]
 
 
-def domain_usage(domain: Domain, rng: usage.Range, now: float | None = None) -> dict:
-    """The Usage section of a domain's page."""
+def domain_usage(
+    domain: Domain, rng: usage.Range, vcpu_cpus=None, now: float | None = None
+) -> tuple[tuple, Callable[[], dict]]:
+    """The Usage section of a domain's page: all it shows from the database, as read
+    (hashable: the section's HTML is kept per content, and it is what the page polls), and
+    a function making the section's context from that read.
+
+    `vcpu_cpus`: each vCPU's physical CPU from the page's live read, where the collector's
+    bulk read had none (getAllDomainStats does not say)."""
     now = time.time() if now is None else now
-    current = DomainUsage.objects.filter(domain=domain).first()
+    # Both queries compiled once per shape (`kept_sql`); the window starts on a bucket.
+    current = kept_sql.rows(
+        ("usage_now", domain.pk),
+        lambda: DomainUsage.objects.filter(domain=domain).values(
+            "at", "cpu_pct", "memory_used_kib", "memory_source", "detail"
+        ),
+    )
+    current = current[0] if current else None
     fields = ["at", *(f"{n}_{k}" for n in DomainUsageSample.FIGURES for k in ("avg", "max"))]
-    rows = list(
-        DomainUsageSample.objects.filter(
-            domain=domain, step=rng.step, at__gte=now - rng.seconds - rng.step
-        )
-        .order_by("at")
-        .values(*fields)
+    since = usage.bucket(now - rng.seconds - rng.step, rng.step)
+    rows = kept_sql.rows(
+        ("usage_rows", domain.pk, rng.step, since),
+        lambda: (
+            DomainUsageSample.objects.filter(domain=domain, step=rng.step, at__gte=since)
+            .order_by("at")
+            .values(*fields)
+        ),
     )
     last_sample = rows[-1]["at"] if rows else None
-    fresh = current is not None and now - current.at.timestamp() <= stale_after()
-    return {
-        "range": rng.label,
-        "ranges": range_labels(),
-        "now": current if fresh else None,
-        "running": domain.libvirt_id is not None and domain.gone_at is None,
-        "no_data_since": None
-        if fresh or last_sample is None
-        else datetime.fromtimestamp(last_sample, tz=UTC),
-        "charts": _charts("usage", rows, rng, now, disks=True),
-        # The screen thumbnail's cache-buster: a new image each time the section refreshes.
-        "screen_at": int(now),
-        "last_figures": _last_figures(rows),
-    }
-
-
-def with_physical_cpus(usage_context: dict, vcpu_cpus) -> dict:
-    """The vCPU rows with the physical CPU each runs on, from the page's live read where
-    the collector's bulk read had none (getAllDomainStats does not say)."""
-    now = usage_context.get("now")
-    if now is not None and vcpu_cpus:
-        for row in now.detail.get("vcpus", []):
+    fresh = current is not None and now - current["at"].timestamp() <= stale_after()
+    if fresh and vcpu_cpus:
+        for row in current["detail"].get("vcpus", []):
             if row.get("cpu") is None:
                 row["cpu"] = vcpu_cpus.get(row["n"])
-    return usage_context
+    end = _end(rows, rng, now)
+    # The screen thumbnail's cache-buster: a new picture with each new figure.
+    screen_at = int(current["at"].timestamp()) if fresh else int(now)
+    running = domain.libvirt_id is not None and domain.gone_at is None
+    seen = None
+    if fresh:
+        seen = json.dumps(current, sort_keys=True, default=str)
+    facts = (
+        rng.label, running, end, screen_at, last_sample, seen,
+        tuple(tuple(r.values()) for r in rows),
+    )  # fmt: skip
+
+    def context() -> dict:
+        return {
+            "range": rng.label,
+            "ranges": range_labels(),
+            "now": current if fresh else None,
+            "running": running,
+            "no_data_since": None
+            if fresh or last_sample is None
+            else datetime.fromtimestamp(last_sample, tz=UTC),
+            "charts": _charts("usage", rows, rng, end, disks=True),
+            "screen_at": screen_at,
+            "last_figures": _last_figures(rows),
+        }
+
+    return facts, context
 
 
 def host_usage(host: Host, rng: usage.Range, now: float | None = None) -> dict:
@@ -170,7 +200,7 @@ def host_usage(host: Host, rng: usage.Range, now: float | None = None) -> dict:
         "no_data_since": None
         if fresh or not rows
         else datetime.fromtimestamp(rows[-1]["at"], tz=UTC),
-        "charts": _charts("host-usage", rows, rng, now, disks=False),
+        "charts": _charts("host-usage", rows, rng, _end(rows, rng, now), disks=False),
         "last_figures": _last_figures(rows),
         "top_cpu": top(running, "cpu_pct"),
         "top_memory": top(running, "memory_used_kib"),

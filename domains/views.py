@@ -24,14 +24,16 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import patch_vary_headers
+from django.utils.functional import SimpleLazyObject
 from django.utils.html import escape
+from django.utils.safestring import SafeString
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 from django_htmx.http import HttpResponseClientRedirect
 
 from vmpanel.http import raise_for_refusal, see_other
 
-from . import hypervisor, screens, usage, usage_data
+from . import hypervisor, kept_pages, kept_sql, screens, usage, usage_data
 from .forms import (
     DOMAIN_SORTS,
     ActivityFilterForm,
@@ -68,6 +70,8 @@ from .services.common import ActionRefused, require
 
 PAGE_SIZE = 50
 HISTORY_SIZE = 50
+# What a domain page shows of each saved image.
+SAVED_IMAGE_VALUES = ("pk", "path", "host__name", "created_at", "memory_kib")
 # libvirt IDs are C ints: a longer number is not an ID (it may be a dash-less UUID).
 _ID_RE = re.compile(r"\d{1,10}")
 _MAX_ID = 2**31 - 1
@@ -110,15 +114,21 @@ def _parse_uuid(value: str) -> uuidlib.UUID:
 def _visible_domain(request: HttpRequest, host: str, uuid: str) -> Domain:
     """The domain (host name, UUID) if the user may see it, else 404 (DESIGN rule 4)."""
     parsed = _parse_uuid(uuid)
-    domain = (
-        Domain.objects.for_user(request.user, "view")
-        .select_related("host", "team")
-        .filter(host__name=host, uuid=parsed)
-        .first()
+    user = request.user
+    # Whether the user may see it: one query, compiled once per (user, host, UUID); then the
+    # row by its key (a permission subquery and two joins at once cost twice as much).
+    visible = kept_sql.rows(
+        ("visible_domain", user.pk, user.is_superuser, host, parsed),
+        lambda: (
+            Domain.objects.for_user(user, "view").filter(host__name=host, uuid=parsed).values("pk")
+        ),
     )
-    if domain is None:
-        raise Http404(_("No such domain."))
-    return domain
+    try:
+        if not visible:
+            raise Domain.DoesNotExist
+        return Domain.objects.select_related("host", "team").get(pk=visible[0]["pk"])
+    except Domain.DoesNotExist:
+        raise Http404(_("No such domain.")) from None
 
 
 def _require_superuser(request: HttpRequest) -> None:
@@ -170,40 +180,67 @@ def _ordering(sort: str) -> list:
     return keys
 
 
+def _host_names() -> tuple[str, ...]:
+    return tuple(h["name"] for h in kept_sql.rows(("hosts",), lambda: Host.objects.values("name")))
+
+
+def _team_choices(user) -> tuple[tuple[str, str], ...]:
+    """(slug, name) of the teams `user` sees, for a filter's choices."""
+    teams = kept_sql.rows(
+        ("teams", user.pk, user.is_superuser), lambda: teams_for(user).values("slug", "name")
+    )
+    return tuple((t["slug"], t["name"]) for t in teams)
+
+
 @require_safe
 def domain_list(request: HttpRequest) -> HttpResponse:
-    """The inventory: database only, a constant handful of queries whatever its size."""
+    """The inventory: database only, a constant handful of queries whatever its size, each
+    compiled once per shape (`kept_sql`); the page rendered once per content
+    (`kept_pages`)."""
     user = request.user
-    hosts = list(Host.objects.only("name"))
-    teams = list(teams_for(user).only("name", "slug"))
-    form = DomainFilterForm(request.GET, hosts, teams)
+    host_names = _host_names()
+    teams = _team_choices(user)
+    values = DomainFilterForm.values_of(request.GET.urlencode(), host_names, teams)
 
-    qs = Domain.objects.for_user(user, "view")
-    if not form.value("gone"):
-        qs = qs.present()
-    qs = qs.with_list_filters(form.value("f", []))
-    if host := form.value("host"):
-        qs = qs.filter(host__name=host)
-    if team := form.value("team"):
-        qs = qs.filter(team__slug=team)
-    qs = _search(qs, form.value("q", ""))
+    def build():
+        qs = Domain.objects.for_user(user, "view")
+        if not values["gone"]:
+            qs = qs.present()
+        qs = qs.with_list_filters(values["f"])
+        if values["host"]:
+            qs = qs.filter(host__name=values["host"])
+        if values["team"]:
+            qs = qs.filter(team__slug=values["team"])
+        qs = _search(qs, values["q"] or "")
+        # Only what the rows show, as plain values: no model instances for a page of rows.
+        return qs.order_by(*_ordering(values["sort"] or "name")).values(*DomainRow.VALUES)
 
-    sort = form.value("sort") or "name"
-    qs = qs.order_by(*_ordering(sort))
-
-    # Only what the rows show, as plain values: no model instances for a page of rows.
-    page = Paginator(qs.values(*DomainRow.VALUES), PAGE_SIZE).get_page(request.GET.get("page"))
+    # Everything `build` reads: who asks, and every value of the form.
+    shape = ("domain_list", user.pk, user.is_superuser, tuple(values.items()))
+    page = Paginator(kept_sql.Pages(shape, build), PAGE_SIZE).get_page(request.GET.get("page"))
+    choices_key = "|".join(host_names + tuple(f"{slug}:{name}" for slug, name in teams))
     context = {
-        "form": form,
-        "filter_groups": form.filter_groups(),
+        # Made only if rendered: the filter form's HTML is kept per query and choices.
+        "form": SimpleLazyObject(lambda: DomainFilterForm(request.GET, host_names, teams)),
+        "filter_groups": SimpleLazyObject(lambda: DomainFilterForm.filter_groups(values["f"])),
         # What the filter form offers besides the query: its kept HTML is keyed on it.
-        "choices_key": "|".join([h.name for h in hosts] + [f"{t.slug}:{t.name}" for t in teams]),
+        "choices_key": choices_key,
         "page": page,
         "domains": page.object_list,
-        "sort": sort,
-        "filtered": any(form.value(k) for k in ("q", "f", "host", "team", "gone")),
+        "sort": values["sort"] or "name",
+        "filtered": any(values[k] for k in ("q", "f", "host", "team", "gone")),
     }
-    return _render(request, "domains/domain_list.html", "domains/_domain_table.html", context)
+    # All the page shows from the database: its rows, where it is, what the form offers.
+    facts = (
+        "domain_list", tuple(DomainRow.of_values(v) for v in page.object_list),
+        page.number, page.paginator.count, choices_key,
+    )  # fmt: skip
+    return kept_pages.render_kept(
+        request,
+        htmx_partial(request),
+        facts,
+        lambda: _render(request, "domains/domain_list.html", "domains/_domain_table.html", context),
+    )
 
 
 # --- domain detail and actions -------------------------------------------------------
@@ -217,10 +254,11 @@ _live_cache: dict[tuple, tuple[float, hypervisor.DomainDetail]] = {}
 _live_cache_lock = threading.Lock()
 
 
-def _live_detail(domain: Domain, secure: bool, latest: Operation | None):
+def _live_detail(domain: Domain, secure: bool, latest: dict | None):
+    """`latest`: the domain's latest operation (OperationRow.VALUES), if any."""
     key = (
         domain.host.uri, str(domain.uuid), secure, domain.state, domain.libvirt_id,
-        latest.pk if latest else None, latest.status if latest else None,
+        latest["pk"] if latest else None, latest["status"] if latest else None,
     )  # fmt: skip
     now = time.monotonic()
     with _live_cache_lock:
@@ -241,11 +279,10 @@ def _detail_context(request: HttpRequest, domain: Domain, rng: usage.Range | Non
     may = actions_on(user, domain)  # asked once; every button below follows from it
     live = None
     live_error = None
-    # Not the XML copies and parameters of each operation: the rows do not show them.
-    history = list(
-        Operation.objects.filter(domain=domain)
-        .select_related("user")
-        .defer("xml_before", "xml_after", "params", "progress_detail")[:HISTORY_SIZE]
+    # Only what the rows show (not the XML copies and parameters), compiled once.
+    history = kept_sql.rows(
+        ("history", domain.pk),
+        lambda: Operation.objects.filter(domain=domain).values(*OperationRow.VALUES)[:HISTORY_SIZE],
     )
     # A gone domain has nothing live to read, and a disabled host is left alone.
     if domain.gone_at is None and domain.host.enabled:
@@ -260,17 +297,29 @@ def _detail_context(request: HttpRequest, domain: Domain, rng: usage.Range | Non
         "actions": panel_actions(domain, may),
         "history": history,
         "may_restore": KINDS["restore"].role in may,
-        "saved_images": list(
-            SavedImage.objects.filter(domain=domain).select_related("host")[:HISTORY_SIZE]
+        "saved_images": kept_sql.rows(
+            ("saved_images", domain.pk),
+            lambda: SavedImage.objects.filter(domain=domain).values(*SAVED_IMAGE_VALUES)[
+                :HISTORY_SIZE
+            ],
         ),
-        "usage": usage_data.with_physical_cpus(
-            usage_data.domain_usage(domain, rng or usage_data.parse_range(None)),
-            live.vcpu_cpus if live else {},
+        "usage_section": _usage_section(
+            domain, rng or usage_data.parse_range(None), live.vcpu_cpus if live else {}
         ),
     }
     if user.is_superuser and domain.gone_at is None:
         context["assign_form"] = AssignForm(initial={"team": domain.team})
     return context
+
+
+def _usage_section(domain: Domain, rng: usage.Range, vcpu_cpus: dict) -> SafeString:
+    """The Usage section of a domain's page (also what the page polls), kept per content."""
+    facts, context = usage_data.domain_usage(domain, rng, vcpu_cpus)
+    return kept_pages.section(
+        "domains/_domain_usage.html",
+        (domain.host.name, str(domain.uuid), domain.vcpus, *facts),
+        lambda: {"domain": domain, "usage": context()},
+    )
 
 
 def _bad_request(request: HttpRequest, message: str, back: str) -> HttpResponse:
@@ -281,6 +330,26 @@ def _bad_request(request: HttpRequest, message: str, back: str) -> HttpResponse:
     return render(request, "400.html", {"message": message, "back": back}, status=400)
 
 
+def _detail_facts(domain: Domain, context: dict) -> tuple | None:
+    """All a domain's page shows from the database and libvirt (hashable: the page is kept
+    per content), or None when it must be rendered afresh: a superuser's page offers every
+    team in its assignment form."""
+    if "assign_form" in context:
+        return None
+    live = context["live"]
+    return (
+        "domain_detail",
+        tuple(getattr(domain, f.attname) for f in Domain._meta.concrete_fields),
+        domain.host.name, domain.host.enabled, domain.team.name if domain.team else None,
+        (live.facts, live.os_type, live.max_vcpus, live.xml) if live else None,
+        context["live_error"],
+        tuple(spec.kind for spec in context["actions"]), context["may_restore"],
+        tuple(tuple(row.values()) for row in context["history"]),
+        tuple(tuple(image.values()) for image in context["saved_images"]),
+        context["usage_section"],
+    )  # fmt: skip
+
+
 @require_safe
 def domain_detail(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
     domain = _visible_domain(request, host, uuid)
@@ -289,7 +358,14 @@ def domain_detail(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
     except usage_data.UnknownRange as exc:
         return _bad_request(request, str(exc), request.path)
     context = _detail_context(request, domain, rng)
-    return _render(request, "domains/domain_detail.html", "domains/_domain_panel.html", context)
+
+    def render_page() -> HttpResponse:
+        return _render(request, "domains/domain_detail.html", "domains/_domain_panel.html", context)
+
+    facts = _detail_facts(domain, context)
+    if facts is None:
+        return render_page()
+    return kept_pages.render_kept(request, htmx_partial(request), facts, render_page)
 
 
 @require_safe
@@ -356,9 +432,7 @@ def domain_usage(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
             live_cpus = _live_detail(domain, False, None).vcpu_cpus
         except HypervisorError:
             pass  # the figures stand without it
-    usage_context = usage_data.with_physical_cpus(usage_data.domain_usage(domain, rng), live_cpus)
-    context = {"domain": domain, "usage": usage_context}
-    response = render(request, "domains/_domain_usage.html", context)
+    response = HttpResponse(_usage_section(domain, rng, live_cpus))
     patch_vary_headers(response, ["HX-Request"])
     return response
 
@@ -507,52 +581,80 @@ def operation_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 @require_safe
 def activity(request: HttpRequest) -> HttpResponse:
-    """Operations and audit events the user may see, newest first."""
+    """Operations and audit events the user may see, newest first; queries compiled once
+    per shape (`kept_sql`), the page rendered once per content (`kept_pages`)."""
     user = request.user
-    teams = list(teams_for(user).only("name", "slug"))
-    form = ActivityFilterForm(request.GET, teams)
+    teams = _team_choices(user)
+    values = ActivityFilterForm.values_of(request.GET.urlencode(), teams)
+    team, username = values["team"], values["user"]
 
-    ops = Operation.objects.all()
-    if user.is_superuser:
-        events = AuditEvent.objects.select_related("user", "team")
-    else:
-        ops = ops.filter(team__in=teams_for(user))
-        events = AuditEvent.objects.select_related("user", "team").filter(
-            team__in=teams_for(user, "admin")
+    def build_operations():
+        ops = Operation.objects.all()
+        if not user.is_superuser:
+            ops = ops.filter(team__in=teams_for(user))
+        if team:
+            ops = ops.filter(team__slug=team)
+        if username:
+            ops = ops.filter(user__username__iexact=username)
+        if target := values["domain"]:
+            match = Q(domain_name__icontains=target) | Q(domain__name__icontains=target)
+            try:
+                match |= Q(domain_uuid=uuidlib.UUID(target))
+            except ValueError:
+                match |= Q(domain_uuid__icontains=target)
+            ops = ops.filter(match)
+        if values["kind"]:
+            ops = ops.filter(kind=values["kind"])
+        if values["status"]:
+            ops = ops.filter(status=values["status"])
+        return ops.values(*OperationRow.VALUES)
+
+    def build_events():
+        events = AuditEvent.objects.all()
+        if not user.is_superuser:
+            events = events.filter(team__in=teams_for(user, "admin"))
+        if team:
+            events = events.filter(team__slug=team)
+        if username:
+            events = events.filter(user__username__iexact=username)
+        return events.values("pk", "created_at", "user__username", "kind", "team__name", "summary")
+
+    # Everything the builders read: who asks, and every value of the form.
+    shape = (user.pk, user.is_superuser, tuple(values.items()))
+    show_events = user.is_superuser or bool(
+        kept_sql.rows(
+            ("team_admin", user.pk),
+            lambda: Membership.objects.filter(user=user, role=Role.ADMIN).values("pk")[:1],
         )
-    show_events = (
-        user.is_superuser or Membership.objects.filter(user=user, role=Role.ADMIN).exists()
     )
-
-    if team := form.value("team"):
-        ops = ops.filter(team__slug=team)
-        events = events.filter(team__slug=team)
-    if username := form.value("user"):
-        ops = ops.filter(user__username__iexact=username)
-        events = events.filter(user__username__iexact=username)
-    if target := form.value("domain"):
-        match = Q(domain_name__icontains=target) | Q(domain__name__icontains=target)
-        try:
-            match |= Q(domain_uuid=uuidlib.UUID(target))
-        except ValueError:
-            match |= Q(domain_uuid__icontains=target)
-        ops = ops.filter(match)
-    if kind := form.value("kind"):
-        ops = ops.filter(kind=kind)
-    if status := form.value("status"):
-        ops = ops.filter(status=status)
-
+    ops_page = Paginator(kept_sql.Pages(("activity", *shape), build_operations), PAGE_SIZE)
+    ops_page = ops_page.get_page(request.GET.get("page"))
+    events_page = None
+    if show_events:
+        events_page = Paginator(kept_sql.Pages(("events", *shape), build_events), PAGE_SIZE)
+        events_page = events_page.get_page(request.GET.get("epage"))
     context = {
-        "form": form,
-        "ops_page": Paginator(ops.values(*OperationRow.VALUES), PAGE_SIZE).get_page(
-            request.GET.get("page")
-        ),
+        "form": SimpleLazyObject(lambda: ActivityFilterForm(request.GET, teams)),
+        "ops_page": ops_page,
         "show_events": show_events,
-        "events_page": Paginator(events, PAGE_SIZE).get_page(request.GET.get("epage"))
-        if show_events
-        else None,
+        "events_page": events_page,
     }
-    return _render(request, "domains/activity.html", "domains/_activity_results.html", context)
+    # All the page shows from the database: the rows of both tables and where they are.
+    facts = (
+        "activity", teams,
+        tuple(OperationRow.of_values(v, True) for v in ops_page.object_list),
+        ops_page.number, ops_page.paginator.count,
+        events_page and tuple(tuple(v.values()) for v in events_page.object_list),
+        events_page and (events_page.number, events_page.paginator.count),
+    )  # fmt: skip
+    return kept_pages.render_kept(
+        request,
+        htmx_partial(request),
+        facts,
+        lambda: _render(
+            request, "domains/activity.html", "domains/_activity_results.html", context
+        ),
+    )
 
 
 # --- hosts (superusers) --------------------------------------------------------------
