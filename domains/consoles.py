@@ -47,12 +47,18 @@ class Ticket:
     kind: str  # "vnc" or "serial"
     view_only: bool
     issued_at: float
+    # Where the proxy connects for a display (`rules.display_route`): the host's console
+    # address and the display's port; blank, through libvirt's connection.
+    address: str = ""
+    port: int = 0
 
 
-def issue(user, domain: Domain, session_key: str, kind: str, view_only: bool) -> str:
-    """A new one-time ticket for this user, domain, session and console."""
+def issue(user, domain: Domain, session_key: str, kind: str, view_only: bool, route=None) -> str:
+    """A new one-time ticket for this user, domain, session and console; `route`: the
+    display's `rules.DisplayRoute`, for a VNC console."""
     token = secrets.token_urlsafe(32)  # 256 bits
-    ticket = Ticket(user.pk, domain.pk, session_key, kind, view_only, time.time())
+    address, port = (route.address, route.port) if route is not None else ("", 0)
+    ticket = Ticket(user.pk, domain.pk, session_key, kind, view_only, time.time(), address, port)
     _redis().set(
         _key(token), json.dumps(asdict(ticket)), ex=settings.VMPANEL_CONSOLE_TICKET_SECONDS
     )

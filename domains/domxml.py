@@ -229,6 +229,8 @@ class KernelBootGuest:
     max_vcpus: int = 2
     cmdline: str = "console=ttyS0 quiet panic=-1"
     emulator: str = "/usr/bin/qemu-system-x86_64"
+    # Where the screen listens: the host's loopback, or its console address.
+    vnc_listen: str = "127.0.0.1"
 
 
 def build_kernel_boot_guest(g: KernelBootGuest) -> str:
@@ -262,14 +264,15 @@ def build_kernel_boot_guest(g: KernelBootGuest) -> str:
     _sub(serial, "target", port="0")
     console = _sub(devices, "console", type="pty")
     _sub(console, "target", type="serial", port="0")
-    # A screen on the host's loopback only: the console proxy reaches it through libvirt.
-    # Started with a password nobody knows: QEMU changes a VNC password on a running
-    # display only if it started with one, and the console sets a fresh one per ticket.
+    # A screen on the host's loopback (the console proxy reaches it through libvirt) or on
+    # its console address. Started with a password nobody knows: QEMU changes a VNC password
+    # on a running display only if it started with one, and the console sets a fresh one
+    # per ticket.
     graphics = _sub(
         devices, "graphics", type="vnc", port="-1", autoport="yes",
         passwd=secrets.token_urlsafe(6)[:8],
     )  # fmt: skip
-    _sub(graphics, "listen", type="address", address="127.0.0.1")
+    _sub(graphics, "listen", type="address", address=g.vnc_listen)
     balloon = _sub(devices, "memballoon", model="virtio")
     _sub(balloon, "stats", period="2")
     return to_string(root)
@@ -338,6 +341,7 @@ class DomainSpec:
     interfaces: tuple[InterfaceSpec, ...] = ()
     vnc: bool = False
     vnc_listen: str = "127.0.0.1"
+    vnc_password: str = ""  # at most 8 characters: VNC's limit
     tablet: bool = False
     balloon: bool = True  # False → <memballoon model='none'/>
     balloon_period: int = 0  # seconds between balloon statistics; 0 → none
@@ -805,7 +809,9 @@ def build_domain(spec: DomainSpec) -> str:
     if spec.tablet:
         _sub(devices, "input", type="tablet", bus="usb")
     if spec.vnc:
-        _sub(devices, "graphics", type="vnc", autoport="yes", listen=spec.vnc_listen)
+        graphics = _sub(devices, "graphics", type="vnc", autoport="yes", listen=spec.vnc_listen)
+        if spec.vnc_password:
+            graphics.set("passwd", spec.vnc_password)
     balloon = _sub(devices, "memballoon", model="virtio" if spec.balloon else "none")
     if spec.balloon and spec.balloon_period:
         _sub(balloon, "stats", period=str(spec.balloon_period))
@@ -1251,6 +1257,22 @@ def console_devices(xml: str) -> ConsoleDevices:
         for el in [*root.iterfind("devices/serial"), *root.iterfind("devices/console")]
     )
     return ConsoleDevices(graphics=tuple(graphics), serial=serial)
+
+
+def graphics_listen_moved(xml: str, old: str, new: str) -> str | None:
+    """The domain XML with every display listening on `old` listening on `new` instead, or
+    None when none listens on `old`."""
+    root = parse(xml)
+    moved = False
+    for g in root.iterfind("devices/graphics"):
+        if g.get("listen") == old:
+            g.set("listen", new)
+            moved = True
+        for listen in g.iterfind("listen"):
+            if listen.get("address") == old:
+                listen.set("address", new)
+                moved = True
+    return to_string(root) if moved else None
 
 
 def vnc_password_update(xml: str, password: str, valid_to: str) -> str:

@@ -28,7 +28,12 @@ from .models import (
     Role,
     Team,
 )
-from .rules import host_uri_problem, listen_address_problem, migrate_uri_problem
+from .rules import (
+    console_address_problem,
+    host_uri_problem,
+    listen_address_problem,
+    migrate_uri_problem,
+)
 
 # Titles of libvirt's filter groups, in the order of models.LIST_FILTER_GROUPS.
 FILTER_GROUP_TITLES = [
@@ -193,7 +198,7 @@ class HostForm(forms.ModelForm):
         formfield_callback = panel_fields.formfield
         fields = [
             "name", "uri", "enabled", "save_dir", "migration_uri", "migration_address",
-            "allowed_paths", "allow_hostdev",
+            "console_address", "allowed_paths", "allow_hostdev",
         ]  # fmt: skip
         help_texts = {
             "name": _("A short label used in URLs: letters, digits, - and _."),
@@ -213,6 +218,13 @@ class HostForm(forms.ModelForm):
             "migration_address": _(
                 "The address migration data is sent to on this host, where the hosts need "
                 "saying (e.g. 10.0.0.2)."
+            ),
+            "console_address": _(
+                "This host's IP address on the management network, e.g. 10.0.0.2: VMs made "
+                "from templates show their screen there, and the console proxy connects to "
+                "it (keep that network to the panel's machines). Blank: screens stay on the "
+                "host's own 127.0.0.1, which the proxy reaches only for a host on the "
+                "panel's machine (a qemu:///system or unix-socket URI)."
             ),
             "allowed_paths": _(
                 "One folder a line. A team admin's XML edits and VMs made from templates may "
@@ -246,6 +258,13 @@ class HostForm(forms.ModelForm):
     def clean_migration_address(self) -> str:
         address = self.cleaned_data["migration_address"].strip()
         problem = listen_address_problem(address)
+        if problem:
+            raise forms.ValidationError(problem)
+        return address
+
+    def clean_console_address(self) -> str:
+        address = self.cleaned_data["console_address"].strip()
+        problem = console_address_problem(address)
         if problem:
             raise forms.ValidationError(problem)
         return address

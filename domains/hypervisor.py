@@ -1200,6 +1200,9 @@ class MigrationRequest:
     new_name: str = ""
     migrate_uri: str = ""  # the data channel, e.g. tcp://10.0.0.2
     listen_address: str = ""
+    # (source host's console address, where the display is to listen on the destination):
+    # a display on the source's console address cannot listen there on another host.
+    display_moves: tuple[str, str] | None = None
 
 
 def migrate(uri: str, uuid: str, req: MigrationRequest) -> None:
@@ -1216,6 +1219,19 @@ def migrate(uri: str, uuid: str, req: MigrationRequest) -> None:
         params[libvirt.VIR_MIGRATE_PARAM_URI] = req.migrate_uri
     if req.listen_address:
         params[libvirt.VIR_MIGRATE_PARAM_LISTEN_ADDRESS] = req.listen_address
+    if req.display_moves:
+        # The destination's definition: the same, its display on the destination's address
+        # (with its password: SECURE).
+        xml = _on_domain(
+            uri,
+            uuid,
+            lambda dom: dom.XMLDesc(
+                libvirt.VIR_DOMAIN_XML_SECURE | libvirt.VIR_DOMAIN_XML_MIGRATABLE
+            ),
+        )
+        moved = domxml.graphics_listen_moved(xml, *req.display_moves)
+        if moved is not None:
+            params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = moved
 
     if "PEER2PEER" in req.flags:
         # The source daemon opens the destination itself.

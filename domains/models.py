@@ -56,6 +56,11 @@ class Host(models.Model):
     allowed_paths = models.TextField(
         _("folders team admins may use"), blank=True, default=DEFAULT_ALLOWED_PATHS
     )
+    # This host's address on the management network, where the guests' displays listen for
+    # the console proxy (and where templates make them listen). Blank: displays listen on
+    # the host's 127.0.0.1 and the proxy reaches them through libvirt's own connection
+    # (openGraphicsFD), which only a local connection (a unix socket) can do.
+    console_address = models.CharField(_("console address"), max_length=45, blank=True)
     # Passing host devices (PCI, USB) through to guests is a superuser's decision per host.
     allow_hostdev = models.BooleanField(
         _("team admins may pass host devices through"), default=False

@@ -219,6 +219,74 @@ def listen_address_problem(address: str) -> str | None:
     return _("A listen address is an IP address or a host name.")
 
 
+def console_address_problem(address: str) -> str | None:
+    """Why `address` cannot be a host's console address (where displays listen for the
+    console proxy); None when it can, or is blank."""
+    if not address:
+        return None
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return _("A console address is an IP address, e.g. 10.0.0.2.")
+    if ip.is_unspecified:
+        return _(
+            "%(address)s means every interface: anyone on any network could reach the "
+            "screens. Give the host's address on the management network."
+        ) % {"address": address}
+    if ip.is_loopback:
+        return _(
+            "%(address)s is the host's own loopback, which the console proxy on another "
+            "machine cannot reach: leave the field blank for that."
+        ) % {"address": address}
+    if ip.is_multicast:
+        return _("A console address is one host's address, not a multicast group.")
+    return None
+
+
+def uri_is_local(uri: str) -> bool:
+    """Whether `uri` reaches a daemon on the panel's own machine through a unix socket:
+    only such a connection can hand over a file descriptor (openGraphicsFD)."""
+    return uri.split(":", 1)[0] in ("qemu", "test+unix")
+
+
+@dataclass(frozen=True)
+class DisplayRoute:
+    """How the console proxy reaches a domain's display."""
+
+    address: str = ""  # "": through libvirt's own connection (openGraphicsFD)
+    port: int = 0
+
+
+def display_route(
+    name: str, uri: str, listen: tuple[str, ...], port: int, console_address: str
+) -> DisplayRoute | str:
+    """The route to a display listening on `listen` (its live port `port`) of a host at
+    `uri` with `console_address`; or why there is none, in plain words.
+
+    A display on the host's console address is reached there, by TCP: that address is a
+    superuser's setting, so the proxy connects nowhere a domain's XML alone could name. Any
+    other display is reached through libvirt's connection, which a local one can do.
+    """
+    if console_address and console_address in listen:
+        if port <= 0:
+            return _("%(name)s's display has no port yet; try again in a moment.") % {"name": name}
+        return DisplayRoute(console_address, port)
+    if uri_is_local(uri):
+        return DisplayRoute()
+    if not console_address:
+        return _(
+            "%(name)s runs on a remote host without a console address, so the console "
+            "proxy cannot reach its display. A superuser sets the host's console address "
+            "(its address on the management network); then make the display listen there "
+            "and restart %(name)s."
+        ) % {"name": name}
+    return _(
+        "%(name)s's display listens on %(listen)s, not on its host's console address "
+        "%(address)s, where the console proxy reaches displays. Make it listen on "
+        "%(address)s (edit its XML) and restart %(name)s."
+    ) % {"name": name, "listen": ", ".join(listen) or "127.0.0.1", "address": console_address}
+
+
 # --- migration ------------------------------------------------------------------------
 
 

@@ -23,7 +23,7 @@ from django.utils.translation import gettext_noop
 from . import domxml, hypervisor, outcomes
 from .hypervisor import HypervisorError
 from .liveness import mark_worker_alive
-from .models import Operation, OperationKind
+from .models import Host, Operation, OperationKind
 from .rules import MigrationOutcome, ResizeRequest, resize_plan
 from .runner import (
     OutcomeUnknown,
@@ -150,6 +150,16 @@ def managed_save_remove_task(op: Operation) -> str:
     return _("Managed-save image removed; the next start boots afresh.")
 
 
+def _display_moves(op: Operation) -> tuple[str, str] | None:
+    """A display on the source host's console address listens on the destination's (or
+    its 127.0.0.1) after the move: the source's address does not exist there."""
+    source = op.host.console_address if op.host_id else ""
+    if not source:
+        return None
+    dest = Host.objects.filter(name=op.params.get("destination") or "").first()
+    return source, (dest.console_address if dest else "") or "127.0.0.1"
+
+
 @operation_task
 def migrate_domain_task(op: Operation) -> str:
     uri, uuid = uri_uuid(op)
@@ -179,6 +189,7 @@ def migrate_domain_task(op: Operation) -> str:
                 new_name=p.get("new_name", ""),
                 migrate_uri=p.get("migrate_uri", ""),
                 listen_address=p.get("listen_address", ""),
+                display_moves=_display_moves(op),
             ),
         )
     except HypervisorError as exc:

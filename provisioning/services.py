@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import uuid as uuidlib
 from dataclasses import dataclass
 
@@ -171,6 +172,11 @@ def template_to_spec(
         disks=tuple(disks),
         interfaces=tuple(interfaces),
         vnc=vnc,
+        # The screen on the host's console address where it has one (the console proxy
+        # reaches it there), else its own 127.0.0.1; with a password from the start, so
+        # that the panel may set a fresh one for each console (QEMU cannot add one later).
+        vnc_listen=host.console_address or "127.0.0.1",
+        vnc_password=secrets.token_urlsafe(6)[:8] if vnc else "",
         tablet=template.tablet and vnc,
         balloon=template.balloon,
         balloon_period=template.balloon_period,

@@ -8,6 +8,7 @@
 #   scripts/qemuhost.sh uri NAME         # what the panel connects to (from the root namespace)
 #   scripts/qemuhost.sh p2p-uri NAME     # what another host's daemon uses to migrate to NAME
 #   scripts/qemuhost.sh addr NAME        # NAME's address on the link between the two hosts
+#   scripts/qemuhost.sh console-addr NAME  # NAME's address on its management link (below)
 #   scripts/qemuhost.sh dir NAME         # NAME's folder (images/, save/, log/ …)
 #   scripts/qemuhost.sh kill-daemon NAME # SIGKILL NAME's libvirtd (its guests run on), for
 #                                        # fault tests: a host whose daemon died
@@ -18,10 +19,15 @@
 # Each host is a root `libvirtd` in its own network namespace, mount namespace and UTS
 # namespace (hostname = NAME). The two network namespaces are joined by a veth pair and
 # nothing else: guests migrate between the hosts over a real TCP link, and no traffic can
-# leave for anywhere else. Names derive from a hash of the run folder, so two clones (or a
-# demo and a test session of one clone) never share a namespace:
+# leave for anywhere else. Each host also has a management link to the root namespace (a
+# veth pair of its own, a /30): what a panel machine reaches a remote host's consoles on.
+# Only the guests' displays listen there (VNC, with a password; the panel's console address
+# for the host); libvirtd does not. Names derive from a hash of the run folder, so two
+# clones (or a demo and a test session of one clone) never share a namespace:
 #   netns and veth end   vmp-<5 hex>-NAME            (<= 15 characters, an interface name)
 #   addresses            10.99.<1..254>.1 (first host) and .2 (second), a /24 of their own
+#   management link      vmm-<5 hex>-NAME in the root namespace, "mgmt" in the host's;
+#                        10.98.<same>.1 (first host) / .2 (root), .5 (second) / .6 (root)
 #   client URI           qemu:///system?socket=$RUN_DIR/qemu/NAME/run/libvirt-sock
 #   peer-to-peer URI     qemu+tcp://<addr>/system   (libvirtd listens there, no auth)
 #
@@ -57,13 +63,14 @@ DEFAULT_NAMES=(qa qb)
 QDIR=$RUN_DIR/qemu
 HASH=$(printf '%s' "$RUN_DIR" | sha1sum | cut -c1-5)
 SUBNET=10.99.$((16#$HASH % 254 + 1))
+MGMT_SUBNET=10.98.$((16#$HASH % 254 + 1))
 # The daemon's folders, bound onto the host folder's sub-folders (daemon path:sub-folder).
 # Order matters: images and save are mounted inside lib.
 MOUNTS=(/etc/libvirt:etc /run/libvirt:run /var/lib/libvirt:lib /var/cache/libvirt:cache
   /var/log/libvirt:log /var/lib/libvirt/images:images /var/lib/libvirt/save:save)
 
 usage() {
-  die "usage: $PROG install | up [NAME NAME] | down | status | uri|p2p-uri|addr|dir NAME"
+  die "usage: $PROG install | up [NAME NAME] | down | status | uri|p2p-uri|addr|console-addr|dir NAME"
 }
 
 check_name() {
@@ -95,6 +102,9 @@ index() {
 
 netns() { echo "vmp-$HASH-$1"; }
 addr() { echo "$SUBNET.$(($(index "$1") + 1))"; }
+mgmt_if() { echo "vmm-$HASH-$1"; }
+console_addr() { echo "$MGMT_SUBNET.$(($(index "$1") * 4 + 1))"; }
+root_mgmt_addr() { echo "$MGMT_SUBNET.$(($(index "$1") * 4 + 2))"; }
 host_dir() { echo "$QDIR/$1"; }
 sock() { echo "$QDIR/$1/run/libvirt-sock"; }
 uri() { echo "qemu:///system?socket=$(sock "$1")"; }
@@ -107,7 +117,8 @@ netns_exists() { [ -e "/run/netns/$(netns "$1")" ]; }
 running() { pid_alive "$(read_pid "$(pid_file "$1")")" libvirtd && [ -S "$(sock "$1")" ]; }
 host_up() {
   running "$1" && netns_exists "$1" &&
-    ip -n "$(netns "$1")" -br addr show dev "$(netns "$1")" 2>/dev/null | grep -qF "$(addr "$1")/"
+    ip -n "$(netns "$1")" -br addr show dev "$(netns "$1")" 2>/dev/null | grep -qF "$(addr "$1")/" &&
+    ip -n "$(netns "$1")" -br addr show dev mgmt 2>/dev/null | grep -qF "$(console_addr "$1")/"
 }
 
 need_root() { [ "$(id -u)" -eq 0 ] || die "needs root (network namespaces, a root libvirtd)"; }
@@ -146,6 +157,13 @@ make_link() {
   for n in "$a" "$b"; do
     ip -n "$(netns "$n")" addr add "$(addr "$n")/24" dev "$(netns "$n")"
     ip -n "$(netns "$n")" link set "$(netns "$n")" up
+    # The management link: made in the root namespace, its host end moved in at once.
+    ip link del "$(mgmt_if "$n")" 2>/dev/null || true # a leftover of an earlier run
+    ip link add "$(mgmt_if "$n")" type veth peer name mgmt netns "$(netns "$n")"
+    ip addr add "$(root_mgmt_addr "$n")/30" dev "$(mgmt_if "$n")"
+    ip link set "$(mgmt_if "$n")" up
+    ip -n "$(netns "$n")" addr add "$(console_addr "$n")/30" dev mgmt
+    ip -n "$(netns "$n")" link set mgmt up
   done
 }
 
@@ -504,7 +522,7 @@ kill-daemon | start-daemon)
   index "$1" >/dev/null
   if [ "$CMD" = kill-daemon ]; then kill_daemon "$1"; else restart_daemon "$1"; fi
   ;;
-uri | p2p-uri | addr | dir)
+uri | p2p-uri | addr | console-addr | dir)
   [ $# -eq 1 ] || usage
   check_name "$1"
   index "$1" >/dev/null
@@ -512,6 +530,7 @@ uri | p2p-uri | addr | dir)
   uri) uri "$1" ;;
   p2p-uri) p2p_uri "$1" ;;
   addr) addr "$1" ;;
+  console-addr) console_addr "$1" ;;
   dir) host_dir "$1" ;;
   esac
   ;;

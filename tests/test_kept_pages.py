@@ -26,7 +26,12 @@ from domains.models import (
 )
 from tests.helpers import client_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db]
+# A watcher that just ran: while it is silent, every page says so and none is kept.
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.django_db,
+    pytest.mark.usefixtures("watcher_beat"),
+]
 
 
 class Rendered:

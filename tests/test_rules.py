@@ -11,10 +11,13 @@ from domains.hypervisor import GuestSighting, ResizeLimits
 from domains.models import Domain, Host, State
 from domains.rules import (
     DEFAULT_MIGRATION_FLAGS,
+    DisplayRoute,
     MigrationChoice,
     MigrationOutcome,
     ResizeRequest,
     ResizeStep,
+    console_address_problem,
+    display_route,
     host_uri_problem,
     listen_address_problem,
     migrate_uri_problem,
@@ -365,3 +368,52 @@ def test_offline_migration_outcome_is_the_destination_holding_the_definition():
     assert migration_outcome(defined, defined, offline=True) == MigrationOutcome.MOVED
     assert migration_outcome(defined, _ABSENT, offline=True) == MigrationOutcome.STAYED
     assert migration_outcome(defined, _DOWN, offline=True) == MigrationOutcome.UNKNOWN
+
+
+# --- consoles: how the proxy reaches a display ----------------------------------------
+
+LOCAL = "qemu:///system"
+REMOTE = "qemu+ssh://root@kvm1/system"
+
+
+@pytest.mark.parametrize(
+    "uri, listen, port, console_address, route",
+    [
+        # A local host: through libvirt's connection, wherever the display listens.
+        (LOCAL, ("127.0.0.1",), 5900, "", DisplayRoute()),
+        (LOCAL, ("127.0.0.1",), 5900, "10.0.0.2", DisplayRoute()),
+        ("test+unix:///default?socket=/run/t.sock", (), -1, "", DisplayRoute()),
+        # On the host's console address: there, by TCP, local or remote.
+        (LOCAL, ("10.0.0.2",), 5901, "10.0.0.2", DisplayRoute("10.0.0.2", 5901)),
+        (REMOTE, ("10.0.0.2",), 5901, "10.0.0.2", DisplayRoute("10.0.0.2", 5901)),
+        # A remote host's display anywhere else cannot be reached: said, with what to do.
+        (REMOTE, ("127.0.0.1",), 5900, "", "without a console address"),
+        (REMOTE, ("127.0.0.1",), 5900, "10.0.0.2", "not on its host's console address"),
+        (REMOTE, ("10.0.0.9",), 5900, "10.0.0.2", "listens on 10.0.0.9"),
+        (REMOTE, ("10.0.0.2",), -1, "10.0.0.2", "no port yet"),
+    ],
+)
+def test_display_route(uri, listen, port, console_address, route):
+    got = display_route("web1", uri, listen, port, console_address)
+    if isinstance(route, str):
+        assert isinstance(got, str) and route in got and "web1" in got
+    else:
+        assert got == route
+
+
+@pytest.mark.parametrize(
+    "address, problem",
+    [
+        ("", None),
+        ("10.0.0.2", None),
+        ("fd00::2", None),
+        ("0.0.0.0", "every interface"),
+        ("::", "every interface"),
+        ("127.0.0.1", "leave the field blank"),
+        ("kvm1.example.org", "an IP address"),
+        ("224.0.0.1", "multicast"),
+    ],
+)
+def test_console_address(address, problem):
+    got = console_address_problem(address)
+    assert got is None if problem is None else problem in got

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.utils.translation import gettext as _
 
-from .. import consoles, domxml, hypervisor
+from .. import consoles, domxml, hypervisor, rules
 from ..hypervisor import HypervisorError
 from ..models import Domain, actions_on
 from .common import ActionRefused
@@ -41,6 +41,7 @@ def open_console(user: User, domain: Domain, kind: str, session_key: str) -> dic
     except HypervisorError as exc:
         raise ActionRefused(exc.message, status=503) from None
     password = ""
+    route = None
     if kind == "serial" and not devices.serial:
         raise ActionRefused(_("%(name)s has no serial console.") % {"name": domain.name})
     if kind == "vnc":
@@ -57,6 +58,13 @@ def open_console(user: User, domain: Domain, kind: str, session_key: str) -> dic
                 )
                 % {"name": domain.name, "address": exposed[0]}
             )
+        display = vnc[0]
+        route = rules.display_route(
+            domain.name, domain.host.uri, display.listen, display.port,
+            domain.host.console_address,
+        )  # fmt: skip
+        if isinstance(route, str):
+            raise ActionRefused(route)
         password = secrets.token_urlsafe(6)[:8]  # VNC uses at most 8 characters
         try:
             hypervisor.set_vnc_password(
@@ -65,12 +73,22 @@ def open_console(user: User, domain: Domain, kind: str, session_key: str) -> dic
         except HypervisorError as exc:
             if not exc.password_unsupported:
                 raise ActionRefused(exc.message, status=503) from None
+            if route.address:
+                # On the management network, a display anyone there could watch.
+                raise ActionRefused(
+                    _(
+                        "%(name)s's display on %(address)s has no password, and QEMU cannot "
+                        "give it one while it runs: anyone on that network could watch it. "
+                        "Give the display a password (edit its XML) and restart %(name)s."
+                    )
+                    % {"name": domain.name, "address": route.address}
+                ) from None
             # A display started without a password cannot be given one while it runs
-            # (QEMU). The proxy still reaches it only through libvirt, and it listens on
-            # no address but the host's own: no password, then.
+            # (QEMU). The proxy reaches it only through libvirt, and it listens on no
+            # address but the host's own: no password, then.
             password = ""
     view_only = "operate" not in may
-    ticket = consoles.issue(user, domain, session_key, kind, view_only)
+    ticket = consoles.issue(user, domain, session_key, kind, view_only, route)
     return {
         "ticket": ticket,
         "url": f"{console_url()}?ticket={ticket}",

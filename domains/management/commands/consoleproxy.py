@@ -5,7 +5,9 @@ One long-running asyncio process (started by `make demo` and the test fixtures),
 one of ALLOWED_HOSTS and its ticket (`domains.consoles`) is known, unexpired and unused;
 it then reaches exactly the console the ticket names — the display through
 `openGraphicsFD` (a socket through the libvirt connection: the display need not listen
-anywhere the proxy could reach), the serial console through libvirt's console stream —
+anywhere the proxy could reach; local hosts) or by TCP on the host's console address (a
+superuser's setting: remote hosts, `rules.display_route`), the serial console through
+libvirt's console stream (remote hosts too) —
 and is closed, with the reason, when the user's session ends or their role goes
 (checked every VMPANEL_CONSOLE_RECHECK_SECONDS). Viewers' input is dropped here, not
 just in the page (`domains.rfb`). Each console's opening and closing is audited.
@@ -37,6 +39,8 @@ log = logging.getLogger("domains.consoleproxy")
 PATH = "/console/ws/"
 # Close codes the page shows the reason of (4000–4999 are the application's).
 BAD_TICKET, NOT_ALLOWED, NO_CONSOLE = 4401, 4403, 4502
+# How long a display on a console address may take to accept the connection.
+CONNECT_SECONDS = 5
 
 
 def origin_allowed(origin: str | None) -> bool:
@@ -108,7 +112,11 @@ class Proxy:
             lambda: Domain.objects.select_related("host", "team").get(pk=ticket.domain_id)
         )
         started = time.monotonic()
-        await _db(_audit, "console.opened", ticket, domain)
+        # How the display is reached, for whoever reads the audit: by TCP, or through libvirt.
+        display = f"{ticket.address}:{ticket.port}" if ticket.address else "libvirt"
+        if ticket.kind == "serial":
+            display = "libvirt"
+        await _db(_audit, "console.opened", ticket, domain, via=display)
         outcome = "closed"
         try:
             bridge = self.serial if ticket.kind == "serial" else self.vnc
@@ -173,10 +181,21 @@ class Proxy:
             stream.close()
 
     async def vnc(self, ws: ServerConnection, ticket, domain: Domain) -> None:
-        sock = await asyncio.to_thread(
-            hypervisor.open_graphics_socket, domain.host.uri, str(domain.uuid)
-        )
-        reader, writer = await asyncio.open_connection(sock=sock)
+        if ticket.address:
+            # On the host's console address (a superuser's setting, named by the ticket).
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(ticket.address, ticket.port), CONNECT_SECONDS
+                )
+            except (OSError, TimeoutError):
+                raise HypervisorError(
+                    f"The display at {ticket.address} port {ticket.port} does not answer."
+                ) from None
+        else:
+            sock = await asyncio.to_thread(
+                hypervisor.open_graphics_socket, domain.host.uri, str(domain.uuid)
+            )
+            reader, writer = await asyncio.open_connection(sock=sock)
         keep = InputFilter(view_only=ticket.view_only)
 
         async def to_browser() -> None:
