@@ -61,11 +61,11 @@ def _start_operation(person, domain: Domain, message: str) -> Operation:
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("page", ["list", "activity", "detail"])
-def test_an_unchanged_page_is_answered_without_rendering_it_again(page, people, make_domain):
+@pytest.mark.parametrize("which", ["list", "activity", "detail"])
+def test_an_unchanged_page_is_answered_without_rendering_it_again(which, people, make_domain):
     domain = make_domain(state="running")
     _start_operation(people.olga_operator, domain, "Starting")
-    url = {"list": reverse("domain_list"), "activity": reverse("activity")}.get(page)
+    url = {"list": reverse("domain_list"), "activity": reverse("activity")}.get(which)
     url = url or _detail_url(domain)
     client = client_for(people.olga_operator)
     first = client.get(url)
