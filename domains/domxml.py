@@ -59,6 +59,7 @@ class SimpleDomain:
     balloon: bool = True
     # A disk (its image path) and a network interface (its MAC), for usage figures.
     disk: str = ""
+    disk_format: str = "qcow2"  # what an internal snapshot needs
     mac: str = ""
     # A serial console (pty) and a VNC display listening on this address ("": none).
     serial: bool = False
@@ -81,6 +82,7 @@ def build_simple_domain(spec: SimpleDomain) -> str:
     devices = _sub(root, "devices")
     if spec.disk:
         disk = _sub(devices, "disk", type="file", device="disk")
+        _sub(disk, "driver", name="qemu", type=spec.disk_format)
         _sub(disk, "source", file=spec.disk)
         _sub(disk, "target", dev="vda", bus="virtio")
     if spec.mac:
@@ -100,11 +102,15 @@ def build_simple_domain(spec: SimpleDomain) -> str:
     return to_string(root)
 
 
-def build_snapshot(name: str, description: str = "") -> str:
+def build_snapshot(name: str, description: str = "", disk_only: bool = False) -> str:
+    """A <domainsnapshot> to create: its name and description, and with `disk_only` no
+    memory (<memory snapshot='no'/>, for an external disk-only snapshot)."""
     root = etree.Element("domainsnapshot")
     _sub(root, "name", name)
     if description:
         _sub(root, "description", description)
+    if disk_only:
+        _sub(root, "memory", snapshot="no")
     return to_string(root)
 
 
@@ -1284,3 +1290,155 @@ def vnc_password_update(xml: str, password: str, valid_to: str) -> str:
             g.set("passwdValidTo", valid_to)
             return to_string(g)
     raise ValueError("no VNC display")
+
+
+# --- snapshots and clones -----------------------------------------------------------------
+
+
+def snapshot_facts(xml: str) -> dict:
+    """What a <domainsnapshot> (libvirt's getXMLDesc) says of itself: name, description,
+    created_at (unix seconds), state (libvirt's words: running, paused, shutoff,
+    disk-snapshot …), memory (it holds the guest's memory, so a revert brings the guest
+    back running or paused), disk_only (an external disk-only snapshot) and parent (its
+    parent's name, "" for a root)."""
+    root = _parse_root(xml, "domainsnapshot")
+    state = (root.findtext("state") or "").strip()
+    created = (root.findtext("creationTime") or "").strip()
+    memory_el = root.find("memory")
+    memory_mode = memory_el.get("snapshot", "") if memory_el is not None else ""
+    external_disks = any(disk.get("snapshot") == "external" for disk in root.iterfind("disks/disk"))
+    if memory_mode:
+        memory = memory_mode in ("internal", "external")
+    else:
+        # Older libvirt writes no <memory>: its snapshots of a running or paused guest
+        # held the memory.
+        memory = state in ("running", "paused")
+    return {
+        "name": (root.findtext("name") or "").strip(),
+        "description": root.findtext("description") or "",
+        "created_at": int(created) if created.isdigit() else 0,
+        "state": state,
+        "memory": memory,
+        "disk_only": state == "disk-snapshot" or (memory_mode == "no" and external_disks),
+        "parent": (root.findtext("parent/name") or "").strip(),
+    }
+
+
+@dataclass(frozen=True)
+class DiskSource:
+    """One <disk> of a domain as snapshots and clones see it."""
+
+    target: str  # vda, hdc …
+    device: str  # disk, cdrom, floppy, lun
+    type: str  # file, block, volume, network …
+    path: str  # <source file> or <source dev>; "" otherwise
+    pool: str  # <source pool> of a volume disk
+    volume: str  # <source volume> of a volume disk
+    format: str  # <driver type>, "" when not written
+    writable: bool  # device='disk', neither <readonly/> nor <shareable/>
+
+    @property
+    def key(self) -> str:
+        """How `clone_xml`'s `paths` name this disk's source: its path, or "pool/volume"
+        for a volume disk; "" when it has none (an empty drive, a network disk)."""
+        if self.path:
+            return self.path
+        if self.pool and self.volume:
+            return f"{self.pool}/{self.volume}"
+        return ""
+
+
+def disk_sources(xml: str) -> list[DiskSource]:
+    """Every <disk> of a domain XML with its source, format and whether the guest writes
+    to it."""
+    result = []
+    for disk in parse(xml).iterfind("devices/disk"):
+        source = disk.find("source")
+        driver = disk.find("driver")
+        target = disk.find("target")
+        device = disk.get("device", "disk")
+        get = source.get if source is not None else (lambda _name, default="": default)
+        result.append(
+            DiskSource(
+                target=target.get("dev", "") if target is not None else "",
+                device=device,
+                type=disk.get("type", "file"),
+                path=get("file", "") or get("dev", ""),
+                pool=get("pool", ""),
+                volume=get("volume", ""),
+                format=driver.get("type", "") if driver is not None else "",
+                writable=device == "disk"
+                and disk.find("readonly") is None
+                and disk.find("shareable") is None,
+            )
+        )
+    return result
+
+
+def disk_formats(xml: str) -> list[tuple[str, str, bool]]:
+    """(target, <driver type> or "", writable) of every disk: what decides whether an
+    internal snapshot can hold them (only qcow2 can)."""
+    return [(d.target, d.format, d.writable) for d in disk_sources(xml)]
+
+
+def volume_format(xml: str) -> str:
+    """A storage volume's format (<target><format type>), "" when it does not say."""
+    el = parse(xml).find("target/format")
+    return el.get("type", "") if el is not None else ""
+
+
+def clone_xml(xml: str, new_name: str, new_uuid: str, paths: dict[str, str]) -> str:
+    """A copy of a domain's XML to define as a new domain.
+
+    New <name> and <uuid> (and the SMBIOS UUID where the XML sets one, which libvirt
+    requires to match); no <mac> on any <interface> (libvirt makes new ones); an empty
+    <genid> (libvirt makes a new one). Each disk whose source `paths` names (by
+    `DiskSource.key`) gets the new path — a volume disk keeps its pool and takes the new
+    path's last part as its volume name — and loses a <backingStore> it had, since the copy
+    stands alone. An <nvram> that names a file loses it: libvirt makes a fresh one from its
+    template (the <nvram template> kept where there is one). Everything else is kept as it
+    is: graphics passwords (read the XML with VIR_DOMAIN_XML_SECURE), security labels, the
+    description.
+    """
+    root = _parse_domain_root(xml)
+    name = root.find("name")
+    if name is None:
+        name = etree.Element("name")
+        root.insert(0, name)
+    name.text = new_name
+    uuid_el = root.find("uuid")
+    if uuid_el is None:
+        uuid_el = etree.Element("uuid")
+        name.addnext(uuid_el)
+    uuid_el.text = new_uuid
+    for entry in root.iterfind("sysinfo/system/entry[@name='uuid']"):
+        entry.text = new_uuid
+    genid = root.find("genid")
+    if genid is not None:
+        genid.text = None
+    for mac in root.findall("devices/interface/mac"):
+        mac.getparent().remove(mac)
+    for nvram in root.findall("os/nvram"):
+        names_file = bool((nvram.text or "").strip()) or nvram.find("source") is not None
+        if not names_file:
+            continue
+        if nvram.get("template"):
+            nvram.text = None
+            for child in list(nvram):
+                nvram.remove(child)
+        else:
+            nvram.getparent().remove(nvram)
+    for disk, facts in zip(root.iterfind("devices/disk"), disk_sources(xml), strict=True):
+        new_path = paths.get(facts.key) if facts.key else None
+        if new_path is None:
+            continue
+        source = disk.find("source")
+        if facts.volume:
+            source.set("volume", new_path.rstrip("/").rsplit("/", 1)[-1])
+        elif source.get("file") is not None:
+            source.set("file", new_path)
+        else:
+            source.set("dev", new_path)
+        for backing in disk.findall("backingStore"):
+            disk.remove(backing)
+    return to_string(root)

@@ -319,6 +319,74 @@ class SaveForm(forms.Form):
     )
 
 
+class SnapshotCreateForm(forms.Form):
+    name = forms.CharField(
+        label=_("Name"),
+        required=False,
+        max_length=100,
+        help_text=_("Blank: the date and time, e.g. snapshot-2026-11-29-153000."),
+    )
+    description = forms.CharField(
+        label=_("Description"),
+        required=False,
+        max_length=1000,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text=_("What it is for, e.g. “before the upgrade to version 5”."),
+    )
+    disk_only = forms.TypedChoiceField(
+        label=_("What it keeps"),
+        choices=[
+            (
+                "",
+                _(
+                    "Everything: the disks, and the memory of a running VM (it comes back "
+                    "running where it was). Needs qcow2 disks."
+                ),
+            ),
+            ("yes", _("The disks only, in new files beside them (disk-only). Where the host can.")),
+        ],  # fmt: skip
+        coerce=bool,
+        empty_value=False,
+        required=False,
+        widget=forms.RadioSelect,
+    )
+    quiesce = forms.BooleanField(
+        label=_("Ask the guest agent to freeze the file systems first (disk-only)"),
+        required=False,
+    )
+
+
+class SnapshotRevertForm(forms.Form):
+    name = forms.CharField(max_length=100, widget=forms.HiddenInput)
+    then = forms.ChoiceField(
+        label=_("Afterwards the VM is"),
+        choices=[
+            ("", _("as the snapshot holds it")),
+            ("running", _("running")),
+            ("paused", _("paused")),
+        ],
+        required=False,
+        widget=forms.RadioSelect,
+    )
+    force = forms.BooleanField(
+        label=_("Force (only when libvirt asks for it: see below)"), required=False
+    )
+
+
+class SnapshotDeleteForm(forms.Form):
+    name = forms.CharField(max_length=100, widget=forms.HiddenInput)
+    mode = forms.ChoiceField(
+        label=_("Delete"),
+        choices=[
+            ("one", _("this snapshot (its children stay, under its parent)")),
+            ("with_children", _("this snapshot and all its children")),
+            ("children_only", _("only its children (this one stays)")),
+        ],
+        initial="one",
+        widget=forms.RadioSelect,
+    )
+
+
 # Each migration flag of the guide, with what it does in one line.
 MIGRATION_FLAG_HELP = {
     "LIVE": _("Keep the guest running while its memory is copied (no downtime but a pause)."),

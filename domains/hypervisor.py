@@ -13,6 +13,7 @@ import os
 import socket
 import threading
 import time
+import uuid as uuidlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from functools import partial
@@ -951,10 +952,6 @@ def managed_save(uri: str, uuid: str) -> None:
     _act(uri, uuid, lambda dom: dom.managedSave(0))
 
 
-def create_snapshot(uri: str, uuid: str, xml: str) -> None:
-    _act(uri, uuid, lambda dom: dom.snapshotCreateXML(xml, 0))
-
-
 def managed_save_remove(uri: str, uuid: str) -> None:
     _act(uri, uuid, lambda dom: dom.managedSaveRemove(0))
 
@@ -1789,3 +1786,443 @@ class SerialStream:
             self.stream.abort()
         except libvirt.libvirtError:
             pass
+
+
+# --- snapshots and clones ---------------------------------------------------------------
+
+# libvirt's codes the services tell apart, so that they need not import libvirt.
+NO_SUCH_SNAPSHOT = libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT  # "already deleted"
+SNAPSHOT_REVERT_RISKY = libvirt.VIR_ERR_SNAPSHOT_REVERT_RISKY  # goes ahead only when forced
+
+# How long a guest agent may take to answer a ping; well inside a bounded read.
+AGENT_PING_SECONDS = 2
+
+
+@dataclass(frozen=True)
+class SnapshotFacts:
+    name: str
+    description: str
+    created_at: int  # unix seconds (<creationTime>)
+    state: str  # libvirt's <state>: running, paused, shutoff, disk-snapshot …
+    # Holds the guest's memory (<memory snapshot='internal'|'external'>): a revert brings
+    # the guest back running or paused where it was.
+    memory: bool
+    disk_only: bool  # an external disk-only snapshot
+    parent: str  # "" for a root
+    current: bool
+    xml: str  # the snapshot's XML (getXMLDesc(0): no secrets)
+
+
+def _tree_order(snapshots: list[SnapshotFacts]) -> tuple[SnapshotFacts, ...]:
+    """Parents before children, depth first; siblings oldest first (then by name). A
+    snapshot whose parent is not among them counts as a root."""
+    names = {s.name for s in snapshots}
+    children: dict[str, list[SnapshotFacts]] = {}
+    for s in snapshots:
+        children.setdefault(s.parent if s.parent in names else "", []).append(s)
+    ordered: list[SnapshotFacts] = []
+    stack = sorted(children.get("", []), key=lambda s: (s.created_at, s.name), reverse=True)
+    while stack:
+        snapshot = stack.pop()
+        ordered.append(snapshot)
+        kids = children.get(snapshot.name, [])
+        stack.extend(sorted(kids, key=lambda s: (s.created_at, s.name), reverse=True))
+    return tuple(ordered)
+
+
+def list_snapshots(uri: str, uuid: str) -> tuple[SnapshotFacts, ...]:
+    """Every snapshot of the domain, parents before children (siblings oldest first)."""
+
+    def read(dom: libvirt.virDomain) -> tuple[SnapshotFacts, ...]:
+        try:
+            current = dom.snapshotCurrent(0).getName()
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT:
+                raise
+            current = ""  # none is current (never any, or the current one was deleted)
+        found = []
+        for snapshot in dom.listAllSnapshots(0):
+            try:
+                xml = snapshot.getXMLDesc(0)
+            except libvirt.libvirtError as exc:
+                # Deleted between the listing and this read: it is simply not there.
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT:
+                    continue
+                raise
+            facts = domxml.snapshot_facts(xml)
+            found.append(SnapshotFacts(**facts, current=facts["name"] == current, xml=xml))
+        return _tree_order(found)
+
+    return _on_domain(uri, uuid, read)
+
+
+def create_snapshot(
+    uri: str,
+    uuid: str,
+    name: str,
+    description: str,
+    *,
+    disk_only: bool = False,
+    quiesce: bool = False,
+) -> None:
+    """Take a snapshot named `name`. Without `disk_only` an internal one (every writable
+    disk qcow2: `snapshot_disk_problems`), which for a running or paused domain holds its
+    memory too; with it an external disk-only one, all disks or none (ATOMIC), where the
+    host takes them (`capabilities(uri).external_snapshots`). `quiesce`: the guest agent
+    freezes the guest's file systems meanwhile (`guest_agent_answers`)."""
+    xml = domxml.build_snapshot(name, description, disk_only)
+    flags = 0
+    if disk_only:
+        flags |= (
+            libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC
+        )
+    if quiesce:
+        flags |= libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_QUIESCE
+    # Not again on a new connection: a snapshot taken before the old one broke would be
+    # refused as existing.
+    _act(uri, uuid, lambda dom: dom.snapshotCreateXML(xml, flags), reconnect=False)
+
+
+_REVERT_THEN = {
+    "": 0,
+    "running": libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING,
+    "paused": libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_PAUSED,
+}
+
+
+def revert_snapshot(uri: str, uuid: str, name: str, *, then: str = "", force: bool = False) -> None:
+    """Bring the domain back to snapshot `name`: as it was saved (`then` ""), or running or
+    paused afterwards. libvirt refuses a risky revert (SNAPSHOT_REVERT_RISKY) unless
+    `force`d."""
+    if then not in _REVERT_THEN:
+        raise ValueError(f"then must be one of {sorted(_REVERT_THEN)}, not {then!r}")
+    flags = _REVERT_THEN[then]
+    if force:
+        flags |= libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_FORCE
+
+    def revert(dom: libvirt.virDomain) -> None:
+        dom.revertToSnapshot(dom.snapshotLookupByName(name, 0), flags)
+
+    _act(uri, uuid, revert, reconnect=False)
+
+
+_DELETE_MODES = {
+    "one": 0,
+    "with_children": libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_CHILDREN,
+    "children_only": libvirt.VIR_DOMAIN_SNAPSHOT_DELETE_CHILDREN_ONLY,
+}
+
+
+def delete_snapshot(uri: str, uuid: str, name: str, *, mode: str = "one") -> None:
+    """Delete snapshot `name` ("one": its children move to its parent), it and all its
+    descendants ("with_children"), or only its descendants ("children_only"). A snapshot
+    that no longer exists: HypervisorError with code NO_SUCH_SNAPSHOT."""
+    if mode not in _DELETE_MODES:
+        raise ValueError(f"mode must be one of {sorted(_DELETE_MODES)}, not {mode!r}")
+    flags = _DELETE_MODES[mode]
+    _act(uri, uuid, lambda dom: dom.snapshotLookupByName(name, 0).delete(flags))
+
+
+def snapshot_disk_problems(uri: str, uuid: str) -> list[str]:
+    """The writable disks (by target: "vda" …) an internal snapshot cannot hold: those
+    whose format is not qcow2 (no <driver type> counts as not qcow2). [] when all can."""
+
+    def read(dom: libvirt.virDomain) -> list[str]:
+        return [
+            target
+            for target, fmt, writable in domxml.disk_formats(dom.XMLDesc(0))
+            if writable and fmt != "qcow2"
+        ]
+
+    return _on_domain(uri, uuid, read)
+
+
+def guest_agent_answers(uri: str, uuid: str) -> bool:
+    """Whether a QEMU guest agent answers a ping in the domain within AGENT_PING_SECONDS.
+    False on any error: no agent, not running, a driver without agents (the test driver),
+    a host that does not answer."""
+    try:
+        import libvirt_qemu
+    except ImportError:
+        return False
+
+    def ping(dom: libvirt.virDomain) -> bool:
+        libvirt_qemu.qemuAgentCommand(dom, '{"execute":"guest-ping"}', AGENT_PING_SECONDS, 0)
+        return True
+
+    try:
+        return bool(_on_domain(uri, uuid, ping))
+    except HypervisorError:
+        return False
+
+
+@dataclass(frozen=True)
+class CloneResult:
+    uuid: str
+    volumes: tuple[str, ...]  # paths of the volumes made
+
+
+@dataclass(frozen=True)
+class _DiskCopy:
+    """One disk of a clone: where it is, and what its copy is to be."""
+
+    target: str
+    key: str  # domxml.DiskSource.key: what clone_xml replaces
+    pool: str  # the name of the pool holding the original, where the copy goes too
+    volume: str  # the original's volume name
+    name: str  # the copy's volume name
+    format: str
+    capacity: int
+
+
+def _not_copyable(disk: domxml.DiskSource) -> HypervisorError:
+    if disk.volume:
+        message = gettext(
+            "%(disk)s's volume %(volume)s is not in the host's storage pool %(pool)s, "
+            "so it cannot be copied."
+        )
+    elif disk.type == "block":
+        message = gettext(
+            "%(disk)s's device %(path)s is not in one of the host's storage pools, "
+            "so it cannot be copied."
+        )
+    elif disk.path:
+        message = gettext(
+            "%(disk)s's file %(path)s is not in one of the host's storage pools, "
+            "so it cannot be copied."
+        )
+    else:
+        message = gettext(
+            "%(disk)s is a disk of type %(type)s, not a storage volume of the host, "
+            "so it cannot be copied."
+        )
+    values = {
+        "disk": disk.target,
+        "volume": disk.volume,
+        "pool": disk.pool,
+        "path": disk.path,
+        "type": disk.type,
+    }
+    return HypervisorError(message % values, code=libvirt.VIR_ERR_NO_STORAGE_VOL)
+
+
+def _volume_of(conn: libvirt.virConnect, disk: domxml.DiskSource) -> libvirt.virStorageVol:
+    """The storage volume behind `disk`, or HypervisorError saying why it cannot be copied.
+
+    A file its pool was not told of yet (written outside libvirt) is found once the pool
+    holding its folder is refreshed."""
+    missing = (libvirt.VIR_ERR_NO_STORAGE_POOL, libvirt.VIR_ERR_NO_STORAGE_VOL)
+    if disk.volume:
+        try:
+            return conn.storagePoolLookupByName(disk.pool).storageVolLookupByName(disk.volume)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() not in missing:
+                raise
+        raise _not_copyable(disk)
+    if not disk.path:
+        raise _not_copyable(disk)
+    for attempt in (1, 2):
+        try:
+            return conn.storageVolLookupByPath(disk.path)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() not in missing:
+                raise
+        pool = _pool_for_dir(conn, disk.path.rsplit("/", 1)[0]) if attempt == 1 else None
+        if pool is None:
+            break
+        pool.refresh(0)
+    raise _not_copyable(disk)
+
+
+def _copy_name(new_name: str, target: str, original: str) -> str:
+    """The copy's volume name: "<new_name>-<target>.<ext>", with the extension of the
+    original's name (qcow2, img …); without one where it has none (an LVM volume)."""
+    base = original.rsplit("/", 1)[-1]
+    ext = base.rsplit(".", 1)[-1] if "." in base.strip(".") else ""
+    if ext.isalnum() and len(ext) <= 8:
+        return f"{new_name}-{target}.{ext}"
+    return f"{new_name}-{target}"
+
+
+def _plan_clone(
+    conn: libvirt.virConnect, uuid: str, new_name: str, new_uuid: str
+) -> tuple[str, list[_DiskCopy]]:
+    """The domain's XML (inactive, with its secrets) and the disks to copy; HypervisorError
+    for what would stop the clone, before anything is made."""
+    dom = _lookup(conn, uuid)
+    if dom.isActive():
+        raise HypervisorError(
+            gettext("%(name)s is running; shut it off before cloning it.") % {"name": dom.name()},
+            code=libvirt.VIR_ERR_OPERATION_INVALID,
+        )
+    for lookup, value in ((conn.lookupByName, new_name), (conn.lookupByUUIDString, new_uuid)):
+        try:
+            lookup(value)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+        else:
+            raise HypervisorError(
+                gettext("A domain %(name)s already exists on this host.") % {"name": value},
+                code=libvirt.VIR_ERR_OPERATION_FAILED,
+            )
+    xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)
+    copies = []
+    for disk in domxml.disk_sources(xml):
+        if not disk.writable:
+            continue  # shared with the clone: a CD-ROM, a read-only or shareable disk
+        if not disk.key and disk.type in ("file", "block", "volume"):
+            continue  # an empty drive: nothing to copy
+        vol = _volume_of(conn, disk)
+        pool = vol.storagePoolLookupByVolume()
+        name = _copy_name(new_name, disk.target, disk.volume or disk.path)
+        try:
+            pool.storageVolLookupByName(name)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
+                raise
+        else:
+            raise HypervisorError(
+                gettext(
+                    "A volume %(volume)s already exists in the storage pool %(pool)s; "
+                    "choose another name for the clone, or remove that volume."
+                )
+                % {"volume": name, "pool": pool.name()},
+                code=libvirt.VIR_ERR_STORAGE_VOL_EXIST,
+            )
+        copies.append(
+            _DiskCopy(
+                target=disk.target,
+                key=disk.key,
+                pool=pool.name(),
+                volume=vol.name(),
+                name=name,
+                format=domxml.volume_format(vol.XMLDesc(0)) or disk.format or "raw",
+                capacity=vol.info()[1],
+            )
+        )
+    return xml, copies
+
+
+def _copy_volume(uri: str, disk: _DiskCopy) -> str:
+    """Copy `disk` into its pool (createXMLFrom); the copy's path. As long as it takes,
+    and not again on a new connection: a copy made before the old one broke would be
+    refused as existing."""
+
+    def make(conn: libvirt.virConnect) -> str:
+        pool = conn.storagePoolLookupByName(disk.pool)
+        original = pool.storageVolLookupByName(disk.volume)
+        xml = domxml.build_volume(disk.name, disk.capacity, disk.format)
+        return pool.createXMLFrom(xml, original, 0).path()
+
+    return _call(uri, make, reconnect=False, bounded=False)
+
+
+def _remove_volumes(uri: str, paths: list[str]) -> list[str]:
+    """Remove the volumes at `paths`, as far as the host lets us; the paths left behind."""
+    left = []
+    for path in reversed(paths):
+        try:
+            delete_volume(uri, path)
+        except HypervisorError as exc:
+            if not exc.no_such_volume:
+                log.warning("could not remove %s after a clone that did not happen: %s", path, exc)
+                left.append(path)
+    return left
+
+
+class _CloneCancelled(Exception):
+    """cancelled() said yes (internal to clone_domain)."""
+
+
+def _left_behind(message: str, left: list[str]) -> str:
+    if not left:
+        return message
+    return (
+        message
+        + " "
+        + gettext("These copies could not be removed; remove them by hand: %(paths)s.")
+        % {"paths": ", ".join(left)}
+    )
+
+
+def clone_size(uri: str, uuid: str, new_name: str) -> int:
+    """What a clone named `new_name` would copy, in bytes (the volumes' capacities); or
+    HypervisorError for what would stop it (running, name taken, a disk not in a storage
+    pool …), so the panel can say so before it queues anything. A read."""
+
+    def read(conn: libvirt.virConnect) -> int:
+        _xml, copies = _plan_clone(conn, uuid, new_name, str(uuidlib.uuid4()))
+        return sum(c.capacity for c in copies)
+
+    return _call(uri, read)
+
+
+def clone_domain(
+    uri: str,
+    uuid: str,
+    new_name: str,
+    *,
+    new_uuid: str,
+    progress: Callable[[int, int], None] | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> CloneResult:
+    """Copy the shut-off domain `uuid` as a new persistent domain `new_name`, `new_uuid`.
+
+    Each writable disk (device='disk', not read-only or shareable) is copied into the pool
+    holding it (createXMLFrom) as "<new_name>-<target>.<ext>", in the same format and
+    capacity; CD-ROMs and read-only or shareable disks are shared (the clone names the same
+    file). What would stop the clone — a running domain, the name or UUID taken, a disk that
+    is not a storage volume the host knows, a copy's name taken — is refused before
+    anything is copied. `progress(done_bytes, total_bytes)` is called at 0 and after each
+    disk; `cancelled()` is asked before each disk and before the clone is defined. On
+    cancellation or any failure the copies made so far are removed, and HypervisorError
+    says what happened (and names any copy that could not be removed). The definition is
+    `domxml.clone_xml`: new MACs, a fresh NVRAM, graphics passwords kept.
+    """
+    # Part of a change (in a worker): not bounded, since refreshing a large pool may take
+    # a while.
+    xml, copies = _call(
+        uri, lambda conn: _plan_clone(conn, uuid, new_name, new_uuid), bounded=False
+    )
+    total = sum(disk.capacity for disk in copies)
+    made: list[str] = []
+
+    def check_cancelled() -> None:
+        if cancelled is not None and cancelled():
+            raise _CloneCancelled
+
+    try:
+        done = 0
+        if progress is not None:
+            progress(done, total)
+        paths: dict[str, str] = {}
+        for disk in copies:
+            check_cancelled()
+            path = _copy_volume(uri, disk)
+            made.append(path)
+            paths[disk.key] = path
+            done += disk.capacity
+            if progress is not None:
+                progress(done, total)
+        check_cancelled()
+        new_xml = domxml.clone_xml(xml, new_name, new_uuid, paths)
+        made_uuid = _call(uri, lambda conn: conn.defineXML(new_xml).UUIDString(), bounded=False)
+    except _CloneCancelled:
+        left = _remove_volumes(uri, made)
+        if not left:
+            raise HypervisorError(gettext("Cancelled; nothing was left behind.")) from None
+        raise HypervisorError(_left_behind(gettext("Cancelled."), left)) from None
+    except HypervisorError as exc:
+        left = _remove_volumes(uri, made)
+        if left:
+            exc.message = _left_behind(exc.message, left)
+            exc.args = (exc.message,)
+        raise
+    except domxml.XMLError as exc:
+        left = _remove_volumes(uri, made)
+        raise HypervisorError(_left_behind(str(exc), left)) from None
+    except BaseException:
+        _remove_volumes(uri, made)
+        raise
+    return CloneResult(uuid=made_uuid, volumes=tuple(made))

@@ -38,6 +38,7 @@ def _running_or_paused(d: Domain) -> bool:
 # Where a kind is offered.
 PANEL = "panel"  # the domain's page: a button, a confirm link or a link to its form
 IMAGE = "image"  # beside each saved image of the domain
+SNAPSHOT = "snapshot"  # beside each snapshot, on the domain's snapshots page
 TEMPLATE = "template"  # on a template's page (the domain does not exist yet)
 
 
@@ -182,6 +183,20 @@ KINDS: dict[str, KindSpec] = dict(
             form="domain_resize",
         ),
         _entry(
+            OperationKind.SNAPSHOT_CREATE, _("Take snapshot…"), "operate",
+            "snapshot_create_task",
+            form="domain_snapshot_create",
+        ),
+        # Both throw something away: their confirmation pages say what.
+        _entry(
+            OperationKind.SNAPSHOT_REVERT, _("Revert"), "admin", "snapshot_revert_task",
+            offered=SNAPSHOT,
+        ),
+        _entry(
+            OperationKind.SNAPSHOT_DELETE, _("Delete"), "admin", "snapshot_delete_task",
+            offered=SNAPSHOT,
+        ),
+        _entry(
             OperationKind.EDIT_XML, _("Edit XML…"), "admin", "edit_xml_task",
             allowed=lambda d: d.persistent,
             wrong_state=gettext_noop(
@@ -199,6 +214,18 @@ KINDS[OperationKind.PROVISION.value] = KindSpec(
     "admin",
     "provisioning.tasks.provision_domain_task",
     offered=TEMPLATE,
+)
+
+# A clone makes a new domain against the team's quota: provisioning's room.
+KINDS[OperationKind.CLONE.value] = KindSpec(
+    OperationKind.CLONE.value,
+    _("Clone…"),
+    "admin",
+    "provisioning.tasks.clone_domain_task",
+    allowed=_inactive,
+    wrong_state=gettext_noop("{name} is {state}; only a shut-off domain can be cloned."),
+    long=True,
+    form="domain_clone",
 )
 
 # Derived tables: never write one of these by hand.

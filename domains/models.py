@@ -124,6 +124,8 @@ class Host(models.Model):
 class Team(models.Model):
     name = models.CharField(_("name"), max_length=100, unique=True)
     slug = models.SlugField(max_length=100, unique=True)
+    # How many snapshots one of the team's domains may hold (set with its quota).
+    max_snapshots_per_domain = models.PositiveIntegerField(_("snapshots per domain"), default=10)
 
     class Meta:
         ordering = ["name"]
@@ -345,6 +347,10 @@ class OperationKind(models.TextChoices):
     PROVISION = "provision", _("provision")
     RESIZE = "resize", _("resize")
     EDIT_XML = "edit_xml", _("edit XML")
+    SNAPSHOT_CREATE = "snapshot_create", _("take snapshot")
+    SNAPSHOT_REVERT = "snapshot_revert", _("revert to snapshot")
+    SNAPSHOT_DELETE = "snapshot_delete", _("delete snapshot")
+    CLONE = "clone", _("clone")
 
 
 class OperationStatus(models.TextChoices):

@@ -287,6 +287,36 @@ def display_route(
     ) % {"name": name, "listen": ", ".join(listen) or "127.0.0.1", "address": console_address}
 
 
+# --- snapshots ------------------------------------------------------------------------
+
+SNAPSHOT_NAME_MAX = 100
+
+
+def snapshot_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a snapshot; None when it can."""
+    if not name.strip():
+        return _("Give the snapshot a name.")
+    if len(name) > SNAPSHOT_NAME_MAX:
+        return _("A snapshot name is at most %(n)d characters.") % {"n": SNAPSHOT_NAME_MAX}
+    if "/" in name:
+        return _("A snapshot name cannot contain “/”.")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return _("A snapshot name cannot contain control characters (tabs, line breaks…).")
+    if name != name.strip():
+        return _("A snapshot name does not start or end with a space.")
+    return None
+
+
+def snapshot_limit_problem(name: str, team: str, count: int, limit: int) -> str | None:
+    """Why one more snapshot of domain `name` (holding `count`) is over its team's limit."""
+    if count + 1 <= limit:
+        return None
+    return _(
+        "%(name)s has %(count)d snapshots and %(team)s allows %(limit)d per domain: delete "
+        "one first."
+    ) % {"name": name, "count": count, "team": team, "limit": limit}
+
+
 # --- migration ------------------------------------------------------------------------
 
 

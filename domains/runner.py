@@ -163,6 +163,8 @@ class Monitor(threading.Thread):
         an abortJob sent then is not refused: it waits until the whole migration is over.
         So wait until data flows, or the destination has had its incoming domain a moment.
         """
+        if self.op.kind == OperationKind.CLONE:
+            return False  # no libvirt job to abort: the clone looks for the cancel itself
         if self.op.kind != OperationKind.MIGRATE:
             return True
         if job is None:

@@ -295,6 +295,54 @@ def edit_xml_task(op: Operation) -> str:
     return _("Saved configuration redefined.")
 
 
+@operation_task
+def snapshot_create_task(op: Operation) -> str:
+    p = op.params
+    hypervisor.create_snapshot(
+        *uri_uuid(op), p["name"], p.get("description", ""),
+        disk_only=bool(p.get("disk_only")), quiesce=bool(p.get("quiesce")),
+    )  # fmt: skip
+    return _("Snapshot “%(name)s” taken.") % {"name": p["name"]}
+
+
+@operation_task
+def snapshot_revert_task(op: Operation) -> str:
+    p = op.params
+    try:
+        hypervisor.revert_snapshot(
+            *uri_uuid(op), p["name"], then=p.get("then", ""), force=bool(p.get("force"))
+        )
+    except HypervisorError as exc:
+        if exc.code == hypervisor.SNAPSHOT_REVERT_RISKY and not p.get("force"):
+            # libvirt deems this revert risky (a snapshot without memory to a running
+            # domain, devices that changed since): it goes ahead only when forced.
+            exc.message = _(
+                "libvirt reverts to this snapshot only when forced (%(error)s). Forcing "
+                "stops the running guest at once; revert again with “force” ticked if "
+                "that is what you want."
+            ) % {"error": exc.message}
+        raise
+    return _("Reverted to “%(name)s”.") % {"name": p["name"]}
+
+
+@operation_task
+def snapshot_delete_task(op: Operation) -> str:
+    p = op.params
+    try:
+        hypervisor.delete_snapshot(*uri_uuid(op), p["name"], mode=p.get("mode", "one"))
+    except HypervisorError as exc:
+        if exc.code == hypervisor.NO_SUCH_SNAPSHOT:
+            # Gone between the check and the work: someone else deleted it meanwhile.
+            exc.message = _("Snapshot “%(name)s” no longer exists: someone deleted it.") % {
+                "name": p["name"]
+            }
+        raise
+    return {
+        "with_children": _("Snapshot “%(name)s” and its children deleted."),
+        "children_only": _("The children of snapshot “%(name)s” deleted; it stays."),
+    }.get(p.get("mode"), _("Snapshot “%(name)s” deleted.")) % {"name": p["name"]}
+
+
 @shared_task
 def recover_orphaned_operations_task() -> list[int]:
     close_old_connections()

@@ -36,6 +36,26 @@ urlpatterns = [
     path("domains/<slug:host>/<str:uuid>/migrate/", views.domain_migrate, name="domain_migrate"),
     path("domains/<slug:host>/<str:uuid>/resize/", views.domain_resize, name="domain_resize"),
     path("domains/<slug:host>/<str:uuid>/xml/", views.domain_xml_edit, name="domain_xml_edit"),
+    path(
+        "domains/<slug:host>/<str:uuid>/snapshots/",
+        views.domain_snapshots,
+        name="domain_snapshots",
+    ),
+    path(
+        "domains/<slug:host>/<str:uuid>/snapshots/new/",
+        views.domain_snapshot_create,
+        name="domain_snapshot_create",
+    ),
+    path(
+        "domains/<slug:host>/<str:uuid>/snapshots/revert/",
+        views.domain_snapshot_revert,
+        name="domain_snapshot_revert",
+    ),
+    path(
+        "domains/<slug:host>/<str:uuid>/snapshots/delete/",
+        views.domain_snapshot_delete,
+        name="domain_snapshot_delete",
+    ),
     path("operations/<int:pk>/", views.operation_detail, name="operation_detail"),
     path("operations/<int:pk>/cancel/", views.operation_cancel, name="operation_cancel"),
     path(

@@ -11,7 +11,7 @@ import re
 import threading
 import time
 import uuid as uuidlib
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.contrib import messages
@@ -44,6 +44,9 @@ from .forms import (
     MigrateForm,
     ResizeForm,
     SaveForm,
+    SnapshotCreateForm,
+    SnapshotDeleteForm,
+    SnapshotRevertForm,
     XmlEditForm,
 )
 from .hypervisor import HypervisorError
@@ -65,7 +68,16 @@ from .models import (
 )
 from .rows import DomainRow, OperationRow
 from .rules import DEFAULT_MIGRATION_FLAGS, MigrationChoice, ResizeRequest
-from .services import consoles, hosts, images, migration, operations, resize, xmledit
+from .services import (
+    consoles,
+    hosts,
+    images,
+    migration,
+    operations,
+    resize,
+    snapshots,
+    xmledit,
+)
 from .services.common import ActionRefused, require
 
 PAGE_SIZE = 50
@@ -884,7 +896,7 @@ def _refusal_page(request, domain: Domain, exc: ActionRefused) -> HttpResponse:
     )
 
 
-def _after_queue(request: HttpRequest, op: Operation) -> HttpResponse:
+def after_queue(request: HttpRequest, op: Operation) -> HttpResponse:
     """A slow operation goes straight to its page, where progress shows."""
     url = reverse("operation_detail", args=[op.pk])
     if htmx_partial(request):
@@ -892,7 +904,7 @@ def _after_queue(request: HttpRequest, op: Operation) -> HttpResponse:
     return see_other(url)
 
 
-def _form_page_domain(request: HttpRequest, host: str, uuid: str, kind: str) -> Domain:
+def form_page_domain(request: HttpRequest, host: str, uuid: str, kind: str) -> Domain:
     """The domain of a kind's form page, if the user's role allows the kind (else 404 or
     403). A refused POST is on record; a GET of the form is not an attempt."""
     domain = _visible_domain(request, host, uuid)
@@ -906,7 +918,7 @@ def _form_page_domain(request: HttpRequest, host: str, uuid: str, kind: str) -> 
 @require_http_methods(["GET", "HEAD", "POST"])
 def domain_save(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
     """Save the memory to an image in the host's save folder; the guide's warnings shown."""
-    domain = _form_page_domain(request, host, uuid, "save")
+    domain = form_page_domain(request, host, uuid, "save")
     form = SaveForm(request.POST or None)
     status = 200
     if request.method == "POST" and not form.is_valid():
@@ -919,9 +931,117 @@ def domain_save(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
             status = raise_for_refusal(exc)
             form.add_error("image_name", exc.message)
         else:
-            return _after_queue(request, op)
+            return after_queue(request, op)
     context = {"domain": domain, "form": form}
     return render(request, "domains/domain_save.html", context, status=status)
+
+
+# --- snapshots -------------------------------------------------------------------------
+
+
+@require_safe
+def domain_snapshots(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
+    """The domain's snapshots as a tree, as libvirt lists them now; what each holds; links
+    to take, revert and delete them for those whose role allows."""
+    domain = _visible_domain(request, host, uuid)
+    may = actions_on(request.user, domain)
+    tree, error = [], None
+    if domain.gone_at is None and domain.host.enabled:
+        try:
+            tree = [
+                # Indented up to five levels (CSS classes): deeper is told by "after …".
+                (min(depth, 5), snap, datetime.fromtimestamp(snap.created_at, tz=UTC))
+                for depth, snap in snapshots.snapshot_tree(domain)
+            ]
+        except HypervisorError as exc:
+            error = exc.message
+    context = {
+        "domain": domain,
+        "tree": tree,
+        "error": error,
+        "may_create": KINDS["snapshot_create"].role in may,
+        "may_change": KINDS["snapshot_revert"].role in may,
+        "show_xml": "admin" in may,
+        "limit": domain.team.max_snapshots_per_domain if domain.team else None,
+    }
+    return render(request, "domains/domain_snapshots.html", context)
+
+
+@require_http_methods(["GET", "HEAD", "POST"])
+def domain_snapshot_create(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
+    domain = form_page_domain(request, host, uuid, "snapshot_create")
+    form = SnapshotCreateForm(request.POST or None)
+    status = 200
+    if request.method == "POST" and not form.is_valid():
+        status = 400
+    elif request.method == "POST":
+        data = form.cleaned_data
+        try:
+            op = snapshots.create_snapshot(
+                request.user, domain, data["name"], data["description"],
+                disk_only=data["disk_only"], quiesce=data["quiesce"],
+            )  # fmt: skip
+        except ActionRefused as exc:
+            status = raise_for_refusal(exc)
+            form.add_error(None, exc.message)
+        else:
+            return after_queue(request, op)
+    context = {"domain": domain, "form": form, "default_name": snapshots.default_name()}
+    return render(request, "domains/domain_snapshot_create.html", context, status=status)
+
+
+def _snapshot_page(request, host: str, uuid: str, kind: str, form_class, template: str):
+    """A confirmation page for one snapshot (revert, delete) and its POST."""
+    domain = form_page_domain(request, host, uuid, kind)
+    form = form_class(request.POST or None, initial={"name": request.GET.get("name", "")})
+    name = request.POST.get("name") if request.method == "POST" else request.GET.get("name")
+    snapshot = None
+    try:
+        snapshot = next(
+            (s for _depth, s in snapshots.snapshot_tree(domain) if s.name == name), None
+        )
+    except HypervisorError:
+        pass  # the service says so on POST; the page shows what it can
+    status = 200
+    if request.method == "POST" and not form.is_valid():
+        status = 400
+    elif request.method == "POST":
+        data = form.cleaned_data
+        try:
+            if kind == "snapshot_revert":
+                op = snapshots.revert_snapshot(
+                    request.user, domain, data["name"], then=data["then"], force=data["force"]
+                )
+            else:
+                op = snapshots.delete_snapshot(
+                    request.user, domain, data["name"], mode=data["mode"]
+                )
+        except ActionRefused as exc:
+            status = raise_for_refusal(exc)
+            form.add_error(None, exc.message)
+        else:
+            return after_queue(request, op)
+    elif snapshot is None:
+        raise Http404(_("No such snapshot."))
+    context = {"domain": domain, "form": form, "snapshot": snapshot, "name": name}
+    return render(request, template, context, status=status)
+
+
+@require_http_methods(["GET", "HEAD", "POST"])
+def domain_snapshot_revert(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
+    """Revert to a snapshot: the page says what will be lost before anything happens."""
+    return _snapshot_page(
+        request, host, uuid, "snapshot_revert", SnapshotRevertForm,
+        "domains/domain_snapshot_revert.html",
+    )  # fmt: skip
+
+
+@require_http_methods(["GET", "HEAD", "POST"])
+def domain_snapshot_delete(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
+    return _snapshot_page(
+        request, host, uuid, "snapshot_delete", SnapshotDeleteForm,
+        "domains/domain_snapshot_delete.html",
+    )  # fmt: skip
 
 
 def _image_of_visible_domain(request: HttpRequest, image_id: int, **lookup) -> SavedImage:
@@ -947,7 +1067,7 @@ def image_restore(request: HttpRequest, host: str, image_id: int) -> HttpRespons
         op = images.restore_domain(request.user, image)
     except ActionRefused as exc:
         return _refusal_page(request, image.domain, exc)
-    return _after_queue(request, op)
+    return after_queue(request, op)
 
 
 @require_POST
@@ -967,7 +1087,7 @@ def image_forget(request: HttpRequest, host: str, image_id: int) -> HttpResponse
 @require_http_methods(["GET", "HEAD", "POST"])
 def domain_migrate(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
     """Every flag of the guide, checked in plain words before libvirt is asked."""
-    domain = _form_page_domain(request, host, uuid, "migrate")
+    domain = form_page_domain(request, host, uuid, "migrate")
     problems: list[str] = []
     status = 200
     if request.method == "POST":
@@ -994,7 +1114,7 @@ def domain_migrate(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
             status = raise_for_refusal(exc)
             problems = [exc.message]
         else:
-            return _after_queue(request, op)
+            return after_queue(request, op)
     context = {"domain": domain, "form": form, "problems": problems}
     return render(request, "domains/domain_migrate.html", context, status=status)
 
@@ -1049,7 +1169,7 @@ def _resize_initial(limits: hypervisor.ResizeLimits | None) -> dict:
 @require_http_methods(["GET", "HEAD", "POST"])
 def domain_resize(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
     """vCPUs and memory, live and/or saved, with the limits explained before submitting."""
-    domain = _form_page_domain(request, host, uuid, "resize")
+    domain = form_page_domain(request, host, uuid, "resize")
     limits, limits_error = _resize_limits(domain)
     problems: list[str] = []
     status = 200
@@ -1062,7 +1182,7 @@ def domain_resize(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
                 status = raise_for_refusal(exc)
                 problems = [exc.message]
             else:
-                return _after_queue(request, op)
+                return after_queue(request, op)
         else:
             status = 400
     else:
@@ -1080,7 +1200,7 @@ def domain_resize(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
 @require_http_methods(["GET", "HEAD", "POST"])
 def domain_xml_edit(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
     """The saved configuration as XML, for team admins: preview the diff, then save."""
-    domain = _form_page_domain(request, host, uuid, "edit_xml")
+    domain = form_page_domain(request, host, uuid, "edit_xml")
     problems: list[str] = []
     diff = None
     read_error = ""
@@ -1096,7 +1216,7 @@ def domain_xml_edit(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
             try:
                 if "save" in request.POST:
                     op = xmledit.edit_domain_xml(request.user, domain, xml)
-                    return _after_queue(request, op)
+                    return after_queue(request, op)
                 preview = xmledit.preview_domain_xml(request.user, domain, xml)
             except ActionRefused as exc:
                 status = raise_for_refusal(exc)

@@ -21,10 +21,23 @@ class TemplateForm(forms.ModelForm):
 
 
 class QuotaForm(forms.ModelForm):
+    # The team's own setting, edited with its limits.
+    max_snapshots_per_domain = panel_fields.IntegerField(
+        label=_("snapshots per domain"),
+        min_value=0,
+        max_value=1000,
+        required=False,
+        help_text=_("How many snapshots each of the team's VMs may hold. Blank: unchanged."),
+    )
+
     class Meta:
         model = Quota
         fields = ["max_domains", "max_vcpus", "max_memory_mib", "max_disk_gib"]
         formfield_callback = panel_fields.formfield
+
+    def __init__(self, *args, team, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["max_snapshots_per_domain"].initial = team.max_snapshots_per_domain
 
 
 class RequestForm(forms.Form):
@@ -74,3 +87,11 @@ class CreateForm(forms.Form):
         self.fields["host"].queryset = template.hosts.filter(enabled=True)
         self.fields["vcpus"].initial = template.vcpus_current
         self.fields["memory_mib"].initial = template.memory_mib
+
+
+class CloneForm(forms.Form):
+    name = forms.CharField(
+        label=_("Name of the copy"),
+        max_length=63,
+        help_text=_("Letters, digits, '.', '_' and '-', starting with a letter or digit."),
+    )

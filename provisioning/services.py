@@ -38,7 +38,9 @@ from domains.rules import path_problems
 from domains.services.common import (
     ActionRefused,
     audit,
+    queue_operation,
     record_refusal,
+    require,
     require_superuser,
     send_on_commit,
 )
@@ -270,11 +272,18 @@ def quota_problems(
 
 
 def set_quota(user: User, team: Team, **limits: int) -> Quota:
-    """Set a team's limits (superusers); the audit row keeps the old ones too."""
+    """Set a team's limits (superusers); the audit row keeps the old ones too. Besides the
+    quota's own, `max_snapshots_per_domain` (a team setting) may be among them."""
     require_superuser(user)
+    snapshots = limits.pop("max_snapshots_per_domain", None)
     with transaction.atomic():
         old = Quota.objects.filter(team=team).values(*limits).first()
         quota, _created = Quota.objects.update_or_create(team=team, defaults=limits)
+        if snapshots is not None:
+            old = {**(old or {}), "max_snapshots_per_domain": team.max_snapshots_per_domain}
+            Team.objects.filter(pk=team.pk).update(max_snapshots_per_domain=snapshots)
+            team.max_snapshots_per_domain = snapshots
+            limits = {**limits, "max_snapshots_per_domain": snapshots}
         audit("quota_changed", user, f"{team.name}: {limits}", team=team, before=old, after=limits)
     return quota
 
@@ -661,3 +670,44 @@ def mark_read(user: User) -> int:
     return Notification.objects.filter(user=user, read_at__isnull=True).update(
         read_at=timezone.now()
     )
+
+
+# --- clones ------------------------------------------------------------------------------
+
+GIB = 2**30
+
+
+def clone_domain(user: User, domain: Domain, name: str) -> Operation:
+    """Copy a shut-off domain as `name` on its host, into its team, against the team's quota:
+    new UUID and MAC addresses, its disks copied through the host's storage pool. A slow
+    operation: the copy's progress shows, and a cancel stops it between disks (what was
+    copied by then is removed)."""
+    kind = OperationKind.CLONE
+    name = name.strip()
+    # Chosen now, so that the record names the clone before it exists.
+    params = {"name": name, "clone_uuid": str(uuidlib.uuid4())}
+    require(user, domain, kind, params)
+
+    def check() -> str | None:
+        if not NAME_RE.match(name):
+            return _(
+                "A name is letters, digits, '.', '_' and '-' (at most 63), starting with a "
+                "letter or digit."
+            )
+        try:
+            if hypervisor.domain_name_taken(domain.host.uri, name):
+                return _("%(host)s has a domain named %(name)s already.") % {
+                    "host": domain.host.name,
+                    "name": name,
+                }
+            # What stops the copy (a disk outside the storage pools …) is said now.
+            size = hypervisor.clone_size(domain.host.uri, str(domain.uuid), name)
+        except HypervisorError as exc:
+            return exc.message
+        if domain.team is None:
+            return None
+        disk_gib = -(-size // GIB)  # rounded up
+        problems = quota_problems(domain.team, domain.vcpus, domain.memory_kib // 1024, disk_gib)
+        return " ".join(problems) or None
+
+    return queue_operation(user, domain, kind, params, check=check)

@@ -19,7 +19,8 @@ from django.utils.translation import gettext as _
 from domains import domxml, hypervisor, inventory
 from domains.hypervisor import HypervisorError
 from domains.models import Domain, Operation
-from domains.runner import run_operation
+from domains.runner import run_operation, uri_uuid
+from domains.tasks import operation_task
 
 from . import services
 from .models import Method, RequestState, VMRequest
@@ -141,3 +142,31 @@ def provision_domain_task(operation_id: int) -> None:
 
     run_operation(operation_id, work, None, provision_domain_task.name)
     services.finish_request(Operation.objects.select_related("host").get(pk=operation_id))
+
+
+@operation_task
+def clone_domain_task(op: Operation) -> str:
+    """Copy the shut-off domain (`services.clone_domain`); the clone joins the team."""
+    p = op.params
+
+    def progress(done: int, total: int) -> None:
+        percent = 100 if not total else int(done * 100 / total)
+        detail = {"data_processed": done, "data_total": total, "data_remaining": total - done}
+        Operation.objects.filter(pk=op.pk).update(progress=percent, progress_detail=detail)
+
+    def cancelled() -> bool:
+        return Operation.objects.filter(pk=op.pk, cancel_requested=True).exists()
+
+    result = hypervisor.clone_domain(
+        *uri_uuid(op), p["name"], new_uuid=p["clone_uuid"], progress=progress, cancelled=cancelled
+    )
+    op.params = {**p, "volumes": list(result.volumes)}
+    Operation.objects.filter(pk=op.pk).update(params=op.params)
+    # Before the operation says "succeeded": the clone is in the inventory, in the team.
+    row = (
+        inventory.refresh_domain(op.host, result.uuid)
+        or Domain.objects.filter(host=op.host, uuid=result.uuid).first()
+    )
+    if row is not None:
+        Domain.objects.filter(pk=row.pk).update(team=op.team)
+    return _("Cloned as %(name)s.") % {"name": p["name"]}

@@ -16,4 +16,5 @@ urlpatterns = [
     path("notifications/", views.notification_list, name="notification_list"),
     path("notifications/read/", views.notification_read, name="notification_read"),
     path("teams/<slug:team>/quota/", views.team_quota, name="team_quota"),
+    path("domains/<slug:host>/<str:uuid>/clone/", views.domain_clone, name="domain_clone"),
 ]

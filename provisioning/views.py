@@ -13,10 +13,19 @@ from django.views.decorators.http import require_http_methods, require_POST, req
 
 from domains.models import Operation, OperationKind, Team, is_team_admin, teams_for
 from domains.services.common import ActionRefused
+from domains.views import after_queue, form_page_domain
 from vmpanel.http import raise_for_refusal, see_other
 
 from . import services
-from .forms import ApproveForm, CreateForm, QuotaForm, RejectForm, RequestForm, TemplateForm
+from .forms import (
+    ApproveForm,
+    CloneForm,
+    CreateForm,
+    QuotaForm,
+    RejectForm,
+    RequestForm,
+    TemplateForm,
+)
 from .models import Notification, Quota, RequestState, Template, VMRequest
 
 # --- templates -------------------------------------------------------------------------
@@ -232,7 +241,9 @@ def team_quota(request: HttpRequest, team: str) -> HttpResponse:
     if obj is None:
         raise Http404(_("No such team."))
     quota = Quota.objects.filter(team=obj).first()
-    form = QuotaForm(request.POST or None, instance=quota) if request.user.is_superuser else None
+    form = None
+    if request.user.is_superuser:
+        form = QuotaForm(request.POST or None, instance=quota, team=obj)
     if request.method == "POST":
         if form is None:
             raise PermissionDenied(_("Only superusers may change quotas."))
@@ -245,3 +256,27 @@ def team_quota(request: HttpRequest, team: str) -> HttpResponse:
         "provisioning/team_quota.html",
         {"team": obj, "quota": quota, "usage": services.usage(obj), "form": form},
     )
+
+
+# --- clones --------------------------------------------------------------------------
+
+
+@require_http_methods(["GET", "HEAD", "POST"])
+def domain_clone(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
+    """Copy a shut-off domain into its team (against the team's quota)."""
+    domain = form_page_domain(request, host, uuid, OperationKind.CLONE)
+    form = CloneForm(request.POST or None, initial={"name": f"{domain.name}-copy"[:63]})
+    status = 200
+    if request.method == "POST" and not form.is_valid():
+        status = 400
+    elif request.method == "POST":
+        try:
+            op = services.clone_domain(request.user, domain, form.cleaned_data["name"])
+        except ActionRefused as exc:
+            status = raise_for_refusal(exc)
+            form.add_error("name", exc.message)
+        else:
+            return after_queue(request, op)
+    quota = Quota.objects.filter(team=domain.team).first() if domain.team else None
+    context = {"domain": domain, "form": form, "quota": quota}
+    return render(request, "provisioning/domain_clone.html", context, status=status)

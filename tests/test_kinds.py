@@ -54,12 +54,13 @@ def test_every_kind_has_a_permission_matrix_row(kind):
         kinds.PANEL: spec.form or f"domain_action:{kind}",
         kinds.IMAGE: "image_restore",
         kinds.TEMPLATE: "template_create",
+        kinds.SNAPSHOT: f"domain_{kind}",
     }[spec.offered]
     assert row in CASES, f"no permission-matrix row {row!r} for {kind}"
 
 
 def test_derived_tables():
-    assert set(kinds.LONG_KINDS) == {"save", "restore", "managed_save", "migrate"}
+    assert set(kinds.LONG_KINDS) == {"save", "restore", "managed_save", "migrate", "clone"}
     assert set(kinds.CONFIRM_KINDS) == {"destroy", "reset", "undefine"}
     assert "restore" not in kinds.BUTTON_KINDS and "provision" not in kinds.BUTTON_KINDS
     assert not set(kinds.BUTTON_KINDS) & set(kinds.FORM_KINDS)

@@ -602,6 +602,74 @@ CASES.update(
 )
 
 
+# --- snapshots and clones --------------------------------------------------------------
+
+
+def _with_snapshot(w: SimpleNamespace) -> None:
+    dom = w.conn.lookupByUUIDString(str(w.domain.uuid))
+    dom.snapshotCreateXML("<domainsnapshot><name>matrix-snap</name></domainsnapshot>", 0)
+
+
+def _snapshot_url(name: str):
+    return lambda w: reverse(name, args=_domain_args(w)) + "?name=matrix-snap"
+
+
+CASES.update(
+    {
+        "domain_snapshots": Case(
+            "get", _url("domain_snapshots", "domain"), TEAM_A_PAGE, setup=_with_snapshot
+        ),
+        "domain_snapshot_create:GET": Case(
+            "get", _url("domain_snapshot_create", "domain"), OPERATE_PAGE
+        ),
+        "domain_snapshot_create": Case(
+            "post",
+            _url("domain_snapshot_create", "domain"),
+            OPERATE,
+            data=lambda w: {"name": "matrix", "description": "before the upgrade"},
+            effect=_lifecycle_effect(OperationKind.SNAPSHOT_CREATE),
+            records_refusal=True,
+        ),
+        "domain_snapshot_revert:GET": Case(
+            "get", _snapshot_url("domain_snapshot_revert"), ADMIN_PAGE, setup=_with_snapshot
+        ),
+        "domain_snapshot_revert": Case(
+            "post",
+            _url("domain_snapshot_revert", "domain"),
+            ADMIN_ONLY,
+            data=lambda w: {"name": "matrix-snap", "then": ""},
+            setup=_with_snapshot,
+            effect=_lifecycle_effect(OperationKind.SNAPSHOT_REVERT),
+            records_refusal=True,
+        ),
+        "domain_snapshot_delete:GET": Case(
+            "get", _snapshot_url("domain_snapshot_delete"), ADMIN_PAGE, setup=_with_snapshot
+        ),
+        "domain_snapshot_delete": Case(
+            "post",
+            _url("domain_snapshot_delete", "domain"),
+            ADMIN_ONLY,
+            data=lambda w: {"name": "matrix-snap", "mode": "one"},
+            setup=_with_snapshot,
+            effect=_lifecycle_effect(OperationKind.SNAPSHOT_DELETE),
+            records_refusal=True,
+        ),
+        "domain_clone:GET": Case(
+            "get", _url("domain_clone", "domain"), ADMIN_PAGE, domain={"state": "shutoff"}
+        ),
+        "domain_clone": Case(
+            "post",
+            _url("domain_clone", "domain"),
+            ADMIN_ONLY,
+            data=lambda w: {"name": "matrix-copy"},
+            domain={"state": "shutoff"},
+            effect=_lifecycle_effect(OperationKind.CLONE),
+            records_refusal=True,
+        ),
+    }
+)
+
+
 def snapshot(w: SimpleNamespace) -> dict:
     """Everything a refused request must leave as it was."""
     return {

@@ -121,7 +121,7 @@ def make_domain(uri: str, spec: DemoDomain) -> None:
         return
     hypervisor.define_xml(uri, xml)
     if spec.snapshot:
-        hypervisor.create_snapshot(uri, spec.uuid, domxml.build_snapshot("before-upgrade"))
+        hypervisor.create_snapshot(uri, spec.uuid, "before-upgrade", "the demo's first")
     if spec.autostart:
         hypervisor.set_autostart(uri, spec.uuid, True)
     if spec.state in ("running", "paused", "managed_save"):
