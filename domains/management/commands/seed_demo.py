@@ -103,8 +103,15 @@ def demo_save_dir(uri: str) -> str:
     return ""
 
 
+# The test driver's own storage pool: a disk there is a volume, which a clone can copy.
+DEMO_POOL_DIR = "/default-pool"
+
+
 def make_domain(uri: str, spec: DemoDomain) -> None:
     """Create `spec` through libvirt and bring it to its state."""
+    disk = f"{DEMO_POOL_DIR}/{spec.name}.qcow2"
+    if not hypervisor.volume_exists(uri, disk):
+        hypervisor.create_volume(uri, disk, 8 * 2**30, "qcow2")
     xml = domxml.build_simple_domain(
         domxml.SimpleDomain(
             name=spec.name,
@@ -112,7 +119,7 @@ def make_domain(uri: str, spec: DemoDomain) -> None:
             vcpus=spec.vcpus,
             memory_mib=spec.memory_mib,
             # A disk and a NIC, so that the usage graphs have something to show.
-            disk=f"/var/lib/libvirt/images/{spec.name}.qcow2",
+            disk=disk,
             mac="52:54:00:" + ":".join(spec.uuid.replace("-", "")[i : i + 2] for i in (0, 2, 4)),
         )
     )
