@@ -1396,8 +1396,10 @@ def clone_xml(xml: str, new_name: str, new_uuid: str, paths: dict[str, str]) -> 
     `DiskSource.key`) gets the new path — a volume disk keeps its pool and takes the new
     path's last part as its volume name — and loses a <backingStore> it had, since the copy
     stands alone. An <nvram> that names a file loses it: libvirt makes a fresh one from its
-    template (the <nvram template> kept where there is one). Everything else is kept as it
-    is: graphics passwords (read the XML with VIR_DOMAIN_XML_SECURE), security labels, the
+    template (the <nvram template> kept where there is one). A serial port's log file and a
+    file-backed serial or console get a file of their own (the original's name replaced by
+    the new one in the file name). Everything else is kept as it is: graphics passwords
+    (read the XML with VIR_DOMAIN_XML_SECURE), security labels, the
     description.
     """
     root = _parse_domain_root(xml)
@@ -1405,6 +1407,7 @@ def clone_xml(xml: str, new_name: str, new_uuid: str, paths: dict[str, str]) -> 
     if name is None:
         name = etree.Element("name")
         root.insert(0, name)
+    name_before = (name.text or "").strip()
     name.text = new_name
     uuid_el = root.find("uuid")
     if uuid_el is None:
@@ -1441,4 +1444,26 @@ def clone_xml(xml: str, new_name: str, new_uuid: str, paths: dict[str, str]) -> 
             source.set("dev", new_path)
         for backing in disk.findall("backingStore"):
             disk.remove(backing)
+    # A character device's file (a serial port's <log>, a file-backed serial or console):
+    # the copy writes a file of its own, not into its original's.
+    old_name = name_before
+    for chardev in (*root.iterfind("devices/serial"), *root.iterfind("devices/console")):
+        for element, attribute in ((chardev.find("log"), "file"), (chardev.find("source"), "path")):
+            if element is None or not element.get(attribute):
+                continue
+            if attribute == "path" and chardev.get("type") != "file":
+                continue  # a pty's path is the host's to choose
+            element.set(attribute, _renamed_file(element.get(attribute), old_name, new_name))
     return to_string(root)
+
+
+def _renamed_file(path: str, old_name: str, new_name: str) -> str:
+    """`path` for a copy named `new_name`: its original's name replaced in the file name,
+    or the new name put in front of it."""
+    folder, _sep, base = path.rpartition("/")
+    rest = base[len(old_name) :] if old_name and base.startswith(old_name) else None
+    if rest is not None and (not rest or not rest[0].isalnum()):
+        base = new_name + rest  # a-serial.log → b-serial.log
+    else:
+        base = f"{new_name}-{base}"
+    return f"{folder}/{base}" if folder or path.startswith("/") else base

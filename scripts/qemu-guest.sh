@@ -29,6 +29,9 @@
 #   vmpanel.burn=1      a busy loop keeps one vCPU near 100 %; prints GUEST-BURN started
 #   vmpanel.readdisk=1  reads 16 MiB of vda every second, bypassing the page cache; prints
 #                       GUEST-READDISK started (GUEST-READDISK none without a disk)
+#   vmpanel.fillmem=N   keeps N MiB of random data in memory (a tmpfs), as a guest at work
+#                       holds its memory: what a snapshot or save must write; prints
+#                       GUEST-FILLMEM N
 # (vmpanel.install=1 is phase 1 of a two-phase boot: GUEST-INSTALL-DONE once vda answers, then
 # poweroff -f.)
 set -euo pipefail
@@ -93,6 +96,15 @@ if grep -qw vmpanel.readdisk=1 /proc/cmdline; then
   else
     echo "GUEST-READDISK none" >/dev/console
   fi
+fi
+for word in $(cat /proc/cmdline); do
+  case $word in vmpanel.fillmem=[0-9]*) fill=${word#vmpanel.fillmem=} ;; esac
+done
+if [ -n "${fill:-}" ]; then
+  mkdir -p /fill
+  mount -t tmpfs -o size=${fill}m tmpfs /fill
+  dd if=/dev/urandom of=/fill/data bs=1M count="$fill" 2>/dev/null
+  echo "GUEST-FILLMEM $fill" >/dev/console
 fi
 # A line typed on the serial console comes back, so that a console can be tested for real.
 (while read -r line; do echo "GUEST-ECHO $line" >/dev/console; done </dev/console) &

@@ -9,12 +9,14 @@ the middle of a save. Needs root; where it cannot run, the skip says why, loudly
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import uuid as uuidlib
-from pathlib import Path
+import xml.etree.ElementTree as ET
+from pathlib import Path, PurePosixPath
 from types import SimpleNamespace
 
 import libvirt
@@ -34,8 +36,9 @@ from domains.models import (
     OperationStatus,
     State,
 )
-from domains.services import images, migration, operations
+from domains.services import images, migration, operations, snapshots
 from domains.services.common import ActionRefused
+from provisioning.services import clone_domain
 from tests.conftest import REPO, RUN_DIR, run_script, stop_process, subprocess_env
 from tests.helpers import PASSWORD, button_service, client_for, wait_finished, wait_for
 
@@ -722,3 +725,164 @@ def test_a_migrated_screen_listens_on_the_destinations_console_address(
     display = _display_of(world.qemu.qb.uri, str(domain.uuid))
     assert display.listen == (qb.console_address,)
     _rfb_banner(console_proxy, _console_ticket(people.olga_operator, fresh(domain), "vnc"))
+
+
+# --- snapshots and clones of a real guest ----------------------------------------------
+
+# A complete heartbeat line of the tiny guest (scripts/qemu-guest.sh): its counter.
+ALIVE = re.compile(r"GUEST-ALIVE (\d+) uptime=")
+
+
+def _beats(text: str) -> list[int]:
+    """The heartbeat counters of a serial log's complete lines, in the order written."""
+    return [int(n) for n in ALIVE.findall(text[: text.rfind("\n") + 1])]
+
+
+def _drop_snapshots(uri: str, uuid: str) -> None:
+    """Whatever snapshots the domain still has, gone (an undefine refuses them)."""
+    conn = libvirt.open(uri)
+    try:
+        for snap in conn.lookupByUUIDString(uuid).listAllSnapshots(0):
+            try:
+                snap.delete(0)
+            except libvirt.libvirtError:
+                pass
+    except libvirt.libvirtError:
+        pass
+    finally:
+        conn.close()
+
+
+@pytest.mark.timeout(300)
+def test_a_memory_snapshot_takes_the_guest_back_to_its_moment(world, people):
+    """A snapshot of the running guest holds its memory: reverted to it, the guest goes on
+    from that moment, so its heartbeat counter steps back and counts up again from there,
+    without a new boot."""
+    wait_for(lambda: _beats(serial(world, "qa")), timeout=30, what="a first heartbeat")
+    # The counter the snapshot holds is that of some instant during the operation: no lower
+    # than the last beat written before it was asked for, no higher than the last one
+    # written once it has finished (the guest is stopped while its memory is written).
+    before = _beats(serial(world, "qa"))[-1]
+    try:
+        op = snapshots.create_snapshot(people.olga_operator, world.domain, "moment")
+        finished(op)
+        after = _beats(serial(world, "qa"))[-1]
+        taken = hypervisor.list_snapshots(world.qemu.qa.uri, world.uuid)
+        assert [(s.name, s.memory, s.state) for s in taken] == [("moment", True, "running")]
+        assert fresh(world.domain).snapshot_count == 1
+
+        # The guest lives on past its snapshot for a few beats.
+        wait_for(
+            lambda: _beats(serial(world, "qa"))[-1] >= after + 4,
+            timeout=60,
+            what="four beats after the snapshot",
+        )
+        log_before = serial(world, "qa")
+        peak = _beats(log_before)[-1]
+        finished(snapshots.revert_snapshot(people.alice_admin, fresh(world.domain), "moment"))
+        assert live_state(world.qemu.qa.uri, world.uuid) == libvirt.VIR_DOMAIN_RUNNING
+        row = fresh(world.domain)
+        assert row.state == State.RUNNING and row.snapshot_count == 1
+
+        def resumed() -> list[int] | None:
+            """The counters written since the revert: those from the first step back on
+            (a beat or two of the old timeline may come before it)."""
+            seq = [peak, *_beats(serial(world, "qa")[len(log_before) :])]
+            back = next((i for i in range(1, len(seq)) if seq[i] < seq[i - 1]), None)
+            return seq[back:] if back is not None and len(seq) - back >= 2 else None
+
+        since = wait_for(resumed, timeout=30, what="two heartbeats after the revert")
+        assert before <= since[0] <= after + 1 < peak, (before, after, peak, since)
+        assert since[1] == since[0] + 1, since  # counting on, once a beat
+        # Resumed, not booted again.
+        assert "GUEST-BOOT-OK" not in serial(world, "qa")[len(log_before) :]
+
+        finished(snapshots.delete_snapshot(people.alice_admin, fresh(world.domain), "moment"))
+        assert hypervisor.list_snapshots(world.qemu.qa.uri, world.uuid) == ()
+        assert fresh(world.domain).snapshot_count == 0
+    finally:
+        # The world's teardown undefines the guest, which libvirt refuses while it has
+        # snapshots.
+        _drop_snapshots(world.qemu.qa.uri, world.uuid)
+
+
+def _serial_log_of(xml: str) -> str:
+    """Where a kernel-boot guest's serial port logs to (<serial><log file>), as its host's
+    daemon sees it."""
+    log = ET.fromstring(xml).find("devices/serial/log")
+    assert log is not None, "the guest logs its serial port to a file"
+    return log.get("file")
+
+
+@pytest.mark.timeout(300)
+def test_a_clone_boots_next_to_its_original(world, people):
+    qa = world.hosts["qa"]
+    finished(button_service("destroy")(people.olga_operator, world.domain))
+    assert live_state(world.qemu.qa.uri, world.uuid) == libvirt.VIR_DOMAIN_SHUTOFF
+    clone_name = f"{world.name}-copy"
+    clone_uuid = None
+    volumes = [f"/var/lib/libvirt/images/{clone_name}-vda.qcow2"]
+    conn = libvirt.open(world.qemu.qa.uri)
+    try:
+        op = finished(clone_domain(people.alice_admin, fresh(world.domain), clone_name))
+        clone_uuid = op.params["clone_uuid"]
+        volumes = op.params.get("volumes") or volumes
+        assert op.kind == OperationKind.CLONE and op.progress == 100
+        assert clone_uuid != world.uuid
+        row = Domain.objects.get(host=qa, uuid=clone_uuid, gone_at__isnull=True)
+        assert row.name == clone_name and row.team == people.team_a
+        assert row.state == State.SHUTOFF
+        original = Domain.objects.get(pk=world.domain.pk)
+        assert original.team == people.team_a and str(original.uuid) == world.uuid
+
+        clone_xml = conn.lookupByUUIDString(clone_uuid).XMLDesc(0)
+        original_xml = conn.lookupByUUIDString(world.uuid).XMLDesc(0)
+        [disk] = [d for d in domxml.disk_sources(clone_xml) if d.device == "disk"]
+        # A copy of its own, beside the original's in the pool "images".
+        assert disk.path == f"/var/lib/libvirt/images/{clone_name}-vda.qcow2" != world.disk
+        assert disk.format == "qcow2" and volumes == [disk.path]
+        copy = world.qemu.qa.dir / "images" / Path(disk.path).name
+        assert copy.is_file() and copy.stat().st_size > 0
+        assert (world.qemu.qa.dir / "images" / Path(world.disk).name).is_file()
+
+        # Both booted: each boot writes "GUEST-DISK vda ok" to the serial log its XML
+        # names — a file each (the clone's own, not its original's).
+        logs = [_serial_log_of(original_xml), _serial_log_of(clone_xml)]
+        assert logs[1] == f"/var/log/libvirt/{clone_name}-serial.log" != logs[0]
+        files = {
+            p: world.qemu.qa.dir / "log" / PurePosixPath(p).relative_to("/var/log/libvirt")
+            for p in logs
+        }
+        offsets = {p: f.stat().st_size if f.exists() else 0 for p, f in files.items()}
+        finished(button_service("start")(people.olga_operator, fresh(world.domain)))
+        finished(button_service("start")(people.olga_operator, row))
+
+        def booted() -> bool:
+            for p, f in files.items():
+                new = f.read_bytes()[offsets[p] :] if f.exists() else b""
+                if new.count(b"GUEST-DISK vda ok") < logs.count(p):
+                    return False
+            return True
+
+        wait_for(booted, timeout=120, interval=0.5, what=f"both guests booted (logs {logs})")
+        assert live_state(world.qemu.qa.uri, world.uuid) == libvirt.VIR_DOMAIN_RUNNING
+        assert live_state(world.qemu.qa.uri, clone_uuid) == libvirt.VIR_DOMAIN_RUNNING
+        assert fresh(row).state == State.RUNNING
+    finally:
+        if clone_uuid is not None:
+            try:
+                dom = conn.lookupByUUIDString(clone_uuid)
+                if dom.isActive():
+                    dom.destroy()
+                dom.undefineFlags(
+                    libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                    | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                )
+            except libvirt.libvirtError:
+                pass
+        for path in volumes:
+            try:
+                conn.storageVolLookupByPath(path).delete(0)
+            except libvirt.libvirtError:
+                pass
+        conn.close()

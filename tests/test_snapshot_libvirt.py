@@ -747,3 +747,25 @@ def test_disk_formats_and_sources():
         "/dev/vg/web",
         "/iso/install.iso",
     ]
+
+
+@pytest.mark.parametrize(
+    "before, after",
+    [
+        ("/var/log/libvirt/web-serial.log", "/var/log/libvirt/web2-serial.log"),
+        ("/var/log/libvirt/web.log", "/var/log/libvirt/web2.log"),
+        # Not the domain's name at the start of the file name (a word that merely begins
+        # with it is not it): the new name in front.
+        ("/var/log/libvirt/webserver.log", "/var/log/libvirt/web2-webserver.log"),
+        ("/var/log/console.log", "/var/log/web2-console.log"),
+    ],
+)
+def test_clone_xml_gives_the_copy_serial_files_of_its_own(before, after):
+    xml = domxml.build_kernel_boot_guest(
+        domxml.KernelBootGuest(
+            name="web", uuid="11111111-1111-1111-1111-111111111111", kernel="/k",
+            initrd="/i", disk="/var/lib/libvirt/images/web.qcow2", serial_log=before,
+        )
+    )  # fmt: skip
+    root = domxml.parse(domxml.clone_xml(xml, "web2", NEW_UUID, {}))
+    assert root.find("devices/serial/log").get("file") == after
