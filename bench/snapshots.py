@@ -33,8 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 RUN_DIR = Path(os.environ.setdefault("VMPANEL_RUN_DIR", "/tmp/vmpanel-bench-snap"))
-GUEST_MEMORY_MIB = 256
-FILL_MIB = 160
+GUEST_MEMORY_MIB = 512
+FILL_MIB = 400
 RUN_DIR.mkdir(mode=0o755, exist_ok=True)
 DB_FILE = RUN_DIR / "bench.sqlite3"
 WORKER_LOG = RUN_DIR / "bench-worker.log"
