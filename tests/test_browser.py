@@ -136,3 +136,35 @@ def test_usage_graphs_draw_and_the_cpu_column_sorts(page, live_server, people, h
     page.wait_for_timeout(400)
     page.screenshot(path=str(SHOTS / "usage-detail-390.png"), full_page=True)
     assert problems == []
+
+
+def test_on_a_phone_no_page_scrolls_sideways_and_the_menu_folds(
+    page, live_server, people, make_domain
+):
+    """At 390 px: the main pages fit the screen (wide tables scroll inside their box), and
+    the navigation is behind "Menu", its entries at least 40 px high."""
+    domain = make_domain("alpha", name="phone-vm", state="running", snapshots=1)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{live_server.url}/login/")
+    page.fill("input[name=username]", "root")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/domains/**")
+    vm = f"/domains/alpha/{domain.uuid}/"
+    pages = [
+        "/domains/", vm, f"{vm}snapshots/", "/activity/", "/requests/", "/templates/",
+        "/hosts/", "/hosts/alpha/", "/teams/", "/teams/team-a/",
+    ]  # fmt: skip
+    for path in pages:
+        page.goto(f"{live_server.url}{path}")
+        width = page.evaluate("() => document.documentElement.scrollWidth")
+        assert width <= 390, f"{path} is {width} px wide at 390 px"
+        page.screenshot(path=SHOTS / f"phone{path.replace('/', '-')}.png", full_page=True)
+    nav = page.locator(".topbar nav")
+    assert not nav.is_visible()
+    page.click("text=Menu")
+    assert nav.is_visible()
+    for box in [a.bounding_box() for a in nav.locator("a").all()]:
+        assert box["height"] >= 40
+    page.click(".topbar nav >> text=Activity")
+    page.wait_for_url(f"{live_server.url}/activity/")
