@@ -89,7 +89,11 @@ def template_to_spec(
     """
     caps = caps or hypervisor.capabilities(host.uri)
     memory_kib = memory_mib * 1024
-    current_kib = min(template.current_memory_mib * 1024, memory_kib) or memory_kib
+    # The template's current memory is a share of its own memory (the balloon's headroom):
+    # a VM asked with more or less memory keeps that share, so a request for 1024 MiB from a
+    # 512/512 MiB template runs with 1024 MiB, not with the template's 512.
+    share = template.current_memory_mib / template.memory_mib if template.memory_mib else 1
+    current_kib = min(int(memory_kib * share) // 1024 * 1024, memory_kib) or memory_kib
     disks: list[domxml.DiskSpec] = []
     if template.method == Method.DISK and template.base_image:
         disks.append(
