@@ -586,6 +586,17 @@ def resize_problems(domain: Domain, lim: ResizeLimits, req: ResizeRequest) -> li
                 )
                 % {"name": name}
             )
+    host_mib = _mib(lim.host_memory_kib) if lim.host_memory_kib else None
+    for field in ("memory_mib", "memory_max_mib"):
+        value = getattr(req, field)
+        if host_mib and value is not None and value > host_mib:
+            problems.append(
+                _(
+                    "%(what)s: %(value)s MiB is more than the host's whole memory of %(host)s "
+                    "MiB; the guest could never have it."
+                )
+                % {"what": labels[field], "value": value, "host": host_mib}
+            )
     if problems:
         return problems
 

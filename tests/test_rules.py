@@ -91,6 +91,12 @@ def test_plan_live_and_config_in_one_step_and_nothing_for_current_values():
         (RUNNING_PERSISTENT, ResizeRequest(vcpus=3), "Choose where the change goes"),
         (RUNNING_PERSISTENT, ResizeRequest(vcpus=0, live=True), "at least 1"),
         (RUNNING_PERSISTENT, ResizeRequest(vcpus=2, live=True), "Nothing to change"),
+        # The host has 16 GiB: more than that, the guest could never have.
+        (
+            SHUT_OFF,
+            ResizeRequest(memory_mib=20480, memory_max_mib=20480, config=True),
+            "more than the host's whole memory of 16384 MiB",
+        ),
     ],
 )
 def test_resize_problems_in_plain_words(limits, req, words):
