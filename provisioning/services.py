@@ -275,6 +275,29 @@ def quota_problems(
     ]
 
 
+def quota_overruns(team: Team) -> list[str]:
+    """What the team uses beyond its limits now (a limit set below current use), in words."""
+    quota = Quota.objects.filter(team=team).first()
+    if quota is None:
+        return []
+    now = usage(team)
+    checks = [
+        (_("VMs"), now.domains, quota.max_domains),
+        (_("vCPUs"), now.vcpus, quota.max_vcpus),
+        (_("MiB of memory"), now.memory_mib, quota.max_memory_mib),
+        (_("GiB of disk"), now.disk_gib, quota.max_disk_gib),
+    ]
+    return [
+        _(
+            "%(team)s uses %(used)d %(what)s, more than its limit of %(limit)d: nothing is "
+            "taken away, but no new VM fits until it uses less."
+        )
+        % {"team": team.name, "used": used, "what": what, "limit": limit}
+        for what, used, limit in checks
+        if used > limit
+    ]
+
+
 def set_quota(user: User, team: Team, **limits: int) -> Quota:
     """Set a team's limits (superusers); the audit row keeps the old ones too. Besides the
     quota's own, `max_snapshots_per_domain` (a team setting) may be among them."""
@@ -393,7 +416,8 @@ def submit_request(
     detail = {"template": template.name, "name": name, "vcpus": vcpus, "memory_mib": memory_mib}
     if not NAME_RE.match(name):
         _refused(user, team, _("A name is letters, digits, '.', '_' and '-'."), **detail)
-    problems = _check_size(template, vcpus, memory_mib)
+    problems = _name_problems(template, name)
+    problems += _check_size(template, vcpus, memory_mib)
     problems += quota_problems(team, vcpus, memory_mib, template.disk_gib)
     if problems:
         _refused(user, team, " ".join(problems), **detail)
@@ -415,6 +439,31 @@ def submit_request(
             request=req.pk,
         )
     return req
+
+
+def _name_problems(template: Template, name: str) -> list[str]:
+    """A name the VM could not have where the template makes VMs: taken by a VM the
+    inventory knows on one of its hosts, or asked for by a request still under way."""
+    taken = (
+        Domain.objects.present()
+        .filter(name=name, host__in=template.hosts.all())
+        .select_related("host")
+        .first()
+    )
+    if taken is not None:
+        return [
+            _("A VM named %(name)s exists already on %(host)s; choose another name.")
+            % {"name": name, "host": taken.host.name}
+        ]
+    asked = VMRequest.objects.filter(
+        name=name, state__in=[RequestState.SUBMITTED, *PENDING_STATES]
+    ).first()
+    if asked is not None:
+        return [
+            _("Request #%(id)d asks for a VM named %(name)s already; choose another name.")
+            % {"id": asked.pk, "name": name}
+        ]
+    return []
 
 
 def _decidable(user: User, req: VMRequest) -> None:

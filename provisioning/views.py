@@ -251,11 +251,14 @@ def team_quota(request: HttpRequest, team: str) -> HttpResponse:
             services.set_quota(request.user, obj, **form.cleaned_data)
             messages.success(request, _("Quota of %(team)s saved.") % {"team": obj.name})
             return see_other(reverse("team_quota", args=[obj.slug]))
-    return render(
-        request,
-        "provisioning/team_quota.html",
-        {"team": obj, "quota": quota, "usage": services.usage(obj), "form": form},
-    )
+    context = {
+        "team": obj,
+        "quota": quota,
+        "usage": services.usage(obj),
+        "form": form,
+        "overruns": services.quota_overruns(obj),
+    }
+    return render(request, "provisioning/team_quota.html", context)
 
 
 # --- clones --------------------------------------------------------------------------

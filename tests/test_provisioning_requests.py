@@ -51,6 +51,19 @@ def test_template_bounds_are_enforced(people, hosts):
 
 
 @pytest.mark.django_db
+def test_a_name_taken_by_a_vm_or_a_request_is_refused_at_submit(people, hosts, make_domain):
+    template = make_template(hosts)
+    make_domain("alpha", name="web-7", team="b")  # another team's: the host's name is taken
+    with pytest.raises(ActionRefused, match="A VM named web-7 exists already on alpha"):
+        submit(people, "victor_viewer", template, name="web-7")
+    first = submit(people, "victor_viewer", template, name="web-8")
+    with pytest.raises(ActionRefused, match=f"Request #{first.pk} asks for a VM named web-8"):
+        submit(people, "olga_operator", template, name="web-8")
+    assert VMRequest.objects.count() == 1
+    assert AuditEvent.objects.filter(kind="request_refused").count() == 2
+
+
+@pytest.mark.django_db
 def test_quota_at_and_over_the_edge(people, hosts, make_domain):
     template = make_template(hosts, disk_gib=10)
     make_domain("alpha", vcpus=4, memory_mib=1024)  # team A uses 1 domain, 4 vCPUs
@@ -233,3 +246,17 @@ def test_operation_without_a_domain_is_seen_by_its_team_only(people, hosts):
     assert client_for(people.victor_viewer).get(f"/operations/{op.pk}/").status_code == 200
     assert client_for(people.bob_b).get(f"/operations/{op.pk}/").status_code == 404
     assert client_for(people.nora_noteam).get(f"/operations/{op.pk}/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_the_quota_page_warns_when_a_limit_is_below_use(people, hosts, make_domain):
+    make_domain("alpha", vcpus=4, memory_mib=1024)
+    client = client_for(people.root)
+    data = {"max_domains": 5, "max_vcpus": 2, "max_memory_mib": 4096, "max_disk_gib": 50}
+    response = client.post(reverse("team_quota", args=["team-a"]), data, follow=True)
+    page = response.content.decode()
+    assert "Team A uses 4 vCPUs, more than its limit of 2" in page
+    assert "MiB of memory, more than" not in page  # only what is over
+    # Everyone who may see the page sees it.
+    page = client_for(people.victor_viewer).get(reverse("team_quota", args=["team-a"]))
+    assert "more than its limit of 2" in page.content.decode()
