@@ -30,6 +30,7 @@ from domains.models import (
     Operation,
     OperationKind,
     OperationStatus,
+    Role,
     Team,
     is_team_admin,
     teams_for,
@@ -438,6 +439,18 @@ def submit_request(
             team=team,
             request=req.pk,
         )
+        # Those who decide hear of it: the team's admins (not the asker, if one of them).
+        url = reverse("request_detail", args=[req.pk])
+        words = _(
+            "%(user)s asks for %(name)s (%(vcpus)d vCPUs, %(mib)d MiB) from %(template)s in "
+            "%(team)s: approve or reject it."
+        ) % {"user": user.username, "name": name, "vcpus": vcpus, "mib": memory_mib,
+             "template": template.name, "team": team.name}  # fmt: skip
+        admins = User.objects.filter(
+            memberships__team=team, memberships__role=Role.ADMIN, is_active=True
+        ).exclude(pk=user.pk)
+        for admin in admins:
+            notify(admin, words, url)
     return req
 
 

@@ -260,3 +260,16 @@ def test_the_quota_page_warns_when_a_limit_is_below_use(people, hosts, make_doma
     # Everyone who may see the page sees it.
     page = client_for(people.victor_viewer).get(reverse("team_quota", args=["team-a"]))
     assert "more than its limit of 2" in page.content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_new_request_tells_the_teams_admins(people, hosts):
+    people.alice_admin.email = "alice@example.org"
+    people.alice_admin.save()
+    req = submit(people, "victor_viewer", make_template(hosts), name="asked-9", vcpus=2)
+    note = Notification.objects.get(user=people.alice_admin)
+    assert "victor_viewer asks for asked-9 (2 vCPUs, 512 MiB)" in note.text
+    assert note.url == reverse("request_detail", args=[req.pk])
+    assert [m.to for m in mail.outbox] == [["alice@example.org"]]
+    # Nobody else: not the asker, not the operator, not another team.
+    assert Notification.objects.count() == 1
