@@ -359,6 +359,16 @@ def visible_requests(user: User):
     return VMRequest.objects.filter(team__in=teams_for(user, "view").values("pk"))
 
 
+def waiting_counts(user: User) -> tuple[int, int]:
+    """(unread notifications, requests waiting for this user's decision): the navigation's
+    counts. Team admins decide their teams' requests; superusers, everyone's."""
+    unread = Notification.objects.filter(user=user, read_at__isnull=True).count()
+    waiting = VMRequest.objects.filter(state=RequestState.SUBMITTED)
+    if not user.is_superuser:
+        waiting = waiting.filter(team__in=teams_for(user, "admin").values("pk"))
+    return unread, waiting.count()
+
+
 def notify(user: User | None, text: str, url: str = "") -> None:
     """An in-panel notification and an e-mail, when there is someone to tell, sent once
     the current transaction commits: a decision rolled back tells nobody, and a slow mail

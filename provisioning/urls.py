@@ -15,6 +15,7 @@ urlpatterns = [
     path("requests/<int:pk>/reject/", views.request_reject, name="request_reject"),
     path("notifications/", views.notification_list, name="notification_list"),
     path("notifications/read/", views.notification_read, name="notification_read"),
+    path("nav/counts/", views.nav_counts, name="nav_counts"),
     path("teams/<slug:team>/quota/", views.team_quota, name="team_quota"),
     path("domains/<slug:host>/<str:uuid>/clone/", views.domain_clone, name="domain_clone"),
 ]

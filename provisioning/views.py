@@ -229,6 +229,18 @@ def notification_list(request: HttpRequest) -> HttpResponse:
     return render(request, "provisioning/notification_list.html", {"items": items})
 
 
+@require_safe
+def nav_counts(request: HttpRequest) -> HttpResponse:
+    """The navigation's counts (unread notifications, requests waiting for the user's
+    decision), loaded by each page after it shows (htmx), so that the page itself stays
+    the same for everyone and can be kept."""
+    unread, waiting = services.waiting_counts(request.user)
+    context = {"unread": unread, "waiting": waiting}
+    response = render(request, "provisioning/_nav_counts.html", context)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
 @require_POST
 def notification_read(request: HttpRequest) -> HttpResponse:
     services.mark_read(request.user)

@@ -303,6 +303,7 @@ CASES: dict[str, Case] = {
         setup=_with_saved_image,
     ),
     "activity": Case("get", _url("activity"), SIGNED_IN),
+    "nav_counts": Case("get", _url("nav_counts"), SIGNED_IN),
     "host_list": Case("get", _url("host_list"), SUPERUSER_PAGE),
     "host_create:GET": Case("get", _url("host_create"), SUPERUSER_PAGE),
     "host_create": Case(

@@ -3,6 +3,8 @@ quotas at and over the edge, notifications and e-mail."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.core import mail
 from django.urls import reverse
@@ -273,3 +275,25 @@ def test_a_new_request_tells_the_teams_admins(people, hosts):
     assert [m.to for m in mail.outbox] == [["alice@example.org"]]
     # Nobody else: not the asker, not the operator, not another team.
     assert Notification.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_navigation_counts_what_waits_for_each_person(people, hosts):
+    submit(people, "victor_viewer", make_template(hosts), name="asked-10")
+
+    def counts(person) -> str:
+        response = client_for(person).get(reverse("nav_counts"))
+        assert response.status_code == 200 and response["Cache-Control"] == "no-store"
+        return response.content.decode()
+
+    # Team A's admin: one request to decide, one notification about it.
+    page = counts(people.alice_admin)
+    assert re.search(r'id="nav-requests-count".*>1<span class="visually-hidden"> waiting', page)
+    assert re.search(r'id="nav-notifications-count".*>1<span class="visually-hidden"> unread', page)
+    # The asker and an operator decide nothing; another team sees nothing.
+    for person in (people.victor_viewer, people.olga_operator, people.bob_b):
+        assert "nav-count" not in counts(person)
+    assert ">1<" in counts(people.root)  # superusers decide every team's requests
+    # Read: the notification count goes.
+    client_for(people.alice_admin).post(reverse("notification_read"))
+    assert "unread" not in counts(people.alice_admin)
