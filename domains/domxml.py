@@ -202,6 +202,71 @@ def interfaces(xml: str) -> list[Nic]:
     return result
 
 
+@dataclass(frozen=True)
+class DiskView:
+    """A disk as the VM page shows it."""
+
+    target: str  # vda, hdc …
+    device: str  # disk, cdrom, floppy, lun
+    bus: str  # virtio, sata, ide …
+    source: str  # the file or device, "pool/volume", "protocol:name"; "" for an empty drive
+    format: str  # qcow2, raw …; "" when not written
+    readonly: bool
+
+
+@dataclass(frozen=True)
+class NicView:
+    """A network interface as the VM page shows it."""
+
+    mac: str
+    model: str  # virtio, e1000 …; "" when libvirt chose
+    type: str  # network, bridge, direct …
+    source: str  # the network's, bridge's or device's name
+    link: str  # "up" or "down" (<link state>; up when not written)
+
+
+def device_views(xml: str) -> tuple[tuple[DiskView, ...], tuple[NicView, ...]]:
+    """The disks and network interfaces of a domain XML, for the VM page."""
+    root = parse(xml)
+    disks = []
+    for disk in root.iterfind("devices/disk"):
+        source, target, driver = disk.find("source"), disk.find("target"), disk.find("driver")
+        where = ""
+        if source is not None:
+            if source.get("pool") and source.get("volume"):
+                where = f"{source.get('pool')}/{source.get('volume')}"
+            elif source.get("protocol"):
+                where = f"{source.get('protocol')}:{source.get('name', '')}"
+            else:
+                where = source.get("file") or source.get("dev") or ""
+        disks.append(
+            DiskView(
+                target=target.get("dev", "") if target is not None else "",
+                device=disk.get("device", "disk"),
+                bus=target.get("bus", "") if target is not None else "",
+                source=where,
+                format=driver.get("type", "") if driver is not None else "",
+                readonly=disk.find("readonly") is not None,
+            )
+        )
+    nics = []
+    for nic in root.iterfind("devices/interface"):
+        mac, model, source, link = (nic.find(t) for t in ("mac", "model", "source", "link"))
+        name = ""
+        if source is not None:
+            name = source.get("network") or source.get("bridge") or source.get("dev") or ""
+        nics.append(
+            NicView(
+                mac=mac.get("address", "") if mac is not None else "",
+                model=model.get("type", "") if model is not None else "",
+                type=nic.get("type", ""),
+                source=name,
+                link=link.get("state", "up") if link is not None else "up",
+            )
+        )
+    return tuple(disks), tuple(nics)
+
+
 def build_volume(name: str, capacity_bytes: int, fmt: str) -> str:
     """A storage volume of `capacity_bytes` in format `fmt` (for copy-storage targets)."""
     root = etree.Element("volume")

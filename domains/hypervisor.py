@@ -367,6 +367,13 @@ class DomainDetail:
     xml: str
     # The physical CPU each vCPU runs on now (the guide's vcpus()); empty when inactive.
     vcpu_cpus: Mapping[int, int] = field(default_factory=dict)
+    disks: tuple[domxml.DiskView, ...] = ()
+    # Each disk's size as the guest sees it (bytes), by target; where the host tells.
+    disk_sizes: tuple[tuple[str, int], ...] = ()
+    nics: tuple[domxml.NicView, ...] = ()
+    # The IP addresses of a running guest by MAC ("10.0.0.5/24"), from the host's DHCP
+    # leases or, failing those, the guest agent; empty where neither tells.
+    addresses: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 def _version(number: int) -> str:
@@ -841,15 +848,54 @@ def domain_detail(uri: str, uuid: str, secure: bool = False) -> DomainDetail:
             max_vcpus = dom.vcpusFlags(
                 libvirt.VIR_DOMAIN_VCPU_MAXIMUM | libvirt.VIR_DOMAIN_AFFECT_CONFIG
             )
+        xml = dom.XMLDesc(flags)
+        disks, nics = domxml.device_views(xml)
         return DomainDetail(
             facts=facts,
             os_type=dom.OSType(),
             max_vcpus=max_vcpus,
-            xml=dom.XMLDesc(flags),
+            xml=xml,
             vcpu_cpus=vcpu_cpus,
+            disks=disks,
+            disk_sizes=_disk_sizes(dom, disks),
+            nics=nics,
+            addresses=_addresses(dom) if dom.isActive() and nics else (),
         )
 
     return _call(uri, read)
+
+
+def _disk_sizes(dom: libvirt.virDomain, disks) -> tuple[tuple[str, int], ...]:
+    sizes = []
+    for disk in disks:
+        if not disk.source or disk.device not in ("disk", "lun"):
+            continue
+        try:
+            sizes.append((disk.target, dom.blockInfo(disk.target)[0]))
+        except libvirt.libvirtError:
+            pass  # a file the host cannot read now: no size shown
+    return tuple(sizes)
+
+
+def _addresses(dom: libvirt.virDomain) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """IP addresses by MAC: the host's DHCP leases first, then the guest agent."""
+    for source in (
+        libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE,
+        libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT,
+    ):
+        try:
+            found = dom.interfaceAddresses(source)
+        except libvirt.libvirtError:
+            continue
+        by_mac = {
+            (nic.get("hwaddr") or "").lower(): tuple(
+                f"{a['addr']}/{a['prefix']}" for a in nic.get("addrs") or ()
+            )
+            for nic in (found or {}).values()
+        }
+        if any(by_mac.values()):
+            return tuple(sorted(by_mac.items()))
+    return ()
 
 
 # --- lifecycle ---------------------------------------------------------------------

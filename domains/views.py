@@ -309,6 +309,8 @@ def _detail_context(request: HttpRequest, domain: Domain, rng: usage.Range | Non
         "actions": panel_actions(domain, may),
         "history": history,
         "may_restore": KINDS["restore"].role in may,
+        # The XML names host paths and devices: for team admins and superusers.
+        "show_xml": "admin" in may,
         "saved_images": kept_sql.rows(
             ("saved_images", domain.pk),
             lambda: SavedImage.objects.filter(domain=domain).values(*SAVED_IMAGE_VALUES)[
@@ -353,8 +355,11 @@ def _detail_facts(domain: Domain, context: dict) -> tuple | None:
         "domain_detail",
         tuple(getattr(domain, f.attname) for f in Domain._meta.concrete_fields),
         domain.host.name, domain.host.enabled, domain.team.name if domain.team else None,
-        (live.facts, live.os_type, live.max_vcpus, live.xml) if live else None,
-        context["live_error"],
+        (
+            live.facts, live.os_type, live.max_vcpus, live.xml, live.disks, live.disk_sizes,
+            live.nics, live.addresses,
+        ) if live else None,
+        context["live_error"], context["show_xml"],
         tuple(spec.kind for spec in context["actions"]), context["may_restore"],
         tuple(tuple(row.values()) for row in context["history"]),
         tuple(tuple(image.values()) for image in context["saved_images"]),

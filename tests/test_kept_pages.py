@@ -187,3 +187,16 @@ def test_a_message_is_shown_once_and_the_page_after_it_is_kept_without_it(people
     again = client.get(_detail_url(domain)).content.decode()
     marker = 'class="messages"'
     assert marker in shown and marker not in again
+
+
+def test_the_vm_page_shows_disks_network_and_addresses_and_xml_for_admins(people, make_domain):
+    domain = make_domain(state="running", devices=True)
+    page = client_for(people.olga_operator).get(_detail_url(domain)).content.decode()
+    assert "Disks and network" in page
+    assert f"/guest/{domain.name}.img" in page and "qcow2" in page and "virtio" in page
+    assert "network default" in page and "plugged in" in page
+    # libvirt's test driver answers interfaceAddresses with a lease of its own.
+    assert re.search(r"\d+\.\d+\.\d+\.\d+/\d+", page)
+    # The XML names host paths and devices: team admins and superusers only.
+    assert "Domain XML" not in page
+    assert "Domain XML" in client_for(people.alice_admin).get(_detail_url(domain)).content.decode()

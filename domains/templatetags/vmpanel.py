@@ -174,6 +174,15 @@ def kib_size(value) -> str:
 
 
 @register.filter
+def bytes_size(value) -> str:
+    """Bytes → "512 MiB" / "20.0 GiB"."""
+    try:
+        return _scaled(float(value), 1024, ("B", "KiB", "MiB", "GiB", "TiB"))
+    except (TypeError, ValueError):
+        return "—"
+
+
+@register.filter
 def percent(value) -> str:
     try:
         return f"{float(value):.1f} %"
