@@ -171,12 +171,35 @@ def _label(choices, value) -> str:
 
 
 @lru_cache(maxsize=ROWS_KEPT)
-def _render(template_name: str, row, language: str, zone: str) -> SafeString:
+def _render(template_name: str, row, language: str, zone: str, extra: tuple) -> SafeString:
     # `language` and `zone` are in the key only: the words and the times are rendered in
     # the ones active now, which are these.
-    return mark_safe(render_to_string(template_name, {"r": row}))  # noqa: S308 (rendered)
+    context = {"r": row, **dict(extra)}
+    return mark_safe(render_to_string(template_name, context))  # noqa: S308 (rendered)
 
 
-def rendered(template_name: str, row) -> SafeString:
-    """`row` through `template_name` (context: `r`), from the cache when rendered before."""
-    return _render(template_name, row, get_language(), timezone.get_current_timezone_name())
+def rendered(template_name: str, row, **extra) -> SafeString:
+    """`row` through `template_name` (context: `r`, and `extra`: hashable values, part of
+    the key), from the cache when rendered before."""
+    return _render(
+        template_name, row, get_language(), timezone.get_current_timezone_name(),
+        tuple(sorted(extra.items())),
+    )  # fmt: skip
+
+
+# The buttons of a list row, in this order, where the role and the state allow them.
+ROW_KINDS = ("start", "shutdown", "reboot")
+
+
+def row_actions(row: DomainRow, actions: frozenset[str]) -> tuple[str, ...]:
+    """The ROW_KINDS that someone holding `actions` (see `models.actions_on`) on the row's
+    domain may use now, as its state allows."""
+    from .kinds import KINDS  # kinds imports models, as rows does: no cycle at load time
+
+    if row.gone_at is not None or not actions:
+        return ()
+    facts = Domain(
+        state=row.state, libvirt_id=row.libvirt_id, persistent=row.persistent,
+        autostart=row.autostart, has_managed_save=row.has_managed_save,
+    )  # fmt: skip
+    return tuple(k for k in ROW_KINDS if KINDS[k].role in actions and KINDS[k].allowed(facts))

@@ -4,6 +4,7 @@ from . import views
 
 urlpatterns = [
     path("domains/", views.domain_list, name="domain_list"),
+    path("domains/act/", views.domain_bulk, name="domain_bulk"),
     path("domains/<slug:host>/<str:uuid>/", views.domain_detail, name="domain_detail"),
     path(
         "domains/<slug:host>/<str:uuid>/confirm/<slug:action>/",

@@ -26,6 +26,7 @@ from django.utils import timezone
 from django.utils.cache import patch_vary_headers
 from django.utils.functional import SimpleLazyObject
 from django.utils.html import escape
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
@@ -53,6 +54,7 @@ from .hypervisor import HypervisorError
 from .kinds import BUTTON_KINDS, KINDS, panel_actions, wrong_state_message
 from .liveness import worker_alive
 from .models import (
+    ACTION_ROLES,
     AuditEvent,
     Domain,
     Host,
@@ -204,6 +206,29 @@ def _team_choices(user) -> tuple[tuple[str, str], ...]:
     return tuple((t["slug"], t["name"]) for t in teams)
 
 
+class _EveryTeam(dict):
+    """A superuser's actions in any team (and on domains of none): all of them."""
+
+    def get(self, _team, _default=None):
+        return frozenset(ACTION_ROLES)
+
+
+def _team_actions(user) -> dict[str, frozenset[str]] | None:
+    """Team name → what `user` may do there, for the list's row buttons and check boxes;
+    None when they may operate nothing (the list has neither)."""
+    if user.is_superuser:
+        return _EveryTeam()
+    memberships = kept_sql.rows(
+        ("memberships", user.pk),
+        lambda: Membership.objects.filter(user=user).values("team__name", "role"),
+    )
+    table = {
+        m["team__name"]: frozenset(a for a, roles in ACTION_ROLES.items() if m["role"] in roles)
+        for m in memberships
+    }
+    return table if any("operate" in actions for actions in table.values()) else None
+
+
 @require_safe
 def domain_list(request: HttpRequest) -> HttpResponse:
     """The inventory: database only, a constant handful of queries whatever its size, each
@@ -213,6 +238,7 @@ def domain_list(request: HttpRequest) -> HttpResponse:
     host_names = _host_names()
     teams = _team_choices(user)
     values = DomainFilterForm.values_of(request.GET.urlencode(), host_names, teams)
+    team_actions = _team_actions(user)
 
     def build():
         qs = Domain.objects.for_user(user, "view")
@@ -241,11 +267,17 @@ def domain_list(request: HttpRequest) -> HttpResponse:
         "domains": page.object_list,
         "sort": values["sort"] or "name",
         "filtered": any(values[k] for k in ("q", "f", "host", "team", "gone")),
+        "team_actions": team_actions,
+        "selectable": team_actions is not None,
+        "bulk_kinds": [(k, KINDS[k].label) for k in BULK_KINDS],
     }
-    # All the page shows from the database: its rows, where it is, what the form offers.
+    # All the page shows from the database: its rows, where it is, what the form offers,
+    # and what the viewer may do in each team (the rows' buttons).
     facts = (
         "domain_list", tuple(DomainRow.of_values(v) for v in page.object_list),
         page.number, page.paginator.count, choices_key,
+        "all" if isinstance(team_actions, _EveryTeam)
+        else tuple(sorted((team_actions or {}).items())),
     )  # fmt: skip
     return kept_pages.render_kept(
         request,
@@ -495,6 +527,53 @@ def _flash_result(request: HttpRequest, op: Operation) -> None:
     messages.error(request, text)
 
 
+# What may be done to several domains at once from the list: one operation each.
+BULK_KINDS = ("start", "shutdown", "reboot", "suspend", "resume")
+BULK_MAX = 100
+
+
+def _local_next(request: HttpRequest) -> str | None:
+    """The page to go back to after a list's button (`next`), if it is one of ours."""
+    url = request.POST.get("next", "")
+    if url.startswith("/domains/") and url_has_allowed_host_and_scheme(
+        url, allowed_hosts={request.get_host()}
+    ):
+        return url
+    return None
+
+
+@require_POST
+def domain_bulk(request: HttpRequest) -> HttpResponse:
+    """Act on several domains ticked in the list: each through its kind's service, as
+    its own button would (one operation each, refusals on record); each outcome said."""
+    action = request.POST.get("action", "")
+    if action not in BULK_KINDS:
+        messages.error(request, _("Choose what to do with the ticked domains."))
+        return see_other(_local_next(request) or reverse("domain_list"))
+    picks = request.POST.getlist("pick")[:BULK_MAX]
+    if not picks:
+        messages.error(request, _("Tick the domains to act on first."))
+    spec = KINDS[action]
+    for pick in picks:
+        host, _slash, uuid = pick.partition("/")
+        try:
+            domain = _visible_domain(request, host, uuid)
+        except Http404:
+            messages.error(request, _("%(pick)s: no such domain.") % {"pick": pick[:80]})
+            continue
+        try:
+            op = spec.service_function(request.user, domain)
+        except ActionRefused as exc:
+            messages.error(request, f"{domain.name}: {exc.message}")
+            continue
+        messages.info(
+            request,
+            _("%(name)s: %(kind)s queued (operation #%(id)s).")
+            % {"name": domain.name, "kind": op.get_kind_display(), "id": op.pk},
+        )
+    return see_other(_local_next(request) or reverse("domain_list"))
+
+
 @require_POST
 def domain_action(request: HttpRequest, host: str, uuid: str, action: str) -> HttpResponse:
     """A plain button: the kind's service, with the check boxes its form may post."""
@@ -524,6 +603,8 @@ def domain_action(request: HttpRequest, host: str, uuid: str, action: str) -> Ht
             return HttpResponseClientRedirect(url)
         return see_other(url)
     _flash_result(request, op)
+    if back := _local_next(request):
+        return see_other(back)  # a button of the list: back to the list
     if htmx_partial(request):
         # Answer with the refreshed panel straight away instead of a redirect to follow.
         domain = Domain.objects.select_related("host", "team").get(pk=domain.pk)

@@ -114,7 +114,7 @@ def test_usage_graphs_draw_and_the_cpu_column_sorts(page, live_server, people, h
     page.wait_for_url("**sort=cpu**")
     cpu_header.click()
     page.wait_for_url("**sort=-cpu**")
-    names = page.locator("#domain-table tbody tr td:first-child").all_inner_texts()
+    names = page.locator("#domain-table tbody tr td > a").all_inner_texts()
     assert names.index("busy-vm") < names.index("calm-vm"), names
 
     page.goto(f"{live_server.url}/domains/alpha/{busy.uuid}/")

@@ -603,6 +603,44 @@ CASES.update(
 )
 
 
+# --- acting on several domains from the list ----------------------------------------------
+
+
+def _bulk_effect(w, user, response, before) -> None:
+    """Every signed-in person comes back to the list; what happened to the ticked domain
+    follows their role: nothing for those who cannot see it, a refusal on record for a
+    viewer, a queued reboot for operators and up."""
+    assert response["Location"] == "/domains/?f=running"
+    new = list(Operation.objects.exclude(pk__in=[pk for pk, _s in before["ops"]]))
+    role = {"nora_noteam": None, "bob_b": None, "victor_viewer": "refused"}.get(
+        user.username, "queued"
+    )
+    if role is None:
+        assert new == []
+    else:
+        (op,) = new
+        assert (op.kind, op.status, op.user) == (OperationKind.REBOOT, role, user)
+    assert live(w.conn, w.domain.uuid) == before["libvirt"]
+
+
+CASES.update(
+    {
+        "domain_bulk": Case(
+            "post",
+            _url("domain_bulk"),
+            (302, 303, 303, 303, 303, 303, 303),
+            data=lambda w: {
+                "action": "reboot",
+                "pick": [f"{w.domain.host.name}/{w.domain.uuid}"],
+                "next": "/domains/?f=running",
+            },
+            effect=_bulk_effect,
+        ),
+        "domain_bulk:GET": Case("get", _url("domain_bulk"), POST_ONLY),
+    }
+)
+
+
 # --- snapshots and clones --------------------------------------------------------------
 
 
