@@ -172,6 +172,7 @@ class ActivityFilterForm(forms.Form):
         choices=[("", _("any status")), *OperationStatus.choices],
         widget=KeptSelect,
     )
+    quiet = forms.BooleanField(label=_("Hide sign-ins and sign-outs"), required=False)
 
     def __init__(self, data, teams: list[tuple[str, str]]):
         """`teams`: (slug, name) pairs."""
@@ -181,7 +182,10 @@ class ActivityFilterForm(forms.Form):
     def value(self, name: str) -> str:
         if not self.is_valid() and name in self.errors:
             return ""
-        return (self.cleaned_data.get(name) or "").strip()
+        value = self.cleaned_data.get(name)
+        if isinstance(value, bool):
+            return "1" if value else ""
+        return (value or "").strip()
 
     @staticmethod
     @lru_cache(maxsize=1024)

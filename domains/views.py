@@ -34,7 +34,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from vmpanel.http import raise_for_refusal, see_other
 
-from . import hypervisor, kept_pages, kept_sql, screens, usage, usage_data
+from . import audit_words, hypervisor, kept_pages, kept_sql, screens, usage, usage_data
 from .forms import (
     DOMAIN_SORTS,
     ActivityFilterForm,
@@ -715,7 +715,11 @@ def activity(request: HttpRequest) -> HttpResponse:
             events = events.filter(team__slug=team)
         if username:
             events = events.filter(user__username__iexact=username)
-        return events.values("pk", "created_at", "user__username", "kind", "team__name", "summary")
+        if values["quiet"]:
+            events = events.exclude(kind__in=audit_words.SIGN_INS)
+        return events.values(
+            "pk", "created_at", "user__username", "kind", "team__name", "summary", "detail"
+        )
 
     # Everything the builders read: who asks, and every value of the form.
     shape = (user.pk, user.is_superuser, tuple(values.items()))
@@ -731,6 +735,11 @@ def activity(request: HttpRequest) -> HttpResponse:
     if show_events:
         events_page = Paginator(kept_sql.Pages(("events", *shape), build_events), PAGE_SIZE)
         events_page = events_page.get_page(request.GET.get("epage"))
+        for event in events_page.object_list:
+            event["sentence"] = audit_words.sentence(
+                event["kind"], event["user__username"], event["team__name"],
+                event.pop("detail"), event["summary"],
+            )  # fmt: skip
     context = {
         "form": SimpleLazyObject(lambda: ActivityFilterForm(request.GET, teams)),
         "ops_page": ops_page,

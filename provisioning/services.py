@@ -343,6 +343,7 @@ def save_template(user: User, template: Template, hosts: list[Host]) -> Template
             user,
             template.name if created else f"{template.name}: {', '.join(changed) or '-'}",
             template=template.pk,
+            name=template.name,
             before={k: before.get(k) for k in changed},
             after={k: after[k] for k in changed},
         )
@@ -448,6 +449,10 @@ def submit_request(
             f"#{req.pk} {name} from {template.name} ({vcpus} vCPUs, {memory_mib} MiB)",
             team=team,
             request=req.pk,
+            name=name,
+            template=template.name,
+            vcpus=vcpus,
+            memory_mib=memory_mib,
         )
         # Those who decide hear of it: the team's admins (not the asker, if one of them).
         url = reverse("request_detail", args=[req.pk])
@@ -527,7 +532,10 @@ def approve_request(user: User, req: VMRequest, host: Host | None = None) -> VMR
             if not decided:
                 raise ActionRefused(_("Request #%(pk)d was decided meanwhile.") % {"pk": req.pk})
             req.refresh_from_db()
-            audit("request_approved", user, f"#{req.pk} {req.name} on {host}", team=req.team)
+            audit(
+                "request_approved", user, f"#{req.pk} {req.name} on {host}", team=req.team,
+                request=req.pk, name=req.name, host=host.name,
+            )  # fmt: skip
             op = _provision(
                 user, req.template, host, req.team, req.name, req.vcpus, req.memory_mib,
                 CreateChoice(persistent=True, start=True), request=req,
@@ -559,7 +567,10 @@ def reject_request(user: User, req: VMRequest, reason: str) -> VMRequest:
         if not decided:
             raise ActionRefused(_("Request #%(pk)d was decided meanwhile.") % {"pk": req.pk})
         req.refresh_from_db()
-        audit("request_rejected", user, f"#{req.pk} {req.name}: {reason}", team=req.team)
+        audit(
+            "request_rejected", user, f"#{req.pk} {req.name}: {reason}", team=req.team,
+            request=req.pk, name=req.name, reason=reason,
+        )  # fmt: skip
         notify(
             req.requester,
             _("Your request #%(pk)d for %(name)s was rejected: %(reason)s")

@@ -70,6 +70,7 @@ def assign_domain(user: User, domain: Domain, team: Team | None) -> Domain:
             f"{domain.name} on {domain.host}: {before or '-'} → {team or '-'}",
             team=team,
             domain=str(domain.uuid),
+            name=domain.name,
             before=before,
         )
     return domain
