@@ -17,6 +17,7 @@ anything but a plain 200. Per process, at most KEPT pages and KEPT sections.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -59,6 +60,13 @@ _pages = _Kept()
 _sections = _Kept()
 
 
+def page_path(request: HttpRequest) -> str:
+    """The request's path and query without `since` (a poll's version of what it shows)."""
+    query = request.GET.copy()
+    query.pop(SINCE, None)
+    return f"{request.path}?{query.urlencode()}" if query else request.path
+
+
 def _request_facts(request: HttpRequest, partial: bool) -> tuple | None:
     """What the page shows from the request, or None when it must be rendered afresh."""
     secret = request.META.get("CSRF_COOKIE")
@@ -66,31 +74,50 @@ def _request_facts(request: HttpRequest, partial: bool) -> tuple | None:
         return None
     user = request.user
     return (
-        request.get_full_path(), partial, get_language(),
+        page_path(request), partial, get_language(),
         timezone.get_current_timezone_name(),
         user.pk, user.get_username(), user.is_superuser, secret,
     )  # fmt: skip
+
+
+# A page that updates itself polls with `?since=<its version>`: the answer is 204 (nothing
+# to swap) while what it shows is unchanged, else the new page, carrying its new version.
+SINCE = "since"
+
+
+def _version(facts: tuple) -> str:
+    # Not hash(): Python salts it per process, and a page polls whichever worker answers.
+    return hashlib.blake2b(repr(facts).encode(), digest_size=8).hexdigest()
 
 
 def render_kept(
     request: HttpRequest, partial: bool, facts: tuple, render: Callable[[], HttpResponse]
 ) -> HttpResponse:
     """`render()`'s answer, or the one kept for the same request facts and `facts` (all the
-    view read from the database that the page shows; hashable)."""
+    view read from the database that the page shows; hashable). `request.page_version` is
+    set for the template: what a poll sends back as `since`."""
     request_facts = _request_facts(request, partial)
     if request_facts is None:
+        request.page_version = ""
         return render()
     key = (*request_facts, *facts)
     hit = _pages.get(key)
+    # The same for the whole page and its fragment (what a poll asks for), and without
+    # the session's secret: only what the page shows.
+    path, _partial, *who, _secret = request_facts
+    version = hit[2] if hit is not None else _version((path, *who, facts))
+    if request.GET.get(SINCE) == version:
+        return HttpResponse(status=204)  # unchanged: the page keeps what it shows
     if hit is not None:
         # The kept page's CSRF token is valid: it was made from this session's secret. (Not
         # renewing the cookie here is harmless: it lives a year, and a render renews it.)
         response = HttpResponse(hit[0], content_type=hit[1])
         patch_vary_headers(response, ["HX-Request"])
         return response
+    request.page_version = version
     response = render()
     if response.status_code == 200 and not response.streaming:
-        _pages.put(key, (response.content, response["Content-Type"]))
+        _pages.put(key, (response.content, response["Content-Type"], version))
     return response
 
 

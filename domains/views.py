@@ -269,6 +269,7 @@ def domain_list(request: HttpRequest) -> HttpResponse:
         "filtered": any(values[k] for k in ("q", "f", "host", "team", "gone")),
         "team_actions": team_actions,
         "selectable": team_actions is not None,
+        "live_path": kept_pages.page_path(request),
         "bulk_kinds": [(k, KINDS[k].label) for k in BULK_KINDS],
     }
     # All the page shows from the database: its rows, where it is, what the form offers,
@@ -407,6 +408,7 @@ def domain_detail(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
     except usage_data.UnknownRange as exc:
         return _bad_request(request, str(exc), request.path)
     context = _detail_context(request, domain, rng)
+    context["live_path"] = kept_pages.page_path(request)
 
     def render_page() -> HttpResponse:
         return _render(request, "domains/domain_detail.html", "domains/_domain_panel.html", context)
@@ -745,6 +747,7 @@ def activity(request: HttpRequest) -> HttpResponse:
         "ops_page": ops_page,
         "show_events": show_events,
         "events_page": events_page,
+        "live_path": kept_pages.page_path(request),
     }
     # All the page shows from the database: the rows of both tables and where they are.
     facts = (

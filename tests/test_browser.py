@@ -168,3 +168,38 @@ def test_on_a_phone_no_page_scrolls_sideways_and_the_menu_folds(
         assert box["height"] >= 40
     page.click(".topbar nav >> text=Activity")
     page.wait_for_url(f"{live_server.url}/activity/")
+
+
+def test_pages_update_themselves_within_two_seconds(
+    page, live_server, people, make_domain, watcher_beat
+):
+    """A change the inventory records (the watcher, another user's operation) shows on an
+    open list and VM page without a reload."""
+    from domains.models import Domain, State
+
+    domain = make_domain("alpha", name="live-vm", state="running")
+    page.goto(f"{live_server.url}/login/")
+    page.fill("input[name=username]", "olga_operator")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/domains/**")
+    page.wait_for_selector("#domain-table [data-live]", state="attached")
+
+    Domain.objects.filter(pk=domain.pk).update(state=State.PAUSED, state_reason="user")
+    started = time.monotonic()
+    page.wait_for_function(
+        "() => document.querySelector('#domain-table').innerText.includes('paused')",
+        timeout=2500,
+    )
+    on_list = time.monotonic() - started
+
+    page.goto(f"{live_server.url}/domains/alpha/{domain.uuid}/")
+    page.wait_for_selector("#domain-panel [data-live]", state="attached")
+    Domain.objects.filter(pk=domain.pk).update(state=State.RUNNING, state_reason="unpaused")
+    started = time.monotonic()
+    page.wait_for_function(
+        "() => document.querySelector('#domain-panel .title-row').innerText.includes('running')",
+        timeout=2500,
+    )
+    on_page = time.monotonic() - started
+    assert on_list < 2 and on_page < 2, (on_list, on_page)

@@ -200,3 +200,19 @@ def test_the_vm_page_shows_disks_network_and_addresses_and_xml_for_admins(people
     # The XML names host paths and devices: team admins and superusers only.
     assert "Domain XML" not in page
     assert "Domain XML" in client_for(people.alice_admin).get(_detail_url(domain)).content.decode()
+
+
+def test_a_poll_is_answered_204_while_nothing_changed(people, make_domain):
+    domain = make_domain(state="running")
+    client = client_for(people.olga_operator)
+    client.get(reverse("domain_list"))
+    page = client.get(reverse("domain_list")).content.decode()
+    version = re.search(r"since=([0-9a-f]+)", page).group(1)
+    poll = {"HTTP_HX_REQUEST": "true"}
+    assert client.get(reverse("domain_list"), {"since": version}, **poll).status_code == 204
+    Domain.objects.filter(pk=domain.pk).update(state=State.PAUSED, state_reason="user")
+    changed = client.get(reverse("domain_list"), {"since": version}, **poll)
+    assert changed.status_code == 200 and "paused" in changed.content.decode()
+    newer = re.search(r"since=([0-9a-f]+)", changed.content.decode()).group(1)
+    assert newer != version
+    assert client.get(reverse("domain_list"), {"since": newer}, **poll).status_code == 204
