@@ -8,7 +8,8 @@
 #   scripts/qemuhost.sh uri NAME         # what the panel connects to (from the root namespace)
 #   scripts/qemuhost.sh p2p-uri NAME     # what another host's daemon uses to migrate to NAME
 #   scripts/qemuhost.sh addr NAME        # NAME's address on the link between the two hosts
-#   scripts/qemuhost.sh console-addr NAME  # NAME's address on its management link (below)
+#   scripts/qemuhost.sh console-addr NAME  # NAME's address on its management link (below),
+#                                        # which this makes first if it is not there yet
 #   scripts/qemuhost.sh dir NAME         # NAME's folder (images/, save/, log/ …)
 #   scripts/qemuhost.sh kill-daemon NAME # SIGKILL NAME's libvirtd (its guests run on), for
 #                                        # fault tests: a host whose daemon died
@@ -19,10 +20,13 @@
 # Each host is a root `libvirtd` in its own network namespace, mount namespace and UTS
 # namespace (hostname = NAME). The two network namespaces are joined by a veth pair and
 # nothing else: guests migrate between the hosts over a real TCP link, and no traffic can
-# leave for anywhere else. Each host also has a management link to the root namespace (a
-# veth pair of its own, a /30): what a panel machine reaches a remote host's consoles on.
-# Only the guests' displays listen there (VNC, with a password; the panel's console address
-# for the host); libvirtd does not. Names derive from a hash of the run folder, so two
+# leave for anywhere else. On request (console-addr), a host also gets a management link to
+# the root namespace (a veth pair of its own, a /30): what a panel machine reaches a remote
+# host's consoles on. Only the guests' displays listen there (VNC, with a password; the
+# panel's console address for the host); libvirtd does not. Not made by `up`: an interface
+# appearing in the root namespace is a network change to everything there, and Chromium
+# then fails the requests in flight (net::ERR_NETWORK_CHANGED: seen in a browser test while
+# another run brought its hosts up). Names derive from a hash of the run folder, so two
 # clones (or a demo and a test session of one clone) never share a namespace:
 #   netns and veth end   vmp-<5 hex>-NAME            (<= 15 characters, an interface name)
 #   addresses            10.99.<1..254>.1 (first host) and .2 (second), a /24 of their own
@@ -117,8 +121,23 @@ netns_exists() { [ -e "/run/netns/$(netns "$1")" ]; }
 running() { pid_alive "$(read_pid "$(pid_file "$1")")" libvirtd && [ -S "$(sock "$1")" ]; }
 host_up() {
   running "$1" && netns_exists "$1" &&
-    ip -n "$(netns "$1")" -br addr show dev "$(netns "$1")" 2>/dev/null | grep -qF "$(addr "$1")/" &&
-    ip -n "$(netns "$1")" -br addr show dev mgmt 2>/dev/null | grep -qF "$(console_addr "$1")/"
+    ip -n "$(netns "$1")" -br addr show dev "$(netns "$1")" 2>/dev/null | grep -qF "$(addr "$1")/"
+}
+
+# The management link of host $1 (see the top), made once.
+console_link() {
+  local n=$1
+  need_root
+  netns_exists "$n" || die "host $n is not up"
+  if ip -n "$(netns "$n")" -br addr show dev mgmt 2>/dev/null | grep -qF "$(console_addr "$n")/"; then
+    return 0
+  fi
+  ip link del "$(mgmt_if "$n")" 2>/dev/null || true # a leftover of an earlier run
+  ip link add "$(mgmt_if "$n")" type veth peer name mgmt netns "$(netns "$n")"
+  ip addr add "$(root_mgmt_addr "$n")/30" dev "$(mgmt_if "$n")"
+  ip link set "$(mgmt_if "$n")" up
+  ip -n "$(netns "$n")" addr add "$(console_addr "$n")/30" dev mgmt
+  ip -n "$(netns "$n")" link set mgmt up
 }
 
 need_root() { [ "$(id -u)" -eq 0 ] || die "needs root (network namespaces, a root libvirtd)"; }
@@ -157,13 +176,6 @@ make_link() {
   for n in "$a" "$b"; do
     ip -n "$(netns "$n")" addr add "$(addr "$n")/24" dev "$(netns "$n")"
     ip -n "$(netns "$n")" link set "$(netns "$n")" up
-    # The management link: made in the root namespace, its host end moved in at once.
-    ip link del "$(mgmt_if "$n")" 2>/dev/null || true # a leftover of an earlier run
-    ip link add "$(mgmt_if "$n")" type veth peer name mgmt netns "$(netns "$n")"
-    ip addr add "$(root_mgmt_addr "$n")/30" dev "$(mgmt_if "$n")"
-    ip link set "$(mgmt_if "$n")" up
-    ip -n "$(netns "$n")" addr add "$(console_addr "$n")/30" dev mgmt
-    ip -n "$(netns "$n")" link set mgmt up
   done
 }
 
@@ -530,7 +542,10 @@ uri | p2p-uri | addr | console-addr | dir)
   uri) uri "$1" ;;
   p2p-uri) p2p_uri "$1" ;;
   addr) addr "$1" ;;
-  console-addr) console_addr "$1" ;;
+  console-addr)
+    console_link "$1" >&2
+    console_addr "$1"
+    ;;
   dir) host_dir "$1" ;;
   esac
   ;;
