@@ -152,8 +152,10 @@ def domain_usage(
             if row.get("cpu") is None:
                 row["cpu"] = vcpu_cpus.get(row["n"])
     end = _end(rows, rng, now)
-    # The screen thumbnail's cache-buster: a new picture with each new figure.
-    screen_at = int(current["at"].timestamp()) if fresh else int(now)
+    # The screen thumbnail's cache-buster: a new picture with each new figure (without
+    # figures, with each tick: not each second, or the section would never be kept).
+    tick = settings.VMPANEL_STATS_SECONDS
+    screen_at = int(current["at"].timestamp()) if fresh else int(now) // tick * tick
     running = domain.libvirt_id is not None and domain.gone_at is None
     seen = None
     if fresh:

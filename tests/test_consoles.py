@@ -21,6 +21,24 @@ from tests.helpers import client_for, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
+
+@pytest.fixture(autouse=True)
+def _consoles_closed_on_record():
+    """After each test, until the proxy has put every console it opened on record as
+    closed: its last audit row must not race the test database's flush (PostgreSQL
+    deadlocked the flush's TRUNCATE against that INSERT's foreign-key check)."""
+    yield
+    wait_for(
+        lambda: (
+            AuditEvent.objects.filter(kind="console.opened").count()
+            <= AuditEvent.objects.filter(kind="console.closed").count()
+        ),
+        timeout=10,
+        what="the proxy's audit of the consoles it closed",
+    )
+    time.sleep(0.2)  # the proxy's own transaction, just committed, is over
+
+
 ORIGIN = "http://127.0.0.1:8000"
 BAD_TICKET, NOT_ALLOWED, NO_CONSOLE = 4401, 4403, 4502
 
