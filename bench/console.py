@@ -28,6 +28,8 @@ import time
 import uuid
 from pathlib import Path
 
+from benchlib import script  # bench/ is first on sys.path when run
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -50,18 +52,6 @@ os.environ["VMPANEL_REDIS_PORT"] = str(REDIS_PORT)
 os.environ["REDIS_URL"] = f"redis://127.0.0.1:{REDIS_PORT}/0"  # the tickets
 os.environ["VMPANEL_CONSOLE_PORT"] = str(PROXY_PORT)
 os.environ["VMPANEL_CONSOLE_URL"] = f"ws://127.0.0.1:{PROXY_PORT}/console/ws/"
-
-
-def script(name: str, *args: str, timeout: float = 900) -> str:
-    out = subprocess.run(
-        ["bash", str(ROOT / "scripts" / name), *args],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    lines = out.stdout.strip().splitlines()
-    return lines[-1] if lines else ""
 
 
 def wait_port(port: int, seconds: float = 30) -> None:

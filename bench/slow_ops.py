@@ -23,6 +23,8 @@ import time
 import uuid as uuidlib
 from pathlib import Path
 
+from benchlib import script, wait  # bench/ is first on sys.path when run
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 RUN_DIR = Path(os.environ.setdefault("VMPANEL_RUN_DIR", "/tmp/vmpanel-bench-slow"))
@@ -38,28 +40,6 @@ import libvirt  # noqa: E402  (the direct side of the comparison)
 
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 SAVE_DIR = "/var/lib/libvirt/save"
-
-
-def script(name: str, *args: str, timeout: float = 900) -> str:
-    out = subprocess.run(
-        ["bash", str(ROOT / "scripts" / name), *args],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    lines = out.stdout.strip().splitlines()
-    return lines[-1] if lines else ""
-
-
-def wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise SystemExit(f"timed out: {what}")
 
 
 def main() -> None:

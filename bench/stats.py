@@ -24,12 +24,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
+
+from benchlib import script  # bench/ is first on sys.path when run
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -39,18 +40,6 @@ DB_FILE = Path(tempfile.gettempdir()) / "vmpanel-bench-stats.sqlite3"
 os.environ.setdefault("DATABASE_URL", f"sqlite:///{DB_FILE}")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "vmpanel.settings")
 os.environ.setdefault("VMPANEL_ALLOW_DEMO_SECRET", "true")  # a benchmark, not a panel
-
-
-def script(name: str, *args: str, timeout: float = 900) -> str:
-    out = subprocess.run(
-        ["bash", str(ROOT / "scripts" / name), *args],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    lines = out.stdout.strip().splitlines()
-    return lines[-1] if lines else ""
 
 
 def timed_ticks(ticker, count: int = 5) -> tuple[float, float, float]:
