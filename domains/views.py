@@ -11,6 +11,7 @@ import re
 import threading
 import time
 import uuid as uuidlib
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
@@ -1013,23 +1014,37 @@ def form_page_domain(request: HttpRequest, host: str, uuid: str, kind: str) -> D
     return domain
 
 
+def queue_from_form(
+    request: HttpRequest, form, queue: Callable[[dict], Operation], field: str | None = None
+) -> tuple[HttpResponse | None, int]:
+    """A kind's form page: when posted, the form's values to `queue` (its service).
+    (The operation's page, 200) when queued; else (None, the page's status): 200 for a GET,
+    400 for a form that is not valid (nothing is recorded: not even a name, say), or the
+    refusal's status with its words beside `field` (None: above the form)."""
+    if request.method != "POST":
+        return None, 200
+    if not form.is_valid():
+        return None, 400
+    try:
+        op = queue(form.cleaned_data)
+    except ActionRefused as exc:
+        form.add_error(field, exc.message)
+        return None, raise_for_refusal(exc)
+    return after_queue(request, op), 200
+
+
 @require_http_methods(["GET", "HEAD", "POST"])
 def domain_save(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
     """Save the memory to an image in the host's save folder; the guide's warnings shown."""
     domain = form_page_domain(request, host, uuid, "save")
     form = SaveForm(request.POST or None)
-    status = 200
-    if request.method == "POST" and not form.is_valid():
-        # Not a name at all (too long, a NUL byte): the form says so; nothing is recorded.
-        status = 400
-    elif request.method == "POST":
-        try:
-            op = images.save_domain(request.user, domain, form.cleaned_data["image_name"])
-        except ActionRefused as exc:
-            status = raise_for_refusal(exc)
-            form.add_error("image_name", exc.message)
-        else:
-            return after_queue(request, op)
+    queued, status = queue_from_form(
+        request, form,
+        lambda data: images.save_domain(request.user, domain, data["image_name"]),
+        "image_name",
+    )  # fmt: skip
+    if queued:
+        return queued
     context = {"domain": domain, "form": form}
     return render(request, "domains/domain_save.html", context, status=status)
 
@@ -1069,21 +1084,15 @@ def domain_snapshots(request: HttpRequest, host: str, uuid: str) -> HttpResponse
 def domain_snapshot_create(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
     domain = form_page_domain(request, host, uuid, "snapshot_create")
     form = SnapshotCreateForm(request.POST or None)
-    status = 200
-    if request.method == "POST" and not form.is_valid():
-        status = 400
-    elif request.method == "POST":
-        data = form.cleaned_data
-        try:
-            op = snapshots.create_snapshot(
-                request.user, domain, data["name"], data["description"],
-                disk_only=data["disk_only"], quiesce=data["quiesce"],
-            )  # fmt: skip
-        except ActionRefused as exc:
-            status = raise_for_refusal(exc)
-            form.add_error(None, exc.message)
-        else:
-            return after_queue(request, op)
+    queued, status = queue_from_form(
+        request, form,
+        lambda data: snapshots.create_snapshot(
+            request.user, domain, data["name"], data["description"],
+            disk_only=data["disk_only"], quiesce=data["quiesce"],
+        ),
+    )  # fmt: skip
+    if queued:
+        return queued
     context = {"domain": domain, "form": form, "default_name": snapshots.default_name()}
     return render(request, "domains/domain_snapshot_create.html", context, status=status)
 
@@ -1100,26 +1109,18 @@ def _snapshot_page(request, host: str, uuid: str, kind: str, form_class, templat
         )
     except HypervisorError:
         pass  # the service says so on POST; the page shows what it can
-    status = 200
-    if request.method == "POST" and not form.is_valid():
-        status = 400
-    elif request.method == "POST":
-        data = form.cleaned_data
-        try:
-            if kind == "snapshot_revert":
-                op = snapshots.revert_snapshot(
-                    request.user, domain, data["name"], then=data["then"], force=data["force"]
-                )
-            else:
-                op = snapshots.delete_snapshot(
-                    request.user, domain, data["name"], mode=data["mode"]
-                )
-        except ActionRefused as exc:
-            status = raise_for_refusal(exc)
-            form.add_error(None, exc.message)
-        else:
-            return after_queue(request, op)
-    elif snapshot is None:
+
+    def queue(data: dict) -> Operation:
+        if kind == "snapshot_revert":
+            return snapshots.revert_snapshot(
+                request.user, domain, data["name"], then=data["then"], force=data["force"]
+            )
+        return snapshots.delete_snapshot(request.user, domain, data["name"], mode=data["mode"])
+
+    queued, status = queue_from_form(request, form, queue)
+    if queued:
+        return queued
+    if request.method != "POST" and snapshot is None:
         raise Http404(_("No such snapshot."))
     context = {"domain": domain, "form": form, "snapshot": snapshot, "name": name}
     return render(request, template, context, status=status)

@@ -13,7 +13,7 @@ from django.views.decorators.http import require_http_methods, require_POST, req
 
 from domains.models import Operation, OperationKind, Team, is_team_admin, teams_for
 from domains.services.common import ActionRefused
-from domains.views import after_queue, form_page_domain
+from domains.views import form_page_domain, queue_from_form
 from vmpanel.http import raise_for_refusal, see_other
 
 from . import services
@@ -281,17 +281,13 @@ def domain_clone(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
     """Copy a shut-off domain into its team (against the team's quota)."""
     domain = form_page_domain(request, host, uuid, OperationKind.CLONE)
     form = CloneForm(request.POST or None, initial={"name": f"{domain.name}-copy"[:63]})
-    status = 200
-    if request.method == "POST" and not form.is_valid():
-        status = 400
-    elif request.method == "POST":
-        try:
-            op = services.clone_domain(request.user, domain, form.cleaned_data["name"])
-        except ActionRefused as exc:
-            status = raise_for_refusal(exc)
-            form.add_error("name", exc.message)
-        else:
-            return after_queue(request, op)
+    queued, status = queue_from_form(
+        request, form,
+        lambda data: services.clone_domain(request.user, domain, data["name"]),
+        "name",
+    )  # fmt: skip
+    if queued:
+        return queued
     quota = Quota.objects.filter(team=domain.team).first() if domain.team else None
     context = {"domain": domain, "form": form, "quota": quota}
     return render(request, "provisioning/domain_clone.html", context, status=status)
