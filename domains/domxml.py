@@ -161,24 +161,11 @@ class Disk:
 
 def disks(xml: str) -> list[Disk]:
     """The domain's disks as migration and storage checks need them."""
-    result = []
-    for disk in parse(xml).iterfind("devices/disk"):
-        source = disk.find("source")
-        path = ""
-        if source is not None:
-            path = source.get("file") or source.get("dev") or ""
-        driver = disk.find("driver")
-        target = disk.find("target")
-        result.append(
-            Disk(
-                target=target.get("dev", "") if target is not None else "",
-                device=disk.get("device", "disk"),
-                source=path,
-                format=driver.get("type", "raw") if driver is not None else "raw",
-                readonly=disk.find("readonly") is not None,
-            )
-        )
-    return result
+    return [
+        Disk(target=d.target, device=d.device, source=d.path, format=d.format or "raw",
+             readonly=d.readonly)
+        for d in disk_sources(xml)
+    ]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -228,27 +215,13 @@ class NicView:
 def device_views(xml: str) -> tuple[tuple[DiskView, ...], tuple[NicView, ...]]:
     """The disks and network interfaces of a domain XML, for the VM page."""
     root = parse(xml)
-    disks = []
-    for disk in root.iterfind("devices/disk"):
-        source, target, driver = disk.find("source"), disk.find("target"), disk.find("driver")
-        where = ""
-        if source is not None:
-            if source.get("pool") and source.get("volume"):
-                where = f"{source.get('pool')}/{source.get('volume')}"
-            elif source.get("protocol"):
-                where = f"{source.get('protocol')}:{source.get('name', '')}"
-            else:
-                where = source.get("file") or source.get("dev") or ""
-        disks.append(
-            DiskView(
-                target=target.get("dev", "") if target is not None else "",
-                device=disk.get("device", "disk"),
-                bus=target.get("bus", "") if target is not None else "",
-                source=where,
-                format=driver.get("type", "") if driver is not None else "",
-                readonly=disk.find("readonly") is not None,
-            )
+    disks = [
+        DiskView(
+            target=d.target, device=d.device, bus=d.bus, source=d.key or d.network,
+            format=d.format, readonly=d.readonly,
         )
+        for d in disk_sources(xml)
+    ]  # fmt: skip
     nics = []
     for nic in root.iterfind("devices/interface"):
         mac, model, source, link = (nic.find(t) for t in ("mac", "model", "source", "link"))
@@ -1401,6 +1374,9 @@ class DiskSource:
     volume: str  # <source volume> of a volume disk
     format: str  # <driver type>, "" when not written
     writable: bool  # device='disk', neither <readonly/> nor <shareable/>
+    bus: str = ""  # <target bus>: virtio, sata …
+    readonly: bool = False
+    network: str = ""  # "protocol:name" of a network disk
 
     @property
     def key(self) -> str:
@@ -1435,6 +1411,9 @@ def disk_sources(xml: str) -> list[DiskSource]:
                 writable=device == "disk"
                 and disk.find("readonly") is None
                 and disk.find("shareable") is None,
+                bus=target.get("bus", "") if target is not None else "",
+                readonly=disk.find("readonly") is not None,
+                network=f"{get('protocol', '')}:{get('name', '')}" if get("protocol", "") else "",
             )
         )
     return result
