@@ -1,0 +1,8 @@
+# Placeholder in the chain; the change that needs it fills in its operations.
+from django.db import migrations
+
+
+class Migration(migrations.Migration):
+    dependencies = [("domains", "0011_snapshots_and_clones")]
+
+    operations = []
