@@ -1055,6 +1055,33 @@ def redact_secrets(xml: str) -> str:
     return to_string(root)
 
 
+def _element_path(el: etree._Element) -> tuple[tuple[str, int], ...]:
+    """Where `el` sits: each ancestor's tag and its place among same-tag siblings."""
+    steps = []
+    while el.getparent() is not None:
+        parent = el.getparent()
+        same = [c for c in parent if c.tag == el.tag]
+        steps.append((el.tag, same.index(el)))
+        el = parent
+    return tuple(reversed(steps))
+
+
+def restore_secrets(redacted: str, saved: str) -> str:
+    """`redacted` (a recorded edit, its secrets taken out) with the secrets of `saved` put
+    back on the elements at the same place that lack them, so that editing a recorded text
+    again does not drop a graphics password the person never saw removed."""
+    root = parse(redacted)
+    wanted: dict[tuple, dict[str, str]] = {}
+    for el, name in _secret_attributes(parse(saved)):
+        wanted.setdefault(_element_path(el), {})[name] = el.attrib[name]
+    for el in root.iter():
+        if isinstance(el.tag, str):
+            for name, value in wanted.get(_element_path(el), {}).items():
+                if name not in el.attrib:  # typed anew: the person's own
+                    el.set(name, value)
+    return to_string(root)
+
+
 def secret_values(xml: str) -> list[str]:
     """The secrets written in `xml`, longest first, to scrub from text that may quote them
     (libvirt's error messages). [] for XML that does not parse."""

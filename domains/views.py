@@ -61,6 +61,7 @@ from .models import (
     Host,
     Membership,
     Operation,
+    OperationKind,
     OperationStatus,
     Role,
     SavedImage,
@@ -674,6 +675,13 @@ def operation_detail(request: HttpRequest, pk: int) -> HttpResponse:
         and (KINDS[op.kind].long or op.status == OperationStatus.QUEUED)
         and op.domain is not None
         and "operate" in actions_on(user, op.domain),
+        # A save of XML that libvirt refused: back to the editor with that text.
+        "may_edit_again": op.kind == OperationKind.EDIT_XML
+        and op.status == OperationStatus.FAILED
+        and bool(op.xml_after)
+        and op.domain is not None
+        and op.domain.gone_at is None
+        and KINDS[op.kind].role in actions_on(user, op.domain),
     }
     return _render(
         request, "domains/operation_detail.html", "domains/_operation_status.html", context
@@ -1296,13 +1304,17 @@ def domain_resize(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
     return render(request, "domains/domain_resize.html", context, status=status)
 
 
+# An operation's number in "?again=": digits within an integer column, else ignored.
+_AGAIN_RE = re.compile(r"[0-9]{1,9}")
+
+
 @require_http_methods(["GET", "HEAD", "POST"])
 def domain_xml_edit(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
     """The saved configuration as XML, for team admins: preview the diff, then save."""
     domain = form_page_domain(request, host, uuid, "edit_xml")
     problems: list[str] = []
     diff = None
-    read_error = ""
+    read_error = libvirt_refusal = ""
     status = 200
     if request.method == "POST":
         form = XmlEditForm(request.POST)
@@ -1333,7 +1345,13 @@ def domain_xml_edit(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
             read_error = _("Host %(host)s is disabled.") % {"host": domain.host}
         else:
             try:
-                xml = xmledit.current_domain_xml(domain)
+                # "Edit again" from a save libvirt refused: that text, not the saved one.
+                again = _AGAIN_RE.fullmatch(request.GET.get("again", ""))
+                refused = again and xmledit.refused_edit(request.user, domain, int(again[0]))
+                if refused:
+                    xml, libvirt_refusal = refused.xml, refused.problem
+                else:
+                    xml = xmledit.current_domain_xml(domain)
             except HypervisorError as exc:
                 read_error = exc.message
         form = XmlEditForm(initial={"xml": xml})
@@ -1341,6 +1359,7 @@ def domain_xml_edit(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
         "domain": domain,
         "form": form,
         "problems": problems,
+        "libvirt_refusal": libvirt_refusal,
         "diff": diff,
         "read_error": read_error,
     }

@@ -10,7 +10,7 @@ from django.utils.translation import gettext as _
 from .. import domxml, hypervisor
 from ..hypervisor import HypervisorError
 from ..kinds import KINDS, wrong_state_message
-from ..models import Domain, Host, Operation, OperationKind
+from ..models import Domain, Host, Operation, OperationKind, OperationStatus
 from ..rules import edit_policy_problems, xml_edit_check
 from .common import queue_operation, require
 
@@ -74,6 +74,36 @@ def preview_domain_xml(user: User, domain: Domain, new_xml: str) -> XmlPreview:
         return XmlPreview(new_xml, "", exc.message)
     diff, problem, _waived = _edit_problem(user, domain, current, new_xml)
     return XmlPreview(new_xml, diff, problem)
+
+
+def refused_edit(user: User, domain: Domain, op_pk: int) -> XmlPreview | None:
+    """A save of `domain`'s XML that libvirt refused in the worker (operation `op_pk`), for
+    the editor's "edit again": the text as submitted (the record's copy, whose passwords
+    are put back from the saved configuration so that saving it keeps them) and libvirt's
+    words. None when `op_pk` is no such save of this domain."""
+    require(user, domain, OperationKind.EDIT_XML, record=False)
+    op = (
+        Operation.objects.filter(
+            pk=op_pk, domain=domain, kind=OperationKind.EDIT_XML, status=OperationStatus.FAILED
+        )
+        .exclude(xml_after="")
+        .first()
+    )
+    if op is None:
+        return None
+    why = _("libvirt refused this text (operation #%(op)s): %(error)s") % {
+        "op": op.pk, "error": op.error or op.message}  # fmt: skip
+    try:
+        text = domxml.restore_secrets(op.xml_after, current_domain_xml(domain))
+    except (HypervisorError, domxml.XMLError) as exc:
+        # The text without its passwords is still the person's work; saving it as it is
+        # would drop them, so say so.
+        text = op.xml_after
+        why += " " + _(
+            "The saved passwords could not be read back (%(error)s): put them back before "
+            "saving, or the VM loses them."
+        ) % {"error": getattr(exc, "message", str(exc))}
+    return XmlPreview(text, "", why)
 
 
 def edit_domain_xml(user: User, domain: Domain, new_xml: str) -> Operation:
