@@ -94,7 +94,7 @@ def still_allowed(ticket: Ticket) -> str | None:
         return _("This console is no longer yours to see.")
     may = actions_on(user, domain)
     if "view" not in may or (not ticket.view_only and "operate" not in may):
-        return _("Your role on this domain has changed; open the console again.")
+        return _("Your role on this VM has changed; open the console again.")
     if domain.gone_at is not None or domain.libvirt_id is None:
-        return _("The domain is not running any more.")
+        return _("The VM is not running any more.")
     return None

@@ -29,6 +29,7 @@ from .models import (
     Team,
 )
 from .rules import (
+    DEFAULT_MIGRATION_FLAGS,
     console_address_problem,
     host_uri_problem,
     listen_address_problem,
@@ -38,9 +39,9 @@ from .rules import (
 # Titles of libvirt's filter groups, in the order of models.LIST_FILTER_GROUPS.
 FILTER_GROUP_TITLES = [
     _("Activity"),
-    _("Persistence"),
+    _("Permanent or temporary"),
     _("State"),
-    _("Managed save"),
+    _("Hibernated"),
     _("Autostart"),
     _("Snapshots"),
 ]
@@ -106,7 +107,7 @@ class DomainFilterForm(forms.Form):
     )
     host = forms.ChoiceField(label=_("Host"), required=False, widget=KeptSelect)
     team = forms.ChoiceField(label=_("Team"), required=False, widget=KeptSelect)
-    gone = forms.BooleanField(label=_("Show gone domains"), required=False)
+    gone = forms.BooleanField(label=_("Show gone VMs"), required=False)
     sort = forms.ChoiceField(
         required=False,
         choices=[(k, k) for k in DOMAIN_SORTS] + [(f"-{k}", f"-{k}") for k in DOMAIN_SORTS],
@@ -155,7 +156,7 @@ class ActivityFilterForm(forms.Form):
     team = forms.ChoiceField(label=_("Team"), required=False, widget=KeptSelect)
     user = forms.CharField(label=_("User"), required=False, max_length=150)
     domain = forms.CharField(
-        label=_("Domain"),
+        label=_("VM"),
         required=False,
         max_length=200,
         widget=forms.TextInput(attrs={"placeholder": _("name or UUID")}),
@@ -202,7 +203,7 @@ class HostForm(forms.ModelForm):
         formfield_callback = panel_fields.formfield
         fields = [
             "name", "uri", "enabled", "save_dir", "migration_uri", "migration_address",
-            "console_address", "allowed_paths", "allow_hostdev",
+            "console_address", "allowed_paths", "allow_hostdev", "celery_queue",
         ]  # fmt: skip
         help_texts = {
             "name": _("A short label used in URLs: letters, digits, - and _."),
@@ -237,6 +238,12 @@ class HostForm(forms.ModelForm):
             ),
             "allow_hostdev": _(
                 "Whether team admins may give a VM a PCI or USB device of this host."
+            ),
+            "celery_queue": _(
+                "A name such as rack-2: saving, restoring, hibernating, moving and cloning "
+                "VMs of this host are then run only by the workers started for that queue "
+                "(celery worker -Q celery,rack-2), e.g. on a machine near the host. Blank: "
+                "any worker. Quick actions always run on any worker."
             ),
         }
         widgets = {
@@ -391,30 +398,82 @@ class SnapshotDeleteForm(forms.Form):
     )
 
 
+class RestoreForm(forms.Form):
+    """The restore confirmation's button: a POST without it (an old page's button) only
+    shows the confirmation again."""
+
+    confirm = forms.BooleanField(widget=forms.HiddenInput)
+
+
 # Each migration flag of the guide, with what it does in one line.
 MIGRATION_FLAG_HELP = {
     "LIVE": _("Keep the guest running while its memory is copied (no downtime but a pause)."),
     "PEER2PEER": _("The source host talks to the destination itself, not through the panel."),
     "TUNNELLED": _("Send the data through libvirtd's own connection (needs peer-to-peer)."),
-    "PERSIST_DEST": _("Define the domain on the destination so it outlives a power-off there."),
-    "UNDEFINE_SOURCE": _("Remove the domain's definition from the source once it has moved."),
-    "PAUSED": _("Leave the domain paused on the destination."),
+    "PERSIST_DEST": _("Define the VM on the destination so it outlives a power-off there."),
+    "UNDEFINE_SOURCE": _("Remove the VM's definition from the source once it has moved."),
+    "PAUSED": _("Leave the VM paused on the destination."),
     "NON_SHARED_DISK": _("Copy whole disks to the destination (no shared storage)."),
     "NON_SHARED_INC": _("Copy only what differs from a shared backing image."),
-    "CHANGE_PROTECTION": _("Refuse changes to the domain's configuration while it moves."),
+    "CHANGE_PROTECTION": _("Refuse changes to the VM's configuration while it moves."),
     "UNSAFE": _("Migrate even where libvirt thinks it unsafe (e.g. disk caching)."),
-    "OFFLINE": _("Move only the definition of a shut-off domain; nothing runs."),
+    "OFFLINE": _("Move only the definition of a shut-off VM; nothing runs."),
 }
+
+# The plain choices people make first, and the flags each stands for. The flags they do
+# not cover are the "Advanced" fold's, for team admins and superusers; everyone else moves
+# with the defaults there (the VM then belongs to the destination).
+MIGRATION_HOW = {
+    "live": frozenset({"LIVE"}),
+    "paused": frozenset(),
+    "offline": frozenset({"OFFLINE"}),
+}
+COPY_DISKS_FLAG = "NON_SHARED_DISK"
+PLAIN_MIGRATION_FLAGS = frozenset({"LIVE", "OFFLINE", COPY_DISKS_FLAG})
+ADVANCED_MIGRATION_FLAGS = tuple(k for k in MIGRATION_FLAG_HELP if k not in PLAIN_MIGRATION_FLAGS)
+DEFAULT_ADVANCED_FLAGS = DEFAULT_MIGRATION_FLAGS - PLAIN_MIGRATION_FLAGS
 
 
 class MigrateForm(forms.Form):
     destination = panel_fields.ModelChoiceField(
-        label=_("Destination host"),
+        label=_("Move to host"),
         queryset=Host.objects.none(),
         to_field_name="name",
         required=False,
         empty_label=_("(choose a host)"),
     )
+    how = forms.ChoiceField(
+        label=_("How"),
+        required=False,
+        widget=forms.RadioSelect,
+        choices=[
+            ("live", _("Move while it runs: the guest keeps working and stops only for a "
+                       "moment at the end.")),
+            ("paused", _("Pause it for the move: simpler, but the guest stops until it has "
+                         "arrived.")),
+            ("offline", _("Move only its definition: for a VM that is shut off.")),
+        ],
+    )  # fmt: skip
+    copy_disks = forms.BooleanField(
+        label=_("Also copy the disks"),
+        required=False,
+        help_text=_("Needed when the two hosts do not share storage; takes longer."),
+    )
+    bandwidth_mib_s = panel_fields.IntegerField(
+        label=_("Limit the speed (MiB/s)"),
+        min_value=0,
+        max_value=100000,
+        initial=0,
+        required=False,
+        help_text=_("0 for no limit. A limit leaves room on the network for others."),
+    )
+    new_name = forms.CharField(
+        label=_("New name on the destination"),
+        required=False,
+        max_length=100,
+        help_text=_("Blank: it keeps its name."),
+    )
+    # Advanced (team admins and superusers).
     destination_uri = forms.CharField(
         label=_("Or a destination URI"),
         required=False,
@@ -422,20 +481,11 @@ class MigrateForm(forms.Form):
         help_text=_("Superusers only: any libvirt URI, instead of one of the panel's hosts."),
     )
     flags = forms.MultipleChoiceField(
-        label=_("Flags"),
+        label=_("libvirt flags"),
         required=False,
         choices=[(k, k) for k in MIGRATION_FLAG_HELP],
         widget=forms.CheckboxSelectMultiple,
     )
-    bandwidth_mib_s = panel_fields.IntegerField(
-        label=_("Bandwidth limit (MiB/s)"),
-        min_value=0,
-        max_value=100000,
-        initial=0,
-        required=False,
-        help_text=_("0 for no limit."),
-    )
-    new_name = forms.CharField(label=_("New name"), required=False, max_length=100)
     migrate_uri = forms.CharField(
         label=_("Migration URI"),
         required=False,
@@ -449,11 +499,16 @@ class MigrateForm(forms.Form):
         help_text=_("The address the destination listens on (blank: the host's setting)."),
     )
 
-    def __init__(self, data, domain, user):
+    ADVANCED_FIELDS = ("destination_uri", "flags", "migrate_uri", "listen_address")
+
+    def __init__(self, data, domain, user, advanced: bool):
         super().__init__(data)
+        self.advanced = advanced
         self.fields["destination"].queryset = Host.objects.filter(enabled=True).exclude(
             pk=domain.host_id
         )
+        self.fields["how"].initial = "live" if domain.is_active else "offline"
+        self.fields["flags"].initial = sorted(DEFAULT_ADVANCED_FLAGS)
         if not user.is_superuser:
             del self.fields["destination_uri"]
 
@@ -469,6 +524,8 @@ class MigrateForm(forms.Form):
         problem = migrate_uri_problem(uri)
         if problem:
             raise forms.ValidationError(problem)
+        if uri and not self.advanced:
+            raise forms.ValidationError(_("Only a team admin may set the migration URI."))
         return uri
 
     def clean_listen_address(self) -> str:
@@ -476,19 +533,45 @@ class MigrateForm(forms.Form):
         problem = listen_address_problem(address)
         if problem:
             raise forms.ValidationError(problem)
+        if address and not self.advanced:
+            raise forms.ValidationError(_("Only a team admin may set the listen address."))
         return address
+
+    def clean_flags(self) -> list[str]:
+        flags = self.cleaned_data["flags"]
+        beyond = sorted(set(flags) - PLAIN_MIGRATION_FLAGS - DEFAULT_ADVANCED_FLAGS)
+        if beyond and not self.advanced:
+            raise forms.ValidationError(
+                _("Only a team admin may choose these libvirt flags: %(flags)s."),
+                params={"flags": ", ".join(beyond)},
+            )
+        return flags
 
     def clean(self):
         cleaned = super().clean()
         if not cleaned.get("destination") and not cleaned.get("destination_uri"):
             raise forms.ValidationError(_("Choose a destination."))
+        # The flags libvirt gets: the plain choices', then the advanced fold's ticks (its
+        # defaults for whoever does not see it). A post with raw flags and no plain choice
+        # (scripts, older pages) is taken as it is.
+        flags = set(cleaned.get("flags") or ())
+        how = cleaned.get("how")
+        if how:
+            flags |= MIGRATION_HOW[how]
+            if not self.advanced:
+                flags |= DEFAULT_ADVANCED_FLAGS
+        if cleaned.get("copy_disks"):
+            flags.add(COPY_DISKS_FLAG)
+        cleaned["flags"] = sorted(flags)
         return cleaned
 
     @property
     def flag_rows(self):
+        """The advanced fold's flags, ticked as posted or by default."""
         checked = set(self["flags"].value() or [])
         return [
-            {"name": k, "help": v, "checked": k in checked} for k, v in MIGRATION_FLAG_HELP.items()
+            {"name": k, "help": MIGRATION_FLAG_HELP[k], "checked": k in checked}
+            for k in ADVANCED_MIGRATION_FLAGS
         ]
 
 
@@ -508,7 +591,7 @@ class ResizeForm(forms.Form):
         max_value=2**40,
         help_text=_("Saved configuration only; takes effect at the next boot."),
     )
-    live = forms.BooleanField(label=_("Change the running domain now (live)"), required=False)
+    live = forms.BooleanField(label=_("Change the running VM now (live)"), required=False)
     config = forms.BooleanField(
         label=_("Change the saved configuration (used from the next boot)"), required=False
     )
@@ -522,7 +605,7 @@ _NOT_XML_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 class XmlEditForm(forms.Form):
     xml = forms.CharField(
-        label=_("Domain XML"),
+        label=_("XML definition"),
         strip=False,
         widget=forms.Textarea(attrs={"rows": 30, "cols": 100, "spellcheck": "false"}),
     )

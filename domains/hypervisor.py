@@ -82,9 +82,9 @@ class HypervisorError(Exception):
 
 _HINTS = {
     libvirt.VIR_ERR_OPERATION_INVALID: gettext_noop(
-        "The domain's state does not allow this now; reload the page to see its current state."
+        "The VM's state does not allow this now; reload the page to see its current state."
     ),
-    libvirt.VIR_ERR_NO_DOMAIN: gettext_noop("The domain no longer exists on this host."),
+    libvirt.VIR_ERR_NO_DOMAIN: gettext_noop("The VM no longer exists on this host."),
     libvirt.VIR_ERR_NO_CONNECT: gettext_noop(
         "The host does not answer; try again when it is back."
     ),
@@ -94,7 +94,7 @@ _HINTS = {
     libvirt.VIR_ERR_RPC: gettext_noop("The connection to the host broke; try again."),
     libvirt.VIR_ERR_OPERATION_UNSUPPORTED: gettext_noop("This host's hypervisor cannot do this."),
     libvirt.VIR_ERR_NO_SUPPORT: gettext_noop("This host's hypervisor cannot do this."),
-    libvirt.VIR_ERR_XML_ERROR: gettext_noop("Correct the domain XML and try again."),
+    libvirt.VIR_ERR_XML_ERROR: gettext_noop("Correct the XML definition and try again."),
     libvirt.VIR_ERR_XML_INVALID_SCHEMA: gettext_noop(
         "The XML does not fit libvirt's schema; nothing was changed. Correct it and try again."
     ),
@@ -2109,7 +2109,7 @@ def _plan_clone(
                 raise
         else:
             raise HypervisorError(
-                gettext("A domain %(name)s already exists on this host.") % {"name": value},
+                gettext("A VM %(name)s already exists on this host.") % {"name": value},
                 code=libvirt.VIR_ERR_OPERATION_FAILED,
             )
     xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE)

@@ -83,47 +83,47 @@ KINDS: dict[str, KindSpec] = dict(
             OperationKind.START, _("Start"), "operate", "start_domain_task",
             allowed=lambda d: _inactive(d) and d.persistent,
             wrong_state=gettext_noop(
-                "{name} is {state}; only a shut-off persistent domain can be started."
+                "{name} is {state}; only a shut-off permanent VM can be started."
             ),
         ),
         _entry(
             OperationKind.SHUTDOWN, _("Shut down"), "operate", "shutdown_domain_task",
             allowed=_running,
-            wrong_state=gettext_noop("{name} is {state}; only a running domain can be shut down."),
+            wrong_state=gettext_noop("{name} is {state}; only a running VM can be shut down."),
         ),
         _entry(
             OperationKind.DESTROY, _("Force off"), "operate", "destroy_domain_task",
             allowed=lambda d: d.is_active,
             wrong_state=gettext_noop(
-                "{name} is {state}; only a domain that is on can be forced off."
+                "{name} is {state}; only a VM that is on can be forced off."
             ),
             confirm=True,
         ),
         _entry(
             OperationKind.REBOOT, _("Reboot"), "operate", "reboot_domain_task",
             allowed=_running,
-            wrong_state=gettext_noop("{name} is {state}; only a running domain can be rebooted."),
+            wrong_state=gettext_noop("{name} is {state}; only a running VM can be rebooted."),
         ),
         _entry(
             OperationKind.RESET, _("Reset"), "operate", "reset_domain_task",
             allowed=_running,
-            wrong_state=gettext_noop("{name} is {state}; only a running domain can be reset."),
+            wrong_state=gettext_noop("{name} is {state}; only a running VM can be reset."),
             confirm=True,
         ),
         _entry(
-            OperationKind.SUSPEND, _("Suspend"), "operate", "suspend_domain_task",
+            OperationKind.SUSPEND, _("Pause"), "operate", "suspend_domain_task",
             allowed=_running,
-            wrong_state=gettext_noop("{name} is {state}; only a running domain can be suspended."),
+            wrong_state=gettext_noop("{name} is {state}; only a running VM can be paused."),
         ),
         _entry(
             OperationKind.RESUME, _("Resume"), "operate", "resume_domain_task",
             allowed=lambda d: d.state == State.PAUSED,
-            wrong_state=gettext_noop("{name} is {state}; only a paused domain can be resumed."),
+            wrong_state=gettext_noop("{name} is {state}; only a paused VM can be resumed."),
         ),
         _entry(
             OperationKind.AUTOSTART_ON, _("Autostart on"), "operate", "set_autostart_task",
             allowed=lambda d: d.persistent and not d.autostart,
-            wrong_state=gettext_noop("{name} is transient or starts with its host already."),
+            wrong_state=gettext_noop("{name} is temporary or starts with its host already."),
         ),
         _entry(
             OperationKind.AUTOSTART_OFF, _("Autostart off"), "operate", "set_autostart_task",
@@ -131,9 +131,9 @@ KINDS: dict[str, KindSpec] = dict(
             wrong_state=gettext_noop("{name} does not start with its host."),
         ),
         _entry(
-            OperationKind.UNDEFINE, _("Undefine"), "admin", "undefine_domain_task",
+            OperationKind.UNDEFINE, _("Delete definition"), "admin", "undefine_domain_task",
             allowed=lambda d: d.persistent,
-            wrong_state=gettext_noop("{name} is transient: it has no configuration to undefine."),
+            wrong_state=gettext_noop("{name} is temporary: it has no definition to delete."),
             confirm=True,
             service=f"{_SVC}.lifecycle.undefine_domain",
             options=("remove_managed_save", "remove_snapshots_metadata"),
@@ -142,7 +142,7 @@ KINDS: dict[str, KindSpec] = dict(
             OperationKind.SAVE, _("Save to image…"), "operate", "save_domain_task",
             allowed=_running_or_paused,
             wrong_state=gettext_noop(
-                "{name} is {state}; only a running or paused domain can be saved."
+                "{name} is {state}; only a running or paused VM can be saved."
             ),
             long=True,
             form="domain_save",
@@ -151,35 +151,35 @@ KINDS: dict[str, KindSpec] = dict(
             OperationKind.RESTORE, _("Restore"), "operate", "restore_domain_task",
             allowed=_inactive,
             wrong_state=gettext_noop(
-                "{name} is {state}; restore needs it shut off (or gone, if transient)."
+                "{name} is {state}; restore needs it shut off (or gone, if temporary)."
             ),
             long=True,
             offered=IMAGE,
             allow_gone=True,
         ),
         _entry(
-            OperationKind.MANAGED_SAVE, _("Managed save"), "operate", "managed_save_task",
+            OperationKind.MANAGED_SAVE, _("Hibernate"), "operate", "managed_save_task",
             allowed=lambda d: d.persistent and _running_or_paused(d),
             wrong_state=gettext_noop(
-                "{name} is {state}; managed save needs a running or paused persistent domain."
+                "{name} is {state}; only a running or paused permanent VM can hibernate."
             ),
             long=True,
         ),
         _entry(
-            OperationKind.MANAGED_SAVE_REMOVE, _("Remove managed save"), "operate",
+            OperationKind.MANAGED_SAVE_REMOVE, _("Discard hibernation"), "operate",
             "managed_save_remove_task",
             allowed=lambda d: d.has_managed_save and not d.is_active,
-            wrong_state=gettext_noop("{name} has no managed-save image to remove."),
+            wrong_state=gettext_noop("{name} is not hibernated."),
         ),
         # The flags decide which states fit: migration_problems() says so in plain words.
         _entry(
-            OperationKind.MIGRATE, _("Migrate…"), "operate", "migrate_domain_task",
+            OperationKind.MIGRATE, _("Move to another host…"), "operate", "migrate_domain_task",
             long=True,
             form="domain_migrate",
         ),
         # Live or saved configuration: resize_problems() says what fits.
         _entry(
-            OperationKind.RESIZE, _("Resize…"), "operate", "resize_domain_task",
+            OperationKind.RESIZE, _("Change vCPUs or memory…"), "operate", "resize_domain_task",
             form="domain_resize",
         ),
         _entry(
@@ -200,7 +200,7 @@ KINDS: dict[str, KindSpec] = dict(
             OperationKind.EDIT_XML, _("Edit XML…"), "admin", "edit_xml_task",
             allowed=lambda d: d.persistent,
             wrong_state=gettext_noop(
-                "{name} is transient: it has no saved configuration to edit."
+                "{name} is temporary: it has no saved configuration to edit."
             ),
             form="domain_xml_edit",
         ),
@@ -210,7 +210,7 @@ KINDS: dict[str, KindSpec] = dict(
 # A provisioning makes its domain: no domain to check, so it is offered on the template.
 KINDS[OperationKind.PROVISION.value] = KindSpec(
     OperationKind.PROVISION.value,
-    _("Create domain"),
+    _("Create VM"),
     "admin",
     "provisioning.tasks.provision_domain_task",
     offered=TEMPLATE,
@@ -223,7 +223,7 @@ KINDS[OperationKind.CLONE.value] = KindSpec(
     "admin",
     "provisioning.tasks.clone_domain_task",
     allowed=_inactive,
-    wrong_state=gettext_noop("{name} is {state}; only a shut-off domain can be cloned."),
+    wrong_state=gettext_noop("{name} is {state}; only a shut-off VM can be cloned."),
     long=True,
     form="domain_clone",
 )

@@ -127,7 +127,7 @@ def conclude(op: Operation, reported: str) -> str:
         follow_to_destination(op)
         message = _(
             "Migrated: the migration ended without libvirt's answer (%(error)s), and "
-            "checking afterwards found the domain running on %(dest)s. %(words)s"
+            "checking afterwards found the VM running on %(dest)s. %(words)s"
         ) % {"error": reported, "dest": _destination(op)[0], "words": words}
         if active.update(
             status=OperationStatus.SUCCEEDED, message=message, finished_at=now, progress=100
@@ -140,7 +140,7 @@ def conclude(op: Operation, reported: str) -> str:
         kept = undo_destination(op)
         message = _(
             "Not migrated: the migration ended without libvirt's answer (%(error)s), and the "
-            "domain stayed on %(source)s. %(words)s"
+            "VM stayed on %(source)s. %(words)s"
         ) % {"error": reported, "source": op.host.name, "words": words}
         if active.update(
             status=OperationStatus.FAILED, message=f"{message} {kept}".strip(), finished_at=now
@@ -151,7 +151,7 @@ def conclude(op: Operation, reported: str) -> str:
     if op.started_at is not None and now - op.started_at > give_up:
         message = _(
             "The outcome is still unknown after %(minutes)s minutes (%(words)s) The panel "
-            "has stopped checking: look at both hosts before moving this domain again."
+            "has stopped checking: look at both hosts before moving this VM again."
         ) % {"minutes": int(give_up.total_seconds() // 60), "words": words}
         active.update(status=OperationStatus.FAILED, message=message, finished_at=now)
         log.error("operation %s migration outcome unknown; given up: %s", op.pk, words)

@@ -93,7 +93,7 @@ def reset_domain_task(op: Operation) -> str:
 @operation_task
 def suspend_domain_task(op: Operation) -> str:
     hypervisor.suspend(*uri_uuid(op))
-    return _("Suspended.")
+    return _("Paused.")
 
 
 @operation_task
@@ -120,7 +120,7 @@ def undefine_domain_task(op: Operation) -> str:
         managed_save=bool(op.params.get("remove_managed_save")),
         snapshots_metadata=bool(op.params.get("remove_snapshots_metadata")),
     )
-    return _("Undefined.")
+    return _("Definition deleted.")
 
 
 @operation_task
@@ -147,7 +147,7 @@ def managed_save_task(op: Operation) -> str:
 @operation_task
 def managed_save_remove_task(op: Operation) -> str:
     hypervisor.managed_save_remove(*uri_uuid(op))
-    return _("Managed-save image removed; the next start boots afresh.")
+    return _("Hibernation discarded; the next start boots afresh.")
 
 
 def _display_moves(op: Operation) -> tuple[str, str] | None:
@@ -203,13 +203,13 @@ def migrate_domain_task(op: Operation) -> str:
             raise
         if outcome == MigrationOutcome.UNKNOWN:
             raise OutcomeUnknown(outcomes.unknown_message(exc.message, words), exc) from exc
-        note = _("libvirt reported “%(error)s”, but the domain runs on the destination.")
+        note = _("libvirt reported “%(error)s”, but the VM runs on the destination.")
         note = note % {"error": exc.message}
     seconds = time.monotonic() - started
     op.params = {**op.params, "seconds": round(seconds, 2)}
     Operation.objects.filter(pk=op.pk).update(params=op.params)
     outcomes.follow_to_destination(op)
-    message = _("Migrated from %(source)s to %(dest)s in %(seconds).1f s.") % {
+    message = _("Moved from %(source)s to %(dest)s in %(seconds).1f s.") % {
         "source": op.host.name,
         "dest": op.target_host.name if op.target_host else dest_uri,
         "seconds": seconds,
@@ -266,7 +266,7 @@ def resize_domain_task(op: Operation) -> str:
         said.append(f"{words} ({where})")
     op.xml_after = hypervisor.xml_of(uri, uuid, inactive=True)
     if not said:
-        return _("Nothing left to change: the domain has these values already.")
+        return _("Nothing left to change: the VM has these values already.")
     return _("Resized: %(steps)s.") % {"steps": "; ".join(said)}
 
 
@@ -291,7 +291,7 @@ def edit_xml_task(op: Operation) -> str:
     op.params = {**op.params, "diff": domxml.xml_diff(op.xml_before, op.xml_after)}
     Operation.objects.filter(pk=op.pk).update(params=op.params)
     if hypervisor.domain_facts(uri, uuid).id is not None:
-        return _("Saved configuration redefined; the running domain takes it at its next boot.")
+        return _("Saved configuration redefined; the running VM takes it at its next boot.")
     return _("Saved configuration redefined.")
 
 

@@ -134,7 +134,7 @@ class Quota(models.Model):
     """A team's limits. No row: no limits."""
 
     team = models.OneToOneField(Team, on_delete=models.CASCADE, related_name="quota")
-    max_domains = models.PositiveIntegerField(_("domains"), default=10)
+    max_domains = models.PositiveIntegerField(_("VMs"), default=10)
     max_vcpus = models.PositiveIntegerField(_("vCPUs"), default=16)
     max_memory_mib = models.PositiveIntegerField(_("memory (MiB)"), default=16384)
     max_disk_gib = models.PositiveIntegerField(_("disk (GiB)"), default=200)

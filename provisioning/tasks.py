@@ -96,11 +96,11 @@ def _work(op: Operation) -> str:
     try:
         if p.get("method") == Method.KERNEL:
             phase = "1"
-            _set_phase(op, "1", _("Phase 1 of 2: the installer runs (transient domain)."))
+            _set_phase(op, "1", _("Phase 1 of 2: the installer runs (temporary VM)."))
             hypervisor.create_transient(uri, domxml.phase_one_install_xml(xml))
             _wait_powered_off(op, uri, uuid)
             phase = "2"
-            _set_phase(op, "2", _("Phase 2 of 2: defining the domain to boot from its disk."))
+            _set_phase(op, "2", _("Phase 2 of 2: defining the VM to boot from its disk."))
             hypervisor.define_xml(uri, domxml.set_boot_from_disk(xml), validate=True)
             hypervisor.start_maybe_paused(uri, uuid, bool(p.get("paused")))
             return _("Installed and started from its disk.")
@@ -113,7 +113,7 @@ def _work(op: Operation) -> str:
         hypervisor.create_transient(
             uri, xml, paused=bool(p.get("paused")), autodestroy=bool(p.get("autodestroy"))
         )
-        return _("Created as a transient domain.")
+        return _("Created as a temporary VM.")
     except HypervisorError as exc:
         _cleanup(uri, uuid, volumes)
         if phase in ("1", "2"):

@@ -137,7 +137,7 @@ def test_who_gets_which_console(people, make_domain, libvirt_hosts, console_prox
     domain = _console_domain(make_domain, libvirt_hosts)
     assert _ticket(client_for(people.victor_viewer), domain).json()["view_only"] is True
     other = _ticket(client_for(people.bob_b), domain)
-    assert other.status_code == 404 and other.json()["error"] == "No such domain."
+    assert other.status_code == 404 and other.json()["error"] == "No such VM."
     # A ticket is bound to the domain: it cannot be spent on another.
     assert consoles.consume("A" * 43) is None
     no_display = _ticket(client_for(people.olga_operator), domain, kind="vnc")

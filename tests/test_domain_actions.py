@@ -150,7 +150,7 @@ def test_action_through_http_reaches_libvirt_and_the_inventory(
         badge = f'<span class="badge badge-{state_class(row)}">{row.get_state_display()}</span>'
         assert badge in page
     else:
-        assert "libvirt no longer knows this domain" in page
+        assert "libvirt no longer knows this VM" in page
 
 
 def test_state_shows_on_the_list_after_an_action(people, make_domain):
@@ -177,7 +177,7 @@ def test_htmx_action_answers_with_the_refreshed_panel(people, make_domain, libvi
     part = response.content.decode()
     op = only_operation(domain)
     assert part.lstrip().startswith('<div id="domain-panel">')
-    assert f"Operation #{op.pk} suspend: succeeded. Suspended." in part
+    assert f"Operation #{op.pk} pause: succeeded. Paused." in part
     assert '<span class="badge badge-paused">paused</span>' in part
     # The buttons now fit the new state: resume instead of suspend.
     assert "/do/resume/" in part and "/do/suspend/" not in part
@@ -252,13 +252,13 @@ def test_undefine_with_managed_save_and_snapshots(people, make_domain, libvirt_h
 
     confirm = client.get(reverse("domain_confirm", args=["alpha", str(domain.uuid), "undefine"]))
     page = confirm.content.decode()
-    assert "This domain has one; libvirt refuses to undefine it otherwise." in page
-    assert "This domain has 2 snapshots" in page
+    assert "This VM is hibernated; libvirt refuses to delete its definition otherwise." in page
+    assert "This VM has 2 snapshots" in page
 
     # Without the options: refused before libvirt, with what to tick.
     response = client.post(action_url(domain, "undefine"), {"confirm": "yes"})
     assert response.status_code == 409
-    assert "has a managed-save image; choose to remove it as well" in response.content.decode()
+    assert "is hibernated; choose to discard the hibernation as well" in response.content.decode()
     assert live(conn, domain.uuid) == before
 
     response = client.post(
@@ -271,7 +271,7 @@ def test_undefine_with_managed_save_and_snapshots(people, make_domain, libvirt_h
     assert op.status == OperationStatus.SUCCEEDED, (op.message, op.error)
     assert op.params == {"remove_managed_save": True, "remove_snapshots_metadata": True}
     gone_page = client.get(detail_url(domain)).content.decode()
-    assert "libvirt no longer knows this domain" in gone_page
+    assert "libvirt no longer knows this VM" in gone_page
     assert domain.name in op.xml_before  # the configuration is kept in the record
     assert live(conn, domain.uuid) is None
     assert fresh(domain).gone_at is not None
@@ -282,10 +282,10 @@ def test_undefine_with_managed_save_and_snapshots(people, make_domain, libvirt_h
 @pytest.mark.parametrize(
     ("state", "kind", "says"),
     [
-        ("running", "start", "only a shut-off persistent domain can be started"),
-        ("shutoff", "suspend", "only a running domain can be suspended"),
-        ("running", "resume", "only a paused domain can be resumed"),
-        ("shutoff", "destroy", "only a domain that is on can be forced off"),
+        ("running", "start", "only a shut-off permanent VM can be started"),
+        ("shutoff", "suspend", "only a running VM can be paused"),
+        ("running", "resume", "only a paused VM can be resumed"),
+        ("shutoff", "destroy", "only a VM that is on can be forced off"),
     ],
 )
 def test_wrong_state_is_409_with_the_reason_on_the_page(
@@ -323,12 +323,12 @@ def test_libvirt_refusal_on_a_stale_row_is_a_refusal_with_the_fresh_state(
     op = only_operation(domain)
     assert op.status == OperationStatus.REFUSED
     assert (
-        op.message == f"{domain.name} is running; only a shut-off persistent domain can be started."
+        op.message == f"{domain.name} is running; only a shut-off permanent VM can be started."
     )
     assert "already running" in op.error and op.error_code is not None
     page = client.get(response["Location"]).content.decode()
     assert f"Operation #{op.pk} start: refused." in page
-    assert "is running; only a shut-off persistent domain can be started." in page
+    assert "is running; only a shut-off permanent VM can be started." in page
     # The failure refreshed the inventory: now it knows the domain runs.
     assert fresh(domain).state == State.RUNNING
 
@@ -346,7 +346,7 @@ def test_second_operation_on_a_busy_domain(people, make_domain, libvirt_hosts):
     response = client_for(people.olga_operator).post(action_url(domain, "reboot"))
 
     assert response.status_code == 409
-    says = f"{domain.name} is busy with operation #{first.pk} (suspend)."
+    says = f"{domain.name} is busy with operation #{first.pk} (pause)."
     assert says in response.content.decode()
     refused = Operation.objects.exclude(pk=first.pk).get()
     assert (refused.status, refused.message) == (OperationStatus.REFUSED, says)
@@ -405,7 +405,7 @@ def test_operation_page_polls_while_unfinished(status, people, make_domain):
 
     assert f'<div id="op-status" hx-get="{url}" hx-trigger="every 1s"' in page
     assert '<meta http-equiv="refresh" content="2">' in page  # without JavaScript
-    assert f"Operation #{op.pk}: suspend" in page
+    assert f"Operation #{op.pk}: pause" in page
     assert f'<span class="badge badge-{"queued" if status == "queued" else "running-op"}">' in page
     assert 'value="40"' in page
     assert part.lstrip().startswith('<div id="op-status" hx-get=')
@@ -428,5 +428,5 @@ def test_operation_page_of_a_finished_operation_stops_polling(people, make_domai
     assert "hx-trigger" not in content and 'http-equiv="refresh"' not in page
     assert part.lstrip().startswith('<div id="op-status">')
     assert ">succeeded</span>" in page
-    assert "Suspended." in page
+    assert "Paused." in page
     assert "olga_operator" in page and domain.name in page

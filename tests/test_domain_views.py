@@ -234,7 +234,7 @@ def test_search_by_id_name_and_uuid(inventory_world, hosts):
     assert listed(client.get(reverse("domain_list"), {"q": "99999999999"})) == []
     nothing = client.get(reverse("domain_list"), {"q": "no-such-name"})
     assert listed(nothing) == []
-    assert "No domains match these filters." in nothing.content.decode()
+    assert "No VMs match these filters." in nothing.content.decode()
 
 
 def test_search_by_a_dashless_uuid_of_digits_only(people, hosts, make_domain, libvirt_hosts):
@@ -343,7 +343,7 @@ def test_gone_domains_are_hidden_unless_asked(people, hosts, make_domain, libvir
 
     detail = client.get(reverse("domain_detail", args=["alpha", str(gone.uuid)]))
     assert detail.status_code == 200
-    assert "libvirt no longer knows this domain" in detail.content.decode()
+    assert "libvirt no longer knows this VM" in detail.content.decode()
 
 
 def test_htmx_gets_the_table_only(inventory_world):
@@ -397,7 +397,7 @@ def test_detail_shows_facts_live_state_and_xml(people, make_domain):
     assert "384 MiB of 384 MiB" in page
     assert "<tr><th>OS type</th><td>linux</td></tr>" in page
     assert "<tr><th>Current vCPUs</th><td>2</td></tr>" in page
-    assert "running (booted)" in page
+    assert "running (started normally)" in page  # libvirt's reason in plain words
     # The XML names host paths and devices: not for viewers (nor operators).
     assert f"&lt;uuid&gt;{domain.uuid}&lt;/uuid&gt;" not in page
     admin_page = detail(client_for(people.alice_admin), domain).content.decode()
@@ -457,7 +457,7 @@ def test_detail_lists_the_domains_operations(people, make_domain):
 
     ours = [
         op(domain, OperationKind.SUSPEND, "succeeded", "Suspended."),
-        op(domain, OperationKind.START, "refused", "only a shut-off persistent domain"),
+        op(domain, OperationKind.START, "refused", "only a shut-off permanent VM"),
     ]
     theirs = op(other, OperationKind.REBOOT, "succeeded", "Reboot requested.")
 
@@ -475,10 +475,10 @@ def test_detail_lists_the_domains_operations(people, make_domain):
 @pytest.mark.parametrize(
     ("host", "uuid", "says"),
     [
-        ("alpha", str(uuidlib.uuid4()), "No such domain."),
+        ("alpha", str(uuidlib.uuid4()), "No such VM."),
         ("alpha", "not-a-uuid", "Not a valid UUID: not-a-uuid"),
         ("alpha", "1234", "Not a valid UUID: 1234"),
-        ("zeta", None, "No such domain."),
+        ("zeta", None, "No such VM."),
     ],
     ids=["unknown-uuid", "malformed", "short", "unknown-host"],
 )
@@ -592,3 +592,22 @@ def test_superuser_gets_the_assign_form(people, make_domain):
     assign = reverse("domain_assign", args=["alpha", str(domain.uuid)])
     assert f'action="{assign}"' in root_page
     assert f'action="{assign}"' not in admin_page
+
+
+def test_state_reasons_are_said_in_plain_words(people, make_domain):
+    """Issue 13, item 1: libvirt's reasons ("destroyed", "unpaused") in words for people,
+    on the list and the VM page."""
+    from domains.templatetags.vmpanel import reason_words
+
+    assert reason_words("destroyed", State.SHUTOFF) == "forced off"
+    assert reason_words("unpaused", State.RUNNING) == "resumed after a pause"
+    assert reason_words("I/O error", State.PAUSED) == "paused: a disk could not be read or written"
+    assert reason_words("unknown", State.RUNNING) == ""
+    assert reason_words("destroyed", "not a state") == ""
+
+    domain = make_domain(state="shutoff")
+    Domain.objects.filter(pk=domain.pk).update(state_reason="destroyed")
+    client = client_for(people.victor_viewer)
+    for page in (client.get("/domains/"), detail(client, domain)):
+        text = page.content.decode()
+        assert "forced off" in text and "destroyed" not in text

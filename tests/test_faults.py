@@ -119,7 +119,7 @@ def test_a_start_on_a_stale_row_is_a_clean_refusal(people, make_domain, libvirt_
 
     assert op.status == OperationStatus.REFUSED
     assert (
-        op.message == f"{domain.name} is running; only a shut-off persistent domain can be started."
+        op.message == f"{domain.name} is running; only a shut-off permanent VM can be started."
     )
     assert fresh(domain).state == State.RUNNING
 

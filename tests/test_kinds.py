@@ -100,4 +100,4 @@ def test_panel_actions_follow_role_and_state():
 def test_wrong_state_message_names_the_domain_and_its_state():
     spec = kinds.KINDS["resume"]
     message = kinds.wrong_state_message(spec, _domain(name="web1"))
-    assert message == "web1 is shut off; only a paused domain can be resumed."
+    assert message == "web1 is shut off; only a paused VM can be resumed."

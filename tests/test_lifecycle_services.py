@@ -119,7 +119,7 @@ def test_reset_through_the_confirmation_page(make_domain, people, libvirt_hosts,
     off = make_domain(state="shutoff")
     response = client.post(f"/domains/alpha/{off.uuid}/do/reset/", {"confirm": "yes"})
     assert response.status_code == 409
-    assert "only a running domain can be reset" in response.content.decode()
+    assert "only a running VM can be reset" in response.content.decode()
 
 
 def test_reboot(make_domain, people, libvirt_hosts):
@@ -229,7 +229,7 @@ def test_refusal_in_libvirt_on_a_stale_row_is_recorded(make_domain, people, libv
     assert done.status == OperationStatus.REFUSED
     assert done.error_code == libvirt.VIR_ERR_OPERATION_INVALID
     assert "not running" in done.error
-    assert done.message == f"{domain.name} is shut off; only a domain that is on can be forced off."
+    assert done.message == f"{domain.name} is shut off; only a VM that is on can be forced off."
     # And the inventory learns the truth from the task's refresh.
     row_matches(domain, lambda d: d.state == State.SHUTOFF)
 

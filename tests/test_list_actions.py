@@ -69,4 +69,4 @@ def test_several_ticked_domains_each_get_an_operation_or_a_reason(people, make_d
     page = client.get("/domains/").content.decode()
     assert page.count("start queued (operation #") == 2
     assert "bulk-c: bulk-c is running" in page
-    assert "alpha/not-a-uuid: no such domain." in page
+    assert "alpha/not-a-uuid: no such VM." in page

@@ -40,9 +40,9 @@ def refused(user, domain, choice) -> str:
         ({"LIVE", "TUNNELLED"}, "peer-to-peer"),
         ({"LIVE", "PEER2PEER", "TUNNELLED", "NON_SHARED_DISK"}, "tunnel"),
         ({"LIVE", "PEER2PEER", "NON_SHARED_DISK", "NON_SHARED_INC"}, "not both"),
-        ({"OFFLINE"}, "persistent on the destination"),
+        ({"OFFLINE"}, "keep it defined on the destination"),
         ({"OFFLINE", "PERSIST_DEST", "LIVE"}, "exclude each other"),
-        ({"LIVE", "PEER2PEER", "UNDEFINE_SOURCE"}, "lose the domain's configuration"),
+        ({"LIVE", "PEER2PEER", "UNDEFINE_SOURCE"}, "lose the VM's configuration"),
         ({"LIVE", "BOGUS"}, "Unknown migration flags"),
     ],
 )
@@ -63,7 +63,7 @@ def test_state_must_fit_the_flags(people, hosts, make_domain):
 
 def test_destination_must_differ_and_answer(people, hosts, make_domain, libvirt_hosts):
     domain = make_domain("alpha", state="running")
-    assert "is the host the domain is on" in refused(
+    assert "is the host the VM is on" in refused(
         people.olga_operator, domain, choose(hosts.alpha)
     )
     hosts.beta.uri = "test+unix:///default?socket=/nonexistent/libvirt-sock"

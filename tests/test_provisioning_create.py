@@ -159,13 +159,13 @@ def test_failure_leaves_no_domain(people, hosts, libvirt_hosts, make_domain):
 def test_autodestroy_is_refused_on_a_test_driver_host(people, hosts):
     template = make_template(hosts, Method.PXE)
     choice = services.CreateChoice(persistent=False, autodestroy=True)
-    with pytest.raises(ActionRefused, match="cannot destroy domains automatically"):
+    with pytest.raises(ActionRefused, match="cannot destroy VMs automatically"):
         services.create_domain(
             people.alice_admin, template, hosts.alpha, people.team_a, "auto-1", 1, 256, choice
         )
     op = Operation.objects.get()
     assert op.status == OperationStatus.REFUSED and op.kind == OperationKind.PROVISION
-    assert "cannot destroy domains automatically" in op.message
+    assert "cannot destroy VMs automatically" in op.message
 
 
 @pytest.mark.django_db
@@ -246,5 +246,5 @@ def test_create_page_queues_and_shows_the_phase(people, hosts):
     template.save()
     response = client.post(reverse("template_create", args=[template.pk]), data)
     assert response.status_code == 409
-    assert "cannot destroy domains automatically" in response.content.decode()
+    assert "cannot destroy VMs automatically" in response.content.decode()
     assert Operation.objects.filter(status=OperationStatus.REFUSED).count() == 1

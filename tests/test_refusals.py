@@ -42,7 +42,7 @@ def assert_refused(excinfo, status: int, user, domain: Domain, kind: str, says: 
     [
         ("running", button_service("start"), OperationKind.START, "only a shut-off"),
         ("shutoff", button_service("shutdown"), OperationKind.SHUTDOWN, "only a running"),
-        ("shutoff", button_service("destroy"), OperationKind.DESTROY, "only a domain that is on"),
+        ("shutoff", button_service("destroy"), OperationKind.DESTROY, "only a VM that is on"),
         ("paused", button_service("reboot"), OperationKind.REBOOT, "only a running"),
         ("paused", button_service("suspend"), OperationKind.SUSPEND, "only a running"),
         ("running", button_service("resume"), OperationKind.RESUME, "only a paused"),
@@ -246,7 +246,7 @@ def test_finished_operations_do_not_make_it_busy(make_domain, people):
 @pytest.mark.parametrize(
     ("setup", "options", "says"),
     [
-        ({"managed_save": True}, {}, "has a managed-save image; choose to remove it as well"),
+        ({"managed_save": True}, {}, "is hibernated; choose to discard the hibernation as well"),
         (
             {"managed_save": True},
             {"remove_snapshots_metadata": True},

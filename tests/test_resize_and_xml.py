@@ -144,7 +144,7 @@ def test_detail_panel_offers_resize_to_operators_and_xml_to_admins(people, make_
 
     assert resize not in viewer and xml not in viewer
     assert resize in operator and xml not in operator
-    assert resize in admin and xml in admin and "Edit XML…" in admin and "Resize…" in admin
+    assert resize in admin and xml in admin and "Edit XML…" in admin and "Change vCPUs or memory…" in admin
 
 
 # --- resize: the work, read back from libvirt ---------------------------------------
@@ -272,7 +272,7 @@ REFUSALS = {
     "saved configuration of a transient domain": (
         {"state": "running", "persistent": False},
         {"memory_mib": 200, "config": True},
-        "transient: it has no saved configuration",
+        "temporary: it has no saved configuration",
     ),
     "maximum of a transient domain": (
         {"state": "running", "persistent": False},

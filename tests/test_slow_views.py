@@ -3,6 +3,8 @@ host and domain pages, the migration form with every flag, progress and cancel."
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from domains.models import Operation, OperationKind, OperationStatus, SavedImage
@@ -48,7 +50,7 @@ def test_save_and_restore_through_the_pages(
     host_page = client_for(people.root).get("/hosts/alpha/").content.decode()
     assert image.path in host_page and domain.name in host_page and "256 MiB" in host_page
 
-    response = client.post(f"/hosts/alpha/images/{image.pk}/restore/")
+    response = client.post(f"/hosts/alpha/images/{image.pk}/restore/", {"confirm": "yes"})
     op = Operation.objects.get(kind=OperationKind.RESTORE)
     assert response.status_code == 303 and wait_finished(op).status == OperationStatus.SUCCEEDED
     assert fresh(domain).state_reason == "restored"
@@ -65,27 +67,81 @@ def test_save_with_a_bad_name_says_so_and_saves_nothing(people, make_domain, sav
     assert not any(save_dir.iterdir())
 
 
-def test_migration_form_offers_every_flag_with_defaults(people, make_domain):
+def test_migration_form_offers_plain_choices_and_flags_only_to_admins(people, make_domain):
+    """Issue 13, item 1: plain choices first; libvirt's flags behind "Advanced" for team
+    admins (and superusers, who also get the free destination URI)."""
     domain = make_domain("alpha", state="running")
-    page = client_for(people.olga_operator).get(f"/domains/alpha/{domain.uuid}/migrate/")
-    text = page.content.decode()
+    operator = client_for(people.olga_operator).get(f"/domains/alpha/{domain.uuid}/migrate/")
+    text = operator.content.decode()
+    assert "Move while it runs" in text and "Also copy the disks" in text
+    assert "Limit the speed (MiB/s)" in text
+    assert re.search(r'<input type="radio" name="how" value="live"[^>]* checked', text)
+    assert 'name="flags"' not in text and "Advanced" not in text
+    assert 'name="migrate_uri"' not in text
+
+    admin = client_for(people.alice_admin).get(f"/domains/alpha/{domain.uuid}/migrate/")
+    text = admin.content.decode()
+    assert "Advanced" in text and 'name="migrate_uri"' in text
     for flag in (
-        "LIVE", "PEER2PEER", "TUNNELLED", "PERSIST_DEST", "UNDEFINE_SOURCE", "PAUSED",
-        "NON_SHARED_DISK", "NON_SHARED_INC", "CHANGE_PROTECTION", "UNSAFE", "OFFLINE",
+        "PEER2PEER", "TUNNELLED", "PERSIST_DEST", "UNDEFINE_SOURCE", "PAUSED",
+        "NON_SHARED_INC", "CHANGE_PROTECTION", "UNSAFE",
     ):  # fmt: skip
         assert f'value="{flag}"' in text
-    for default in ("LIVE", "PEER2PEER", "PERSIST_DEST", "UNDEFINE_SOURCE"):
+    for default in ("PEER2PEER", "PERSIST_DEST", "UNDEFINE_SOURCE"):
         assert f'value="{default}" checked' in text
     assert 'value="TUNNELLED" checked' not in text
     # Only superusers get the free destination URI.
     assert 'name="destination_uri"' not in text
     root_page = client_for(people.root).get(f"/domains/alpha/{domain.uuid}/migrate/")
     assert 'name="destination_uri"' in root_page.content.decode()
+    # A shut-off VM is offered the offline move first.
+    stopped = make_domain("alpha", state="shutoff")
+    page = client_for(people.olga_operator).get(f"/domains/alpha/{stopped.uuid}/migrate/")
+    assert 'value="offline"' in page.content.decode()
+    assert page.context["form"]["how"].value() == "offline"
+
+
+@pytest.mark.parametrize(
+    "who,data,flags",
+    [
+        # An operator's plain choices carry the defaults the advanced fold would have.
+        (
+            "olga_operator", {"how": "live"},
+            ["LIVE", "PEER2PEER", "PERSIST_DEST", "UNDEFINE_SOURCE"],
+        ),
+        (
+            "olga_operator", {"how": "paused", "copy_disks": "on"},
+            ["NON_SHARED_DISK", "PEER2PEER", "PERSIST_DEST", "UNDEFINE_SOURCE"],
+        ),
+        # A team admin's ticks in the fold are the rest.
+        ("alice_admin", {"how": "live", "flags": ["PEER2PEER", "PERSIST_DEST"]},
+         ["LIVE", "PEER2PEER", "PERSIST_DEST"]),
+    ],
+)  # fmt: skip
+def test_migration_plain_choices_become_flags(people, make_domain, who, data, flags):
+    domain = make_domain("alpha", state="running")
+    response = client_for(getattr(people, who)).post(
+        f"/domains/alpha/{domain.uuid}/migrate/", {"destination": "beta", **data}
+    )
+    assert response.status_code == 303, response.content.decode()[:2000]
+    op = Operation.objects.get(kind=OperationKind.MIGRATE)
+    assert op.params["flags"] == flags
+
+
+def test_an_operator_cannot_post_admin_flags(people, make_domain):
+    domain = make_domain("alpha", state="running")
+    response = client_for(people.olga_operator).post(
+        f"/domains/alpha/{domain.uuid}/migrate/",
+        {"destination": "beta", "how": "live", "flags": ["UNSAFE", "PEER2PEER"]},
+    )
+    assert response.status_code == 400
+    assert "Only a team admin may choose these libvirt flags: UNSAFE." in response.content.decode()
+    assert not Operation.objects.exists()
 
 
 def test_migration_refusal_is_shown_before_libvirt(people, make_domain):
     domain = make_domain("alpha", state="running")
-    response = client_for(people.olga_operator).post(
+    response = client_for(people.alice_admin).post(
         f"/domains/alpha/{domain.uuid}/migrate/",
         {"destination": "beta", "flags": ["LIVE", "TUNNELLED"]},
     )
@@ -121,8 +177,9 @@ def test_running_operation_shows_progress_and_cancel(people, make_domain):
 @pytest.mark.parametrize(
     "who,field,value",
     [
-        ("olga_operator", "migrate_uri", "exec:cat /etc/shadow"),
-        ("olga_operator", "listen_address", "10.0.0.2/8"),
+        ("alice_admin", "migrate_uri", "exec:cat /etc/shadow"),
+        ("alice_admin", "listen_address", "10.0.0.2/8"),
+        ("olga_operator", "migrate_uri", "tcp://10.0.0.2"),  # an admin's setting
         ("root", "destination_uri", "test:///etc/shadow"),
         ("root", "destination_uri", "qemu:///session"),
     ],

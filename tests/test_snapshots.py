@@ -332,14 +332,14 @@ def test_clone_refusals(people, make_domain, libvirt_hosts):
     _refused(response, "is not in one of the host's storage pools", loose, OperationKind.CLONE)
     running = make_domain(state="running")
     response = client.post(_url("domain_clone", running), {"name": "hot-copy"})
-    _refused(response, "only a shut-off domain can be cloned", running, OperationKind.CLONE)
+    _refused(response, "only a shut-off VM can be cloned", running, OperationKind.CLONE)
     assert not Domain.objects.filter(name__in=["too-big", "hot-copy"]).exists()
 
 
 def test_a_superuser_sets_the_teams_snapshot_limit_on_its_quota_page(people):
     client = client_for(people.root)
     page = client.get(reverse("team_quota", args=["team-a"])).content.decode()
-    assert "Snapshots per domain" in page
+    assert "Snapshots per VM" in page
     data = {"max_domains": 5, "max_vcpus": 8, "max_memory_mib": 4096, "max_disk_gib": 50,
             "max_snapshots_per_domain": 3}  # fmt: skip
     assert client.post(reverse("team_quota", args=["team-a"]), data).status_code == 303

@@ -28,7 +28,7 @@ def open_console(user: User, domain: Domain, kind: str, session_key: str) -> dic
     get a view-only console; operators and above, keyboard and mouse."""
     may = actions_on(user, domain)
     if "view" not in may:
-        raise ActionRefused(_("No such domain."), status=404)
+        raise ActionRefused(_("No such VM."), status=404)
     if kind not in consoles.KINDS:
         raise ActionRefused(_("Unknown kind of console: choose vnc or serial."), status=400)
     if not session_key:

@@ -62,11 +62,11 @@ def restore_domain(user: User, image: SavedImage) -> Operation:
     """Start the image's domain from the image (memory only; disks must be unchanged)."""
     domain = image.domain
     if domain is None:
-        raise ActionRefused(_("This image's domain is unknown to the panel."), status=404)
+        raise ActionRefused(_("This image's VM is unknown to the panel."), status=404)
 
     def check() -> str | None:
         if image.host_id != domain.host_id:
-            return _("The image is on %(image_host)s but the domain is now on %(host)s.") % {
+            return _("The image is on %(image_host)s but the VM is now on %(host)s.") % {
                 "image_host": image.host,
                 "host": domain.host,
             }

@@ -60,7 +60,7 @@ def undefine_domain(
     if domain.has_managed_save and not remove_managed_save:
         refuse(
             user, domain, kind, params,
-            _("%(name)s has a managed-save image; choose to remove it as well.")
+            _("%(name)s is hibernated; choose to discard the hibernation as well.")
             % {"name": domain.name},
         )  # fmt: skip
     if domain.snapshot_count and not remove_snapshots_metadata:

@@ -32,11 +32,11 @@ def migration_problems(domain: Domain, choice: MigrationChoice) -> list[str]:
         return [_("The destination does not answer: %(error)s") % {"error": exc.message}]
     try:
         if hypervisor.domain_exists(dest_uri, str(domain.uuid)):
-            problems.append(_("A domain with this UUID exists on the destination already."))
+            problems.append(_("A VM with this UUID exists on the destination already."))
         name = choice.new_name or domain.name
         if hypervisor.domain_name_taken(dest_uri, name):
             problems.append(
-                _("A domain named %(name)s exists on the destination already.") % {"name": name}
+                _("A VM named %(name)s exists on the destination already.") % {"name": name}
             )
         if "OFFLINE" not in flags:
             needed: dict[str, int] = {}  # folder → bytes the copies need there

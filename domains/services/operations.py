@@ -31,7 +31,7 @@ def cancel_operation(user: User, op: Operation) -> Operation:
     if op.status == OperationStatus.CHECKING:
         raise ActionRefused(
             _(
-                "Operation #%(id)s has ended; the panel is finding out where the domain runs. "
+                "Operation #%(id)s has ended; the panel is finding out where the VM runs. "
                 "There is nothing left to cancel."
             )
             % {"id": op.pk}

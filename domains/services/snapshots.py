@@ -76,7 +76,7 @@ def create_snapshot(
                 "domain": domain.name,
                 "name": name,
             }
-        team = domain.team.name if domain.team else _("a domain without a team")
+        team = domain.team.name if domain.team else _("a VM without a team")
         problem = rules.snapshot_limit_problem(domain.name, team, len(existing), _limit(domain))
         if problem:
             return problem
@@ -125,7 +125,7 @@ def revert_snapshot(
 
     def check() -> str | None:
         if then not in REVERT_THEN:
-            return _("Choose how the domain comes back: as saved, running or paused.")
+            return _("Choose how the VM comes back: as saved, running or paused.")
         return _known(domain, name)
 
     return queue_operation(user, domain, kind, params, check=check)

@@ -8,6 +8,7 @@ from functools import cache
 
 from django import template
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy as _lazy
 
 from domains.models import OperationStatus, Role, State
 
@@ -188,3 +189,60 @@ def percent(value) -> str:
         return f"{float(value):.1f} %"
     except (TypeError, ValueError):
         return "—"
+
+
+# Why a VM is in its state, in words for people: libvirt's reason (hypervisor.reason_text,
+# stored on the inventory row) for each state; "unknown" says nothing.
+_REASON_WORDS = {
+    State.RUNNING: {
+        "booted": _lazy("started normally"),
+        "migrated": _lazy("moved here from another host"),
+        "restored": _lazy("restored from a saved image"),
+        "from snapshot": _lazy("back at a snapshot"),
+        "unpaused": _lazy("resumed after a pause"),
+        "migration cancelled": _lazy("a move to another host was cancelled"),
+        "save cancelled": _lazy("saving to an image was cancelled"),
+        "woken up": _lazy("woken up by its guest"),
+        "crashed": _lazy("running again after a crash"),
+        "post-copy": _lazy("still moving in (post-copy)"),
+    },
+    State.PAUSED: {
+        "user": _lazy("paused by someone"),
+        "migration": _lazy("paused while it moves to another host"),
+        "save": _lazy("paused while it is saved to an image"),
+        "dump": _lazy("paused while its memory is dumped"),
+        "I/O error": _lazy("paused: a disk could not be read or written"),
+        "watchdog": _lazy("paused by its watchdog"),
+        "from snapshot": _lazy("paused at a snapshot"),
+        "shutting down": _lazy("paused while shutting down"),
+        "snapshot": _lazy("paused while a snapshot is taken"),
+        "crashed": _lazy("paused after its guest crashed"),
+        "starting up": _lazy("started paused"),
+        "post-copy": _lazy("paused while moving in (post-copy)"),
+        "post-copy failed": _lazy("paused: a move to another host failed half way"),
+    },
+    State.SHUTDOWN: {"user": _lazy("shutting down at someone's request")},
+    State.SHUTOFF: {
+        "shutdown": _lazy("shut down normally"),
+        "destroyed": _lazy("forced off"),
+        "crashed": _lazy("stopped after a crash"),
+        "migrated": _lazy("moved to another host"),
+        # Both a save to an image and a hibernation (managed save) leave this reason: the
+        # badges beside it say which.
+        "saved": _lazy("memory saved"),
+        "failed": _lazy("failed to start"),
+        "from snapshot": _lazy("back at a snapshot"),
+        "daemon": _lazy("stopped by the host's libvirt"),
+    },
+    State.CRASHED: {"panicked": _lazy("the guest's kernel panicked")},
+}
+
+
+@register.filter
+def reason_words(reason, state) -> str:
+    """libvirt's reason for `state` in plain words; "" when it adds nothing."""
+    try:
+        words = _REASON_WORDS.get(State(int(state)), {}).get(reason)
+    except (TypeError, ValueError):
+        return ""
+    return str(words) if words else ""
