@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop as _noop
 
 from .models import Role
 
@@ -39,6 +40,64 @@ def _quota(who: str, team: str, d: dict) -> str:
         return _("%(who)s saved %(team)s's quota unchanged.") % {"who": who, "team": team}
     return _("%(who)s changed %(team)s's quota: %(changes)s.") % {
         "who": who, "team": team, "changes": "; ".join(parts)}  # fmt: skip
+
+
+# A template's fields in a sentence: the words and the unit of each; others say their name.
+TEMPLATE_WORDS = {
+    "vcpus_current": (_noop("vCPUs"), ""),
+    "vcpus_max": (_noop("maximum vCPUs"), ""),
+    "memory_mib": (_noop("memory"), " MiB"),
+    "current_memory_mib": (_noop("memory in use at start"), " MiB"),
+    "hotplug_memory_mib": (_noop("maximum memory"), " MiB"),
+    "disk_gib": (_noop("disk size"), " GiB"),
+    "method": (_noop("install method"), ""),
+    "domain_type": (_noop("kind of virtualisation"), ""),
+    "cpuset": (_noop("host CPUs"), ""),
+    "iso_path": (_noop("ISO image"), ""),
+    "base_image": (_noop("disk image"), ""),
+    "cmdline": (_noop("kernel options"), ""),
+    "net_type": (_noop("network connection"), ""),
+    "net_source": (_noop("network"), ""),
+    "vnc": (_noop("screen"), ""),
+    "balloon_period": (_noop("memory statistics period"), " s"),
+    "boot_menu_timeout_ms": (_noop("boot menu wait"), " ms"),
+    "bios_reboot_timeout_ms": (_noop("boot retry"), " ms"),
+    "min_vcpus": (_noop("fewest vCPUs a request may ask"), ""),
+    "max_vcpus": (_noop("most vCPUs a request may ask"), ""),
+    "min_memory_mib": (_noop("least memory a request may ask"), " MiB"),
+    "max_memory_mib": (_noop("most memory a request may ask"), " MiB"),
+}
+
+
+def _template_value(value, unit: str) -> str:
+    if isinstance(value, bool):
+        return _("on") if value else _("off")
+    if value in (None, "", []):
+        return _("none")
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    text = str(value)
+    return (text[:60] + "…" if len(text) > 60 else text) + unit
+
+
+def _template_changed(who: str, team: str, d: dict) -> str:
+    before, after = d.get("before") or {}, d["after"]
+    parts = []
+    words = {key: TEMPLATE_WORDS.get(key, (key.replace("_", " "), "")) for key in after}
+    for key in sorted(after, key=lambda k: _(words[k][0])):  # in the reader's order
+        what, unit = words[key]
+        parts.append(
+            _("%(what)s %(old)s → %(new)s")
+            % {
+                "what": _(what),
+                "old": _template_value(before.get(key), unit),
+                "new": _template_value(after[key], unit),
+            }  # fmt: skip
+        )
+    if not parts:
+        return _("%(who)s saved template %(name)s unchanged.") % {"who": who, "name": d["name"]}
+    return _("%(who)s changed template %(name)s: %(changes)s.") % {
+        "who": who, "name": d["name"], "changes": "; ".join(parts)}  # fmt: skip
 
 
 SENTENCES: dict[str, Callable[[str, str, dict], str]] = {
@@ -95,11 +154,11 @@ SENTENCES: dict[str, Callable[[str, str, dict], str]] = {
         % {"who": who, "name": d["name"], "reason": d["reason"]}
     ),
     "template_added": lambda who, team, d: (
-        _("%(who)s added the template %(name)s.") % {"who": who, "name": d["name"]}
+        _("%(who)s added template %(name)s.") % {"who": who, "name": d["name"]}
     ),
-    "template_changed": lambda who, team, d: (
-        _("%(who)s changed the template %(name)s: %(fields)s.")
-        % {"who": who, "name": d["name"], "fields": ", ".join(sorted(d["after"])) or "—"}
+    "template_changed": _template_changed,
+    "template_deleted": lambda who, team, d: (
+        _("%(who)s deleted template %(name)s.") % {"who": who, "name": d["name"]}
     ),
     "console.opened": lambda who, team, d: (
         _("%(who)s opened a console%(view)s.")

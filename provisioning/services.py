@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from django.contrib.auth.models import User
 from django.core.mail import send_mail
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import ProtectedError, Sum
 from django.forms.models import model_to_dict
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from domains import domxml, hypervisor
 from domains.hypervisor import HypervisorError
@@ -263,7 +264,7 @@ def quota_problems(
         return []
     now = usage(team, exclude)
     checks = [
-        (_("domains"), now.domains + 1, quota.max_domains),
+        (_("VMs"), now.domains + 1, quota.max_domains),
         (_("vCPUs"), now.vcpus + vcpus, quota.max_vcpus),
         (_("MiB of memory"), now.memory_mib + memory_mib, quota.max_memory_mib),
         (_("GiB of disk"), now.disk_gib + disk_gib, quota.max_disk_gib),
@@ -273,6 +274,26 @@ def quota_problems(
         % {"team": team.name, "want": want, "limit": limit, "what": what}
         for what, want, limit in checks
         if want > limit
+    ]
+
+
+def resize_quota_problems(domain: Domain, vcpus: int, memory_mib: int) -> list[str]:
+    """What resizing `domain` to these counts would overrun of its team's quota, with the
+    numbers. Only growth counts: a team over its limits may still make a VM smaller."""
+    quota = Quota.objects.filter(team_id=domain.team_id).first() if domain.team_id else None
+    if quota is None:
+        return []
+    now = usage(domain.team)
+    checks = [
+        (_("vCPUs"), vcpus - domain.vcpus, now.vcpus, quota.max_vcpus),
+        (_("MiB of memory"), memory_mib - domain.memory_kib // 1024, now.memory_mib,
+         quota.max_memory_mib),
+    ]  # fmt: skip
+    return [
+        _("%(team)s would use %(want)d of %(limit)d %(what)s.")
+        % {"team": domain.team.name, "want": used + growth, "limit": limit, "what": what}
+        for what, growth, used, limit in checks
+        if growth > 0 and used + growth > limit
     ]
 
 
@@ -318,6 +339,113 @@ def set_quota(user: User, team: Team, **limits: int) -> Quota:
 
 # --- templates -------------------------------------------------------------------------
 
+# What a template is checked against: a host that runs every domain type and offers VNC,
+# so that the check is of the template itself, not of one host.
+_ANY_HOST = Host(name="any", uri="")
+_ANY_CAPS = hypervisor.HostCapabilities(domain_types=domxml.DOMAIN_TYPES, graphics=("vnc",))
+
+_TEMPLATE_FIELDS = {f.name for f in Template._meta.get_fields() if f.concrete}
+# A spec attribute at fault (`SpecError.field`) and the template field it comes from.
+_SPEC_FIELDS = {
+    "vcpus": "vcpus_max",
+    "vcpus_current": "vcpus_current",
+    "memory_kib": "memory_mib",
+    "current_memory_kib": "current_memory_mib",
+    "max_memory_kib": "hotplug_memory_mib",
+    "interfaces[0].type": "net_type",
+    "interfaces[0].source": "net_source",
+    "interfaces[0].model": "net_model",
+    "disks[0].bus": "disk_bus",
+    "disks[0].format": "disk_format",
+    "disks[1].path": "iso_path",
+}
+# "(memory_kib, 512 MiB)" → "(512 MiB)"; "(loader)" → "": the spec's names mean nothing to
+# the person at the form, whose field the message stands beside.
+_SPEC_NAME_RE = re.compile(r" \((?:[a-z_]+(?:\[\d+\])?\.?)+(?:, ([^)]*))?\)")
+
+
+def _spec_problem(exc: domxml.SpecError, method: str) -> tuple[str, str]:
+    field = exc.field
+    if field == "disks[0].path" and method == Method.DISK:
+        field = "base_image"
+    field = _SPEC_FIELDS.get(field, field)
+    words = _SPEC_NAME_RE.sub(lambda m: f" ({m[1]})" if m[1] else "", str(exc))
+    return (field if field in _TEMPLATE_FIELDS else None), words
+
+
+def template_problems(template: Template) -> list[tuple[str | None, str]]:
+    """What is wrong with a template, as (its field, the reason in plain words): the rules
+    between its own fields, then every rule of `domxml.validate_spec` on the VM it makes,
+    at its own size and at the largest a request may ask. [] when it is fine.
+
+    Pure: no libvirt, no database (the form and `save_template` both ask it).
+    """
+    t = template
+    problems: list[tuple[str | None, str]] = []
+
+    def refuse(field: str, message: str, **values) -> None:
+        problems.append((field, message % values))
+
+    if t.vcpus_current > t.vcpus_max:
+        refuse("vcpus_current", _("A VM starts with at most its maximum vCPUs (%(max)d)."),
+               max=t.vcpus_max)  # fmt: skip
+    if t.current_memory_mib > t.memory_mib:
+        refuse("current_memory_mib",
+               _("The memory in use at start cannot be more than the memory (%(mib)d MiB)."),
+               mib=t.memory_mib)  # fmt: skip
+    if t.cpuset and t.vcpu_placement == "auto":
+        refuse("cpuset", _("With automatic placement the host chooses the CPUs: leave this "
+                           "empty, or choose fixed placement."))  # fmt: skip
+    if t.method == Method.CDROM and not t.iso_path:
+        refuse("iso_path", _("An ISO install needs the path of its ISO image."))
+    if t.method == Method.KERNEL:
+        if not t.kernel:
+            refuse("kernel", _("Direct kernel boot needs the path of the kernel."))
+        if not t.initrd:
+            refuse("initrd", _("Direct kernel boot needs the path of the initial RAM disk."))
+    if t.method == Method.DISK and not t.base_image:
+        refuse("base_image", _("Booting from an existing disk needs the path of that image."))
+    if t.method == Method.PXE and not t.net_type:
+        refuse("net_type", _("A PXE install boots from the network: choose a network "
+                             "connection."))  # fmt: skip
+    if t.min_vcpus > t.max_vcpus:
+        refuse("min_vcpus", _("The fewest vCPUs cannot be more than the most (%(max)d)."),
+               max=t.max_vcpus)  # fmt: skip
+    elif not t.min_vcpus <= t.vcpus_current <= t.max_vcpus:
+        refuse("min_vcpus" if t.vcpus_current < t.min_vcpus else "max_vcpus",
+               ngettext("The template's own %(n)d vCPU must lie between the fewest and the "
+                        "most a request may ask for.",
+                        "The template's own %(n)d vCPUs must lie between the fewest and the "
+                        "most a request may ask for.", t.vcpus_current),
+               n=t.vcpus_current)  # fmt: skip
+    if t.min_memory_mib > t.max_memory_mib:
+        refuse("min_memory_mib",
+               _("The least memory cannot be more than the most (%(max)d MiB)."),
+               max=t.max_memory_mib)  # fmt: skip
+    elif not t.min_memory_mib <= t.memory_mib <= t.max_memory_mib:
+        refuse("min_memory_mib" if t.memory_mib < t.min_memory_mib else "max_memory_mib",
+               _("The template's own %(mib)d MiB must lie between the least and the most "
+                 "memory a request may ask for."), mib=t.memory_mib)  # fmt: skip
+    if problems:
+        return problems
+    # The VM itself, at the template's size, then at the largest request (whose memory
+    # must fit under a maximum memory for hot-plug, say).
+    sizes = ((t.vcpus_current, t.memory_mib, {}), (t.max_vcpus, t.max_memory_mib,
+             {"memory_mib": "max_memory_mib", "hotplug_memory_mib": "max_memory_mib"}))  # fmt: skip
+    for vcpus, memory_mib, moved in sizes:
+        spec = template_to_spec(
+            t, "template-check", str(uuidlib.uuid4()), vcpus, memory_mib, _ANY_HOST, _ANY_CAPS
+        )
+        try:
+            domxml.validate_spec(spec)
+        except domxml.SpecError as exc:
+            field, words = _spec_problem(exc, t.method)
+            if moved:
+                words = _("A request for the most it may ask would be refused: %(why)s") % {
+                    "why": words}  # fmt: skip
+            return [(moved.get(field, field), words)]
+    return []
+
 
 def _template_fields(template: Template) -> dict:
     """The template's editable values as JSON-safe data, for the audit row."""
@@ -331,6 +459,9 @@ def save_template(user: User, template: Template, hosts: list[Host]) -> Template
     """Add or change a template (superusers); the audit row says what changed, before and
     after, so that a domain made from it later can be explained."""
     require_superuser(user)
+    problems = template_problems(template)
+    if problems:
+        raise ActionRefused(" ".join(words for _field, words in problems), status=400)
     created = template.pk is None
     with transaction.atomic():
         before = {} if created else _template_fields(Template.objects.get(pk=template.pk))
@@ -348,6 +479,33 @@ def save_template(user: User, template: Template, hosts: list[Host]) -> Template
             after={k: after[k] for k in changed},
         )
     return template
+
+
+def delete_template(user: User, template: Template) -> None:
+    """Remove a template (superusers); the audit row keeps all it held. A template that
+    requests were made from stays, so that they can still be explained."""
+    require_superuser(user)
+    used = VMRequest.objects.filter(template=template).count()
+    if used:
+        raise ActionRefused(
+            ngettext(
+                "%(name)s stays: %(n)d request was made from it, and its record needs it.",
+                "%(name)s stays: %(n)d requests were made from it, and their record needs it.",
+                used,
+            )
+            % {"name": template.name, "n": used}
+        )
+    with transaction.atomic():
+        before = _template_fields(template)
+        pk = template.pk
+        try:
+            template.delete()
+        except ProtectedError:  # a request made from it meanwhile
+            raise ActionRefused(
+                _("%(name)s stays: a request was made from it.") % {"name": template.name}
+            ) from None
+        audit("template_deleted", user, template.name, template=pk, name=template.name,
+              before=before, after={})  # fmt: skip
 
 
 # --- requests --------------------------------------------------------------------------
@@ -604,18 +762,16 @@ def create_problems(host: Host, template: Template, name: str, choice: CreateCho
         return problems
     if choice.autodestroy:
         if choice.persistent:
-            problems.append(_("Only a transient domain can be destroyed automatically."))
+            problems.append(_("Only a temporary VM can be destroyed automatically."))
         elif not hypervisor.capabilities(host.uri).autodestroy:
             problems.append(
-                _("%(host)s cannot destroy domains automatically; create it without that.")
+                _("%(host)s cannot destroy VMs automatically; create it without that.")
                 % {"host": host.name}
             )
     if template.method == Method.KERNEL and not choice.persistent:
-        problems.append(
-            _("Direct kernel boot installs in two phases and makes a persistent domain.")
-        )
+        problems.append(_("Direct kernel boot installs in two phases and makes a permanent VM."))
     if hypervisor.domain_name_taken(host.uri, name):
-        problems.append(_("%(host)s has a domain named %(name)s already.") % {
+        problems.append(_("%(host)s has a VM named %(name)s already.") % {
             "host": host.name, "name": name})  # fmt: skip
     return problems
 
@@ -653,7 +809,7 @@ def create_domain(
     provisioning operation: the task defines or creates it, and starts it if asked)."""
     if not is_team_admin(user, team):
         if teams_for(user, "view").filter(pk=team.pk).exists():
-            raise ActionRefused(_("Only team admins may create domains."), status=403)
+            raise ActionRefused(_("Only team admins may create VMs."), status=403)
         raise ActionRefused(_("No such team."), status=404)
     return _provision(user, template, host, team, name, vcpus, memory_mib, choice)
 
@@ -783,7 +939,7 @@ def clone_domain(user: User, domain: Domain, name: str) -> Operation:
             )
         try:
             if hypervisor.domain_name_taken(domain.host.uri, name):
-                return _("%(host)s has a domain named %(name)s already.") % {
+                return _("%(host)s has a VM named %(name)s already.") % {
                     "host": domain.host.name,
                     "name": name,
                 }

@@ -6,6 +6,7 @@ urlpatterns = [
     path("templates/", views.template_list, name="template_list"),
     path("templates/new/", views.template_edit, name="template_new"),
     path("templates/<int:pk>/edit/", views.template_edit, name="template_edit"),
+    path("templates/<int:pk>/delete/", views.template_delete, name="template_delete"),
     path("templates/<int:pk>/create/", views.template_create_domain, name="template_create"),
     path("provisioning/<int:pk>/", views.provision_detail, name="provision_detail"),
     path("requests/", views.request_list, name="request_list"),

@@ -48,12 +48,35 @@ def template_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
     obj = get_object_or_404(Template, pk=pk) if pk else None
     form = TemplateForm(request.POST or None, instance=obj)
     if request.method == "POST" and form.is_valid():
-        saved = services.save_template(
-            request.user, form.save(commit=False), form.cleaned_data["hosts"]
-        )
-        messages.success(request, _("Template %(name)s saved.") % {"name": saved.name})
-        return see_other(reverse("template_list"))
+        try:
+            saved = services.save_template(
+                request.user, form.save(commit=False), form.cleaned_data["hosts"]
+            )
+        except ActionRefused as exc:
+            form.add_error(None, exc.message)
+        else:
+            messages.success(request, _("Template %(name)s saved.") % {"name": saved.name})
+            return see_other(reverse("template_list"))
     return render(request, "provisioning/template_form.html", {"form": form, "template": obj})
+
+
+@require_http_methods(["GET", "HEAD", "POST"])
+def template_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    """Ask, then delete a template (superusers)."""
+    if not request.user.is_superuser:
+        raise PermissionDenied(_("Only superusers manage templates."))
+    template = get_object_or_404(Template, pk=pk)
+    refusal, status = "", 200
+    if request.method == "POST":
+        try:
+            services.delete_template(request.user, template)
+        except ActionRefused as exc:
+            refusal, status = exc.message, raise_for_refusal(exc)
+        else:
+            messages.success(request, _("Template %(name)s deleted.") % {"name": template.name})
+            return see_other(reverse("template_list"))
+    context = {"template": template, "refusal": refusal}
+    return render(request, "provisioning/template_delete.html", context, status=status)
 
 
 @require_http_methods(["GET", "POST"])

@@ -378,6 +378,7 @@ def _provisioning_world(w: SimpleNamespace) -> None:
 
     w.template = Template.objects.create(name="tpl", method="pxe", max_vcpus=4)
     w.template.hosts.set([w.hosts.alpha])
+    w.spare = Template.objects.create(name="spare", method="pxe")  # no request: deletable
     w.req = VMRequest.objects.create(
         team=w.people.team_a,
         requester=w.people.victor_viewer,
@@ -426,6 +427,13 @@ def _template_saved_effect(w, user, response, before) -> None:
     from provisioning.models import Template
 
     assert Template.objects.filter(name="new-tpl").exists()
+
+
+def _template_deleted_effect(w, user, response, before) -> None:
+    from provisioning.models import Template
+
+    assert not Template.objects.filter(pk=w.spare.pk).exists()
+    assert AuditEvent.objects.get(kind="template_deleted").user == user
 
 
 def _quota_effect(w, user, response, before) -> None:
@@ -478,6 +486,16 @@ CASES.update(
         "template_edit": Case(
             "get", _url("template_edit", lambda w: w.template.pk), SUPERUSER_PAGE, **_P
         ),
+        "template_delete:GET": Case(
+            "get", _url("template_delete", lambda w: w.spare.pk), SUPERUSER_PAGE, **_P
+        ),
+        "template_delete": Case(
+            "post",
+            _url("template_delete", lambda w: w.spare.pk),
+            SUPERUSER_POST,
+            effect=_template_deleted_effect,
+            **_P,
+        ),  # fmt: skip
         "template_create:GET": Case(
             "get", _url("template_create", lambda w: w.template.pk), TEAM_ADMIN_PAGE, **_P
         ),

@@ -144,7 +144,12 @@ def test_detail_panel_offers_resize_to_operators_and_xml_to_admins(people, make_
 
     assert resize not in viewer and xml not in viewer
     assert resize in operator and xml not in operator
-    assert resize in admin and xml in admin and "Edit XML…" in admin and "Change vCPUs or memory…" in admin
+    assert (
+        resize in admin
+        and xml in admin
+        and "Edit XML…" in admin
+        and "Change vCPUs or memory…" in admin
+    )
 
 
 # --- resize: the work, read back from libvirt ---------------------------------------
@@ -298,7 +303,7 @@ REFUSALS = {
     "vCPUs above the running maximum": (
         {"state": "running", "vcpus": 2},
         {"vcpus": 3, "vcpus_max": 4, "live": True, "config": True},
-        "more than the running domain's maximum of 2",
+        "more than the running VM's maximum of 2",
     ),
     "memory above the saved maximum": (
         {"state": "shutoff", "memory_mib": 256},
@@ -308,7 +313,7 @@ REFUSALS = {
     "memory above the running maximum": (
         {"state": "running", "memory_mib": 256},
         {"memory_mib": 300, "live": True},
-        "more than the running domain's maximum memory of 256 MiB",
+        "more than the running VM's maximum memory of 256 MiB",
     ),
     "new maximum below the saved vCPUs": (
         {"state": "shutoff", "vcpus": 4},
@@ -369,6 +374,50 @@ def test_resize_refusal_is_shown_on_the_page(people, make_domain, libvirt_hosts)
     assert "Not sent to libvirt" in text and "raise the maximum as well" in text
     assert Operation.objects.get().status == OperationStatus.REFUSED
     assert everything(libvirt_hosts, domain) == before
+
+
+def test_resize_above_the_team_quota_is_refused_before_libvirt(
+    people, make_domain, libvirt_hosts, celery_worker
+):
+    """Issue 13: a bigger VM counts against its team's quota as a new one does; growth
+    beyond it is refused with the numbers, a change within it goes through, and a team
+    already over its limits may still make a VM smaller."""
+    from provisioning.models import Quota
+    from provisioning.services import usage
+
+    domain = make_domain(state="shutoff", vcpus=2, memory_mib=256)
+    used = usage(people.team_a)
+    Quota.objects.update_or_create(
+        team=people.team_a,
+        defaults={"max_vcpus": used.vcpus, "max_memory_mib": used.memory_mib + 128},
+    )
+    before = everything(libvirt_hosts, domain)
+
+    with pytest.raises(ActionRefused) as excinfo:
+        resize.resize_domain(
+            people.olga_operator, domain,
+            ResizeRequest(memory_mib=512, memory_max_mib=512, config=True),
+        )  # fmt: skip
+    says = f"would use {used.memory_mib + 256} of {used.memory_mib + 128} MiB of memory"
+    assert_refused_on_record(excinfo, people.olga_operator, domain, "resize", says)
+    assert everything(libvirt_hosts, domain) == before
+
+    op = wait_finished(
+        resize.resize_domain(
+            people.olga_operator, domain,
+            ResizeRequest(memory_mib=384, memory_max_mib=512, config=True),
+        )
+    )  # fmt: skip
+    assert op.status == OperationStatus.SUCCEEDED, (op.message, op.error)
+    assert saved(libvirt_hosts, domain)[2:] == (384, 512)
+
+    Quota.objects.filter(team=people.team_a).update(max_vcpus=1)  # now over the limit
+    op = wait_finished(
+        resize.resize_domain(
+            people.olga_operator, fresh(domain), ResizeRequest(vcpus=1, config=True)
+        )
+    )
+    assert op.status == OperationStatus.SUCCEEDED, (op.message, op.error)
 
 
 def test_resize_form_wants_whole_numbers(people, make_domain):
@@ -605,10 +654,10 @@ def test_transient_domain_has_no_xml_to_edit(people, make_domain, libvirt_hosts)
     xml = with_description(_dom(libvirt_hosts, domain).XMLDesc(SECURE))
 
     page = client_for(people.alice_admin).get(f"/domains/alpha/{domain.uuid}/xml/")
-    assert "transient" in page.content.decode() and "<textarea" not in page.content.decode()
+    assert "temporary" in page.content.decode() and "<textarea" not in page.content.decode()
     with pytest.raises(ActionRefused) as excinfo:
         xmledit.edit_domain_xml(people.alice_admin, domain, xml)
-    assert_refused_on_record(excinfo, people.alice_admin, domain, "edit_xml", "transient")
+    assert_refused_on_record(excinfo, people.alice_admin, domain, "edit_xml", "temporary")
     assert (
         "Edit XML…"
         not in client_for(people.alice_admin).get(f"/domains/alpha/{domain.uuid}/").content.decode()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 
 from django.contrib.auth.models import User
@@ -11,6 +12,11 @@ from ..hypervisor import HypervisorError, ResizeLimits
 from ..models import Domain, Operation, OperationKind
 from ..rules import ResizeRequest, resize_problems
 from .common import queue_operation
+
+# Limits other rooms set on a VM's size, each `check(domain, vcpus, memory_mib)` → problems
+# in words, given the counts the VM would have. Provisioning adds its team quota here when
+# it loads (provisioning.apps): domains does not import provisioning.
+SIZE_CHECKS: list[Callable[[Domain, int, int], list[str]]] = []
 
 
 def resize_limits(domain: Domain) -> ResizeLimits:
@@ -28,6 +34,12 @@ def resize_domain(user: User, domain: Domain, req: ResizeRequest) -> Operation:
             limits = resize_limits(domain)
         except HypervisorError as exc:
             return exc.message
-        return " ".join(resize_problems(domain, limits, req)) or None
+        problems = resize_problems(domain, limits, req)
+        if not problems:
+            vcpus = req.vcpus if req.vcpus is not None else domain.vcpus
+            memory_mib = req.memory_mib if req.memory_mib is not None else domain.memory_kib // 1024
+            for size_check in SIZE_CHECKS:
+                problems += size_check(domain, vcpus, memory_mib)
+        return " ".join(problems) or None
 
     return queue_operation(user, domain, OperationKind.RESIZE, asdict(req), check=check)
