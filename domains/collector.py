@@ -1,14 +1,14 @@
 """The usage collector: one read per host and tick, rates, history, roll-up.
 
 Runs inside the inventory watcher (`manage.py watch_inventory`): a `HostCollector` thread
-per enabled host beside its `HostWatch`, so the host has one owner and a host that hangs
-stalls only its own thread. Each tick (VMPANEL_STATS_SECONDS) it makes one
-`hypervisor.guest_counters` read (one getAllDomainStats call where the host answers in
-bulk), turns the counters into rates (`usage.RateKeeper`), and writes the 10-second
-history rows and each running domain's "now" row (`DomainUsage`), plus the host's own.
-Once a minute the watcher rolls finer rows up into coarser tiers and prunes what is older
-than each tier keeps (`roll_up`), so a domain never has more than `usage.ROWS_CEILING`
-rows.
+per host the watcher owns (its lease, `leases.py`) beside its `HostWatch`, so the host has
+one owner and a host that hangs stalls only its own thread. Each tick
+(VMPANEL_STATS_SECONDS) it makes one `hypervisor.guest_counters` read (one
+getAllDomainStats call where the host answers in bulk), turns the counters into rates
+(`usage.RateKeeper`), and writes the 10-second history rows and each running domain's
+"now" row (`DomainUsage`), plus the host's own. Once a minute a watcher rolls finer rows
+up into coarser tiers and prunes what is older than each tier keeps (`roll_up`), so a
+domain never has more than `usage.ROWS_CEILING` rows.
 """
 
 from __future__ import annotations
@@ -200,11 +200,14 @@ class HostTicker:
 class HostCollector(threading.Thread):
     """One host's ticks, in a thread of its own (started and stopped by the watcher)."""
 
-    def __init__(self, host: Host):
+    def __init__(self, host: Host, tenure=None):
         super().__init__(name=f"collect-{host.name}", daemon=True)
         self.ticker = HostTicker(host)
         self.uri = host.uri
         self.stopping = threading.Event()
+        # The host's lease (`leases.Tenure`; None: unguarded): no tick without it.
+        self.tenure = tenure
+        self.last_write = 0.0  # wall clock, the end of the last tick
 
     @property
     def host(self) -> Host:
@@ -219,6 +222,9 @@ class HostCollector(threading.Thread):
         try:
             while not self.stopping.is_set():
                 started = time.monotonic()
+                if self.tenure is not None and not self.tenure.usable():
+                    self.stopping.wait(0.2)  # another watcher may own the host by now
+                    continue
                 try:
                     close_old_connections()
                     self.ticker.tick()
@@ -227,6 +233,7 @@ class HostCollector(threading.Thread):
                     log.info("usage of %s not read: %s", self.host.name, exc.message)
                 except Exception:
                     log.exception("usage tick of %s failed; going on", self.host.name)
+                self.last_write = time.time()  # whether it wrote all, part or nothing
                 self.stopping.wait(max(0.5, tick - (time.monotonic() - started)))
         finally:
             db_connection.close()

@@ -16,6 +16,12 @@ from django.conf import settings
 WORKER_ALIVE_KEY = "vmpanel:worker-alive"
 WORKER_ALIVE_SECONDS = 30
 WATCHER_BEAT_KEY = "vmpanel:watcher-beat"
+# Per host (a hash, field = the host's pk): the time of its owner's last pass, or, while it
+# has no owner, the moment a watcher first saw it so.
+HOST_FRESH_KEY = "vmpanel:host-fresh"
+# The oldest of those over the enabled hosts, written by every watcher pass: what every
+# page reads (one key, no database query). It stops moving when no watcher runs.
+INVENTORY_FRESH_KEY = "vmpanel:inventory-fresh"
 
 
 @lru_cache(maxsize=1)
@@ -52,8 +58,55 @@ def watcher_silent_seconds() -> float | None:
     return float("inf") if beat is None else max(0.0, time.time() - float(beat))
 
 
+def mark_hosts_fresh(passes: dict[int, float], unowned: list[int], enabled: list[int]) -> None:
+    """A watcher's pass: `passes` are its own hosts' last passes, `unowned` the enabled
+    hosts nobody holds (marked from now on, unless marked already), `enabled` all the
+    hosts to watch (marks of others are dropped). Then the oldest mark, for the pages."""
+    client = _redis()
+    now = time.time()
+    pipe = client.pipeline(transaction=False)
+    if passes:
+        pipe.hset(HOST_FRESH_KEY, mapping={str(h): t for h, t in passes.items()})
+    for host in unowned:
+        pipe.hsetnx(HOST_FRESH_KEY, str(host), now)
+    pipe.hgetall(HOST_FRESH_KEY)
+    marks = pipe.execute()[-1]
+    wanted = {str(h) for h in enabled}
+    dropped = [k for k in marks if k.decode() not in wanted]
+    if dropped:
+        client.hdel(HOST_FRESH_KEY, *dropped)
+    oldest = min((float(v) for k, v in marks.items() if k.decode() in wanted), default=now)
+    client.set(INVENTORY_FRESH_KEY, oldest)
+
+
+def hosts_fresh_since(hosts: list[int]) -> dict[int, float | None]:
+    """Each host's mark (see HOST_FRESH_KEY); None where it has none. Raises RedisError."""
+    if not hosts:
+        return {}
+    values = _redis().hmget(HOST_FRESH_KEY, [str(h) for h in hosts])
+    return {h: None if v is None else float(v) for h, v in zip(hosts, values, strict=True)}
+
+
+def inventory_stale_since() -> float | None:
+    """None while the inventory is fresh; else since when it may be out of date (epoch
+    seconds; 0 if no watcher ever ran): no watcher pass for longer than
+    VMPANEL_WATCHER_STALE_SECONDS, or a host with no owner or no pass for longer than a
+    lease (VMPANEL_LEASE_SECONDS). None too when Redis does not answer."""
+    try:
+        beat, fresh = _redis().mget(WATCHER_BEAT_KEY, INVENTORY_FRESH_KEY)
+    except redis.RedisError:
+        return None
+    if beat is None:
+        return 0.0
+    now = time.time()
+    beat = float(beat)
+    if now - beat > settings.VMPANEL_WATCHER_STALE_SECONDS:
+        return beat
+    if fresh is not None and now - float(fresh) > settings.VMPANEL_LEASE_SECONDS:
+        return float(fresh)
+    return None
+
+
 def watcher_stale() -> bool:
-    """Whether the inventory may be out of date: no watcher pass for longer than
-    VMPANEL_WATCHER_STALE_SECONDS."""
-    silent = watcher_silent_seconds()
-    return silent is not None and silent > settings.VMPANEL_WATCHER_STALE_SECONDS
+    """Whether the inventory may be out of date (see `inventory_stale_since`)."""
+    return inventory_stale_since() is not None

@@ -7,6 +7,7 @@ constants so that the inventory can be filtered with SQL alone.
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -64,6 +65,20 @@ class Host(models.Model):
     # Passing host devices (PCI, USB) through to guests is a superuser's decision per host.
     allow_hostdev = models.BooleanField(
         _("team admins may pass host devices through"), default=False
+    )
+    # The slow operations of this host (save, restore, hibernate, migrate, clone) go to
+    # this Celery queue, so that only workers started with it (near the host, on its
+    # network) run them. Blank: any worker; quick operations always go to any worker.
+    celery_queue = models.CharField(
+        _("worker queue for slow operations"),
+        max_length=64,
+        blank=True,
+        validators=[
+            RegexValidator(
+                r"^[A-Za-z0-9][A-Za-z0-9_.-]*\Z",
+                _("Letters, digits, dots, dashes and underscores; a letter or digit first."),
+            )
+        ],
     )
 
     class Meta:

@@ -29,7 +29,7 @@ from . import hypervisor, inventory, outcomes
 from .hypervisor import HypervisorError
 from .kinds import KINDS, always_allowed, wrong_state_message
 from .models import AuditEvent, Domain, Operation, OperationKind, OperationStatus, SavedImage
-from .services.common import send_now
+from .services.common import send_now, task_queue
 
 log = logging.getLogger(__name__)
 
@@ -439,6 +439,11 @@ def settle_stale_queued() -> list[int]:
             "No worker took this operation within %(s)s s (the task queue lost it, or no "
             "worker runs); nothing was done. %(state)s"
         ) % {"s": bound, "state": _state_words(op)}
+        if queue := task_queue(op):
+            message += " " + _(
+                "Slow operations of %(host)s are run only by the workers of queue "
+                "%(queue)s: is one running?"
+            ) % {"host": op.host.name, "queue": queue}
         if Operation.objects.filter(pk=op.pk, status=OperationStatus.QUEUED).update(
             status=OperationStatus.FAILED, message=message, finished_at=timezone.now()
         ):

@@ -53,6 +53,7 @@ from .forms import (
 )
 from .hypervisor import HypervisorError
 from .kinds import BUTTON_KINDS, KINDS, panel_actions, wrong_state_message
+from .leases import host_owners
 from .liveness import worker_alive
 from .models import (
     ACTION_ROLES,
@@ -804,7 +805,12 @@ def host_list(request: HttpRequest) -> HttpResponse:
     )
     for host in hosts:
         host.health_class, host.health = _host_health(host, now)
-    return render(request, "domains/host_list.html", {"hosts": hosts})
+    # Which watcher process holds each host's lease (Redis), and since when.
+    owners = host_owners([h.pk for h in hosts])
+    for host in hosts:
+        host.owner = None if owners is None else owners.get(host.pk)
+    context = {"hosts": hosts, "owners_known": owners is not None}
+    return render(request, "domains/host_list.html", context)
 
 
 def _host_form_page(request: HttpRequest, host: Host | None) -> HttpResponse:

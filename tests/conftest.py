@@ -355,13 +355,14 @@ def start_watcher(transactional_db, hosts, make_domain):
     """Start `manage.py watch_inventory` on the test database; stopped after the test.
 
     It depends on `make_domain` so that it stops before the test's domains are removed.
-    Returns a function taking the reconcile interval in seconds.
+    Returns a function taking the reconcile interval in seconds, and environment
+    variables for the process (several watchers may run: `VMPANEL_LEASE_SECONDS`).
     """
     from domains.models import Host
 
     procs: list[subprocess.Popen] = []
 
-    def start(reconcile_seconds: float = 60) -> subprocess.Popen:
+    def start(reconcile_seconds: float = 60, **env: str) -> subprocess.Popen:
         log_path = RUN_DIR / f"watcher-{len(procs)}.log"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
@@ -373,7 +374,7 @@ def start_watcher(transactional_db, hosts, make_domain):
                     str(reconcile_seconds),
                 ],
                 cwd=REPO,
-                env=subprocess_env(),
+                env=subprocess_env(**env),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

@@ -1,5 +1,7 @@
 """Probes: /healthz says the process and database are up; /readyz that the panel can work."""
 
+import time
+
 import redis
 from django.conf import settings
 from django.db import connection
@@ -18,6 +20,24 @@ def healthz(request):
     except Exception as exc:  # any database failure means not healthy
         return JsonResponse({"status": "fail", "database": str(exc)}, status=503)
     return JsonResponse({"status": "ok", "database": "ok"})
+
+
+def _unowned_hosts() -> str:
+    """The watcher check: "ok", or the enabled hosts that have had no owner (no watcher's
+    pass) for longer than a lease (a watcher died and nobody took its hosts over)."""
+    now = time.time()
+    hosts = list(Host.objects.filter(enabled=True).only("pk", "name", "created_at"))
+    try:
+        marks = liveness.hosts_fresh_since([h.pk for h in hosts])
+    except redis.RedisError:
+        return "fail: no broker"
+    late = []
+    for host in hosts:
+        # A host no watcher has marked yet counts from when it was added.
+        since = marks.get(host.pk) or host.created_at.timestamp()
+        if now - since > settings.VMPANEL_LEASE_SECONDS:
+            late.append(f"{host.name} has had no owner for {int(now - since)} s")
+    return f"fail: {'; '.join(late)}" if late else "ok"
 
 
 def readyz(request):
@@ -45,7 +65,7 @@ def readyz(request):
             "fail: never ran" if silent == float("inf") else f"fail: silent for {int(silent)} s"
         )
     else:
-        checks["watcher"] = "ok"
+        checks["watcher"] = _unowned_hosts()
     for host in Host.objects.filter(enabled=True):
         try:
             hypervisor.ping(host.uri)

@@ -256,6 +256,12 @@ VMPANEL_CHECKING_GIVE_UP_SECONDS = env_int("VMPANEL_CHECKING_GIVE_UP_SECONDS", 3
 # The inventory may be out of date (a banner on every page, /readyz fails) once no watcher
 # pass has run for this long.
 VMPANEL_WATCHER_STALE_SECONDS = env_int("VMPANEL_WATCHER_STALE_SECONDS", 30)
+# Each host is owned by one watcher at a time through a lease this long (renewed several
+# times within it): a dead watcher's hosts are taken over within it, and a host with no
+# owner (no pass) for longer puts up the banner and fails /readyz (domains/leases.py).
+VMPANEL_LEASE_SECONDS = env_int("VMPANEL_LEASE_SECONDS", 15)
+if VMPANEL_LEASE_SECONDS < 3:
+    raise ImproperlyConfigured("VMPANEL_LEASE_SECONDS must be 3 or more")
 # How long a per-domain lock lives at most if a worker dies holding it.
 VMPANEL_DOMAIN_LOCK_SECONDS = env_int("VMPANEL_DOMAIN_LOCK_SECONDS", 3600)
 # How long phase 1 of a direct kernel boot (the installer) may run before it is stopped.

@@ -224,11 +224,27 @@ def send_on_commit(op: Operation, payload: dict | None = None) -> None:
     )  # fmt: skip
 
 
+def task_queue(op: Operation) -> str | None:
+    """The Celery queue `op` goes to: its host's (`Host.celery_queue`) for a slow
+    operation, so that only workers near the host run it; else None, the default queue
+    that every worker reads."""
+    host = op.host
+    if host is not None and host.celery_queue and KINDS[op.kind].long:
+        return host.celery_queue
+    return None
+
+
 def send_now(op: Operation, payload: dict | None = None) -> None:
     """Hand `op` to its kind's task now; if the task queue does not answer, the operation
     fails on record (nothing ran) rather than staying queued for nobody."""
     try:
-        app.send_task(KINDS[op.kind].task, args=[op.pk], kwargs=payload or {}, task_id=op.task_id)
+        app.send_task(
+            KINDS[op.kind].task,
+            args=[op.pk],
+            kwargs=payload or {},
+            task_id=op.task_id,
+            queue=task_queue(op),
+        )
     except Exception as exc:  # broker down: kombu raises several kinds
         # Never leave a queued operation that no worker will ever see: the domain would
         # stay "busy" for good.
