@@ -198,8 +198,10 @@ def test_the_vm_page_shows_disks_network_and_addresses_and_xml_for_admins(people
     # libvirt's test driver answers interfaceAddresses with a lease of its own.
     assert re.search(r"\d+\.\d+\.\d+\.\d+/\d+", page)
     # The XML names host paths and devices: team admins and superusers only.
-    assert "Domain XML" not in page
-    assert "Domain XML" in client_for(people.alice_admin).get(_detail_url(domain)).content.decode()
+    assert "XML definition" not in page
+    assert (
+        "XML definition" in client_for(people.alice_admin).get(_detail_url(domain)).content.decode()
+    )
 
 
 def test_a_poll_is_answered_204_while_nothing_changed(people, make_domain):

@@ -146,7 +146,7 @@ def test_failure_leaves_no_domain(people, hosts, libvirt_hosts, make_domain):
     template = make_template(hosts, Method.DISK)
     make_domain.define("alpha", name="taken-later")
     # create_problems sees the name taken: a refusal on record, nothing sent.
-    with pytest.raises(ActionRefused, match="has a domain named taken-later"):
+    with pytest.raises(ActionRefused, match="has a VM named taken-later"):
         services.create_domain(
             people.root, template, hosts.alpha, people.team_a, "taken-later", 1, 256,
             services.CreateChoice(),

@@ -324,7 +324,7 @@ def test_clone_refusals(people, make_domain, libvirt_hosts):
     response = client.post(_url("domain_clone", original), {"name": "too-big"})
     _refused(response, "Team A would use 3 of 2 GiB of disk", original, OperationKind.CLONE)
     response = client.post(_url("domain_clone", original), {"name": original.name})
-    _refused(response, f"has a domain named {original.name} already", original,
+    _refused(response, f"has a VM named {original.name} already", original,
              OperationKind.CLONE)  # fmt: skip
     # A disk that is no storage volume cannot be copied: said before anything is queued.
     loose = make_domain(state="shutoff", devices=True)

@@ -192,10 +192,9 @@ def percent(value) -> str:
 
 
 # Why a VM is in its state, in words for people: libvirt's reason (hypervisor.reason_text,
-# stored on the inventory row) for each state; "unknown" says nothing.
+# stored on the inventory row) for each state. "unknown" and "booted" (the usual) say nothing.
 _REASON_WORDS = {
     State.RUNNING: {
-        "booted": _lazy("started normally"),
         "migrated": _lazy("moved here from another host"),
         "restored": _lazy("restored from a saved image"),
         "from snapshot": _lazy("back at a snapshot"),
