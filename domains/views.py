@@ -856,7 +856,10 @@ def host_detail(request: HttpRequest, host: str) -> HttpResponse:
     except usage_data.UnknownRange as exc:
         return _bad_request(request, str(exc), request.path)
     obj.health_class, obj.health = _host_health(obj, timezone.now())
+    owners = host_owners([obj.pk])
+    obj.owner = None if owners is None else owners.get(obj.pk)
     context = {
+        "owners_known": owners is not None,
         "usage": usage_data.host_usage(obj, rng),
         "host": obj,
         "facts": facts,

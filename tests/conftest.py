@@ -351,10 +351,11 @@ def watcher_beat(redis_server):
 
 
 @pytest.fixture
-def start_watcher(transactional_db, hosts, make_domain):
+def start_watcher(transactional_db, redis_server, hosts, make_domain):
     """Start `manage.py watch_inventory` on the test database; stopped after the test.
 
-    It depends on `make_domain` so that it stops before the test's domains are removed.
+    It depends on `make_domain` so that it stops before the test's domains are removed,
+    and on Redis, where it takes the hosts' leases.
     Returns a function taking the reconcile interval in seconds, and environment
     variables for the process (several watchers may run: `VMPANEL_LEASE_SECONDS`).
     """

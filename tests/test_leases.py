@@ -195,6 +195,9 @@ def test_readyz_and_every_page_say_when_a_host_has_had_no_owner(hosts, people, r
         assert "beta" not in watcher
         page = client_for(people.victor_viewer).get(reverse("domain_list")).content.decode()
         assert "The inventory may be out of date since" in page
+        # No watcher holds a lease here: the hosts page says nobody watches them.
+        page = client_for(people.root).get(reverse("host_list")).content.decode()
+        assert page.count(">nobody<") == 2
 
         # A watcher took alpha over and passed over it.
         client.hset(liveness.HOST_FRESH_KEY, str(hosts.alpha.pk), time.time())
@@ -346,6 +349,8 @@ def test_a_killed_watchers_hosts_are_taken_over_within_a_lease(
     # The hosts page says who watches each host.
     page = client_for(people.root).get(reverse("host_list")).content.decode()
     assert f"process {second.pid}" in page and f"process {third.pid}" in page
+    page = client_for(people.root).get(reverse("host_detail", args=[orphan])).content.decode()
+    assert f"process {_owners(board, four_hosts)[orphan]}" in page
     assert Client().get(reverse("readyz")).json()["watcher"] == "ok"
 
 
