@@ -507,7 +507,11 @@ class MigrateForm(forms.Form):
         self.fields["destination"].queryset = Host.objects.filter(enabled=True).exclude(
             pk=domain.host_id
         )
-        self.fields["how"].initial = "live" if domain.is_active else "offline"
+        # Only the ways that fit the VM's state now (the service checks again on submit).
+        fitting = ("live", "paused") if domain.is_active else ("offline",)
+        how = self.fields["how"]
+        how.choices = [(k, label) for k, label in how.choices if k in fitting]
+        how.initial = fitting[0]
         self.fields["flags"].initial = sorted(DEFAULT_ADVANCED_FLAGS)
         if not user.is_superuser:
             del self.fields["destination_uri"]
