@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import logging
 import uuid as uuidlib
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from . import hypervisor
+from . import hypervisor, rules
 from .hypervisor import DomainFacts, HypervisorError
 from .models import Domain, Host
 
@@ -63,8 +66,60 @@ def _owner_of(uuid: uuidlib.UUID) -> int | None:
     )
 
 
-def _apply(row: Domain, facts: DomainFacts, now) -> bool:
+# A state found changed began between the panel's previous look at the host and now: when
+# that look was this recent, the change is said to have happened now ("running for 3
+# minutes"); after a longer silence (the watcher stopped, the host did not answer) only
+# that it began then or earlier ("for at least …"). Events and the reconcile every
+# VMPANEL_RECONCILE_SECONDS keep the look recent while the watcher runs.
+def _prompt_window() -> timedelta:
+    return timedelta(seconds=max(60, 3 * settings.VMPANEL_RECONCILE_SECONDS))
+
+
+# (state_since, state_since_exact): the inventory's own fields, beside libvirt's.
+_SINCE_FIELDS = ("state_since", "state_since_exact")
+
+
+def _since_of_new_state(
+    uuid: uuidlib.UUID, host_id: int, facts: DomainFacts, now: datetime, last_look: datetime | None
+) -> tuple[datetime, bool]:
+    """Since when a domain is in the state just found begun (or first seen): now, exact if
+    the panel looked at the host a moment ago. A guest arriving by migration brings the
+    running-since its row elsewhere holds (a migration the panel did not drive, or the
+    watcher's row for the arrival before the panel moves the guest's own row here)."""
+    if rules.arrives_by_migration(facts.state, facts.state_reason):
+        elsewhere = (
+            Domain.objects.filter(uuid=uuid)
+            .exclude(host_id=host_id)
+            .order_by(F("gone_at").desc(nulls_first=True), "-last_seen_at")
+            .values_list("state", "state_reason", "state_since", "state_since_exact")
+            .first()
+        )
+        if elsewhere is not None and rules.carries_running_since(*elsewhere[:2]):
+            return elsewhere[2], elsewhere[3]
+    return now, last_look is not None and now - last_look <= _prompt_window()
+
+
+def _track_since(
+    row: Domain, facts: DomainFacts, now: datetime, last_look: Callable[[], datetime | None]
+) -> None:
+    """Start the row's state-since afresh when the state read is another than the one
+    stored (or the domain is back after being gone); a pass that finds the same state,
+    as the periodic reconcile mostly does, leaves it as it is."""
+    if row.gone_at is None and rules.state_goes_on(
+        (row.state, row.state_reason), (facts.state, facts.state_reason)
+    ):
+        return
+    look = last_look()
+    if row.gone_at is None and row.last_seen_at is not None:
+        look = max(filter(None, (look, row.last_seen_at)))
+    row.state_since, row.state_since_exact = _since_of_new_state(
+        row.uuid, row.host_id, facts, now, look
+    )
+
+
+def _apply(row: Domain, facts: DomainFacts, now, last_look: Callable[[], datetime | None]) -> bool:
     """Copy `facts` onto `row`; True if anything the user sees changed."""
+    _track_since(row, facts, now, last_look)
     changed = row.gone_at is not None
     for field, value in _values(facts).items():
         if getattr(row, field) != value:
@@ -111,6 +166,8 @@ def reconcile_host(host: Host) -> int:
     except HypervisorError as exc:
         _mark_reachable(host, exc.message)
         raise
+    # The previous full read: what was found changed now changed since then.
+    last_look = Host.objects.filter(pk=host.pk).values_list("last_seen_at", flat=True).first()
     _mark_reachable(host)
     now = timezone.now()
     seen = {uuidlib.UUID(f.uuid): f for f in all_facts}
@@ -121,20 +178,25 @@ def reconcile_host(host: Host) -> int:
         for uuid, facts in seen.items():
             row = rows.get(uuid)
             if row is None:
+                since, exact = _since_of_new_state(uuid, host.pk, facts, now, last_look)
                 Domain.objects.create(
                     host=host,
                     uuid=uuid,
                     team_id=_owner_of(uuid),
                     first_seen_at=now,
                     last_seen_at=now,
+                    state_since=since,
+                    state_since_exact=exact,
                     **_values(facts),
                 )
                 created += 1
-            elif _apply(row, facts, now):
+            elif _apply(row, facts, now, lambda: last_look):
                 to_update.append(row)
         changes += created
         if to_update:
-            Domain.objects.bulk_update(to_update, [*_FIELDS, "gone_at", "last_seen_at"])
+            Domain.objects.bulk_update(
+                to_update, [*_FIELDS, *_SINCE_FIELDS, "gone_at", "last_seen_at"]
+            )
             changes += len(to_update)
         gone = [u for u, row in rows.items() if u not in seen and row.gone_at is None]
         if gone:
@@ -169,20 +231,33 @@ def refresh_domain(host: Host, uuid: str | uuidlib.UUID) -> Domain | None:
             return None
         raise
     now = timezone.now()
-    row, created = Domain.objects.get_or_create(
-        host=host,
-        uuid=uuid,
-        defaults={
-            **_values(facts),
-            "team_id": _owner_of(uuid),
-            "first_seen_at": now,
-            "last_seen_at": now,
-        },
-    )
+
+    def last_look() -> datetime | None:
+        # The host's last full read (events come between them): asked only on a change.
+        return Host.objects.filter(pk=host.pk).values_list("last_seen_at", flat=True).first()
+
+    row = Domain.objects.filter(host=host, uuid=uuid).first()
+    if row is None:
+        since, exact = _since_of_new_state(uuid, host.pk, facts, now, last_look())
+        row, created = Domain.objects.get_or_create(
+            host=host,
+            uuid=uuid,
+            defaults={
+                **_values(facts),
+                "team_id": _owner_of(uuid),
+                "first_seen_at": now,
+                "last_seen_at": now,
+                "state_since": since,
+                "state_since_exact": exact,
+            },
+        )
+    else:
+        created = False
     if not created:
-        _apply(row, facts, now)
-        # Only what libvirt says: a full save would undo a team assigned meanwhile.
-        row.save(update_fields=[*_FIELDS, "gone_at", "last_seen_at"])
+        _apply(row, facts, now, last_look)
+        # Only what libvirt says (and since when): a full save would undo a team assigned
+        # meanwhile.
+        row.save(update_fields=[*_FIELDS, *_SINCE_FIELDS, "gone_at", "last_seen_at"])
     return row
 
 

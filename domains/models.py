@@ -9,7 +9,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
-from django.db.models import Q
+from django.db.models import Count, OuterRef, Q, Subquery
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -278,6 +278,18 @@ class DomainQuerySet(models.QuerySet):
     def present(self) -> DomainQuerySet:
         return self.filter(gone_at__isnull=True)
 
+    def with_saved_image_count(self) -> DomainQuerySet:
+        """Each row with `saved_image_count`: the images of its memory saved through the
+        panel (a count per row on the index of SavedImage.domain, for a page of rows)."""
+        images = (
+            SavedImage.objects.filter(domain=OuterRef("pk"))
+            .order_by()
+            .values("domain")
+            .annotate(n=Count("pk"))
+            .values("n")
+        )
+        return self.annotate(saved_image_count=Subquery(images))
+
     def with_list_filters(self, keys: list[str]) -> DomainQuerySet:
         """Apply listAllDomains filters the way libvirt combines them."""
         qs = self
@@ -315,6 +327,14 @@ class Domain(models.Model):
     last_seen_at = models.DateTimeField(default=timezone.now)
     # Set when libvirt no longer knows the domain; the row and its history stay.
     gone_at = models.DateTimeField(null=True, blank=True)
+    # Since when the domain is in its state (libvirt keeps no such time): set by the
+    # inventory when the state it reads differs from the stored one, never by a pass that
+    # finds it unchanged (`rules.state_goes_on`). Exact only when the panel saw the change
+    # as it happened; otherwise (a row first seen, the field just added, a change the
+    # watcher found after a silence) it is when the panel first saw the state: the state
+    # began then or earlier.
+    state_since = models.DateTimeField(default=timezone.now)
+    state_since_exact = models.BooleanField(default=False)
 
     objects = DomainQuerySet.as_manager()
 

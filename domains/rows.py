@@ -50,13 +50,16 @@ class DomainRow:
     cpu_pct: float | None = None
     memory_used_kib: int | None = None
     spark: tuple = ()
+    # Images of its memory saved through the panel ("Saved to an image (2)").
+    saved_images: int = 0
 
     # What the list view reads for each row (`QuerySet.values`): no model instances made.
+    # `saved_image_count` is the list query's annotation (`with_saved_image_count`).
     VALUES = (
         "host__name", "host__last_error", "uuid", "name", "gone_at", "state", "state_reason",
         "libvirt_id", "vcpus", "memory_kib", "persistent", "autostart", "has_managed_save",
         "snapshot_count", "team__name", "usage__cpu_pct", "usage__memory_used_kib",
-        "usage__spark",
+        "usage__spark", "saved_image_count",
     )  # fmt: skip
 
     @classmethod
@@ -69,7 +72,7 @@ class DomainRow:
             has_managed_save=v["has_managed_save"], snapshot_count=v["snapshot_count"],
             team=v["team__name"] or "",
             cpu_pct=v["usage__cpu_pct"], memory_used_kib=v["usage__memory_used_kib"],
-            spark=tuple(v["usage__spark"] or ()),
+            spark=tuple(v["usage__spark"] or ()), saved_images=v["saved_image_count"] or 0,
         )  # fmt: skip
 
     @classmethod
@@ -81,6 +84,7 @@ class DomainRow:
             persistent=d.persistent, autostart=d.autostart,
             has_managed_save=d.has_managed_save, snapshot_count=d.snapshot_count,
             team=d.team.name if d.team_id else "",
+            saved_images=getattr(d, "saved_image_count", 0) or 0,
         )  # fmt: skip
 
     @property

@@ -18,7 +18,7 @@ from django.utils.translation import gettext as _
 
 from . import domxml, hypervisor
 from .hypervisor import MIGRATION_FLAGS, GuestSighting, ResizeLimits
-from .models import Domain, Host
+from .models import Domain, Host, State
 
 # --- URIs and addresses ---------------------------------------------------------------
 
@@ -390,6 +390,61 @@ def migration_outcome(
     ):
         return MigrationOutcome.STAYED  # it runs nowhere: it stopped on the source
     return MigrationOutcome.UNKNOWN
+
+
+# --- since when a domain is in its state ---------------------------------------------
+
+# Paused for these reasons (libvirt's words, as the inventory stores them) a guest is being
+# moved or started: nobody stopped it.
+PASSING_PAUSES = frozenset({"migration", "post-copy", "starting up"})
+RUNNING, PASSING, LEFT = "running", "passing", "left"
+
+
+def state_kind(state: int, reason: str) -> str:
+    """A domain's state as its since-time counts it: RUNNING (running or blocked), PASSING
+    (paused a moment while it moves or starts), LEFT (the copy a migration left shut off
+    behind it: the guest runs on where it went), else the state's number."""
+    if state in (State.RUNNING, State.BLOCKED):
+        return RUNNING
+    if state == State.PAUSED and reason in PASSING_PAUSES:
+        return PASSING
+    if state == State.SHUTOFF and reason == "migrated":
+        return LEFT
+    return str(int(state))
+
+
+def arrives_by_migration(state: int, reason: str) -> bool:
+    """Read on a migration's destination: the incoming copy, or the guest running there
+    as it arrived."""
+    kind = state_kind(state, reason)
+    if kind == RUNNING:
+        return reason in ("migrated", "post-copy")
+    return kind == PASSING and reason != "starting up"
+
+
+def carries_running_since(state: int, reason: str) -> bool:
+    """A row stored in this state holds the guest's running-since (see state_goes_on)."""
+    return state_kind(state, reason) in (RUNNING, PASSING, LEFT)
+
+
+def state_goes_on(old: tuple[int, str], new: tuple[int, str]) -> bool:
+    """Whether a domain stored in `old` (state, reason) and read in `new` is still in the
+    state its since-time counts, so that the time stays. A migration is no change: the
+    guest runs on through the pause that moves it, and its row follows it to the
+    destination (the copy it leaves shut off keeps the time until the row moves; started
+    again there instead, it is a new start)."""
+    was, now = state_kind(*old), state_kind(*new)
+    if was == now:
+        return True
+    if now == PASSING:
+        return was == RUNNING
+    if was == PASSING:
+        return now == RUNNING
+    if now == LEFT:
+        return was == RUNNING
+    if was == LEFT:
+        return arrives_by_migration(*new)
+    return False
 
 
 def migration_flag_problems(domain: Domain, choice: MigrationChoice) -> list[str]:

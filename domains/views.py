@@ -35,7 +35,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from vmpanel.http import raise_for_refusal, see_other
 
-from . import audit_words, hypervisor, kept_pages, kept_sql, screens, usage, usage_data
+from . import audit_words, hypervisor, kept_pages, kept_sql, screens, uptime, usage, usage_data
 from .forms import (
     DOMAIN_SORTS,
     ActivityFilterForm,
@@ -45,6 +45,7 @@ from .forms import (
     MembershipForm,
     MigrateForm,
     ResizeForm,
+    RestoreForm,
     SaveForm,
     SnapshotCreateForm,
     SnapshotDeleteForm,
@@ -88,7 +89,9 @@ from .services.common import ActionRefused, require
 PAGE_SIZE = 50
 HISTORY_SIZE = 50
 # What a domain page shows of each saved image.
-SAVED_IMAGE_VALUES = ("pk", "path", "host__name", "created_at", "memory_kib")
+SAVED_IMAGE_VALUES = (
+    "pk", "path", "host__name", "created_at", "memory_kib", "operation__user__username",
+)  # fmt: skip
 # libvirt IDs are C ints: a longer number is not an ID (it may be a dash-less UUID).
 _ID_RE = re.compile(r"\d{1,10}")
 _MAX_ID = 2**31 - 1
@@ -252,7 +255,7 @@ def domain_list(request: HttpRequest) -> HttpResponse:
             qs = qs.filter(host__name=values["host"])
         if values["team"]:
             qs = qs.filter(team__slug=values["team"])
-        qs = _search(qs, values["q"] or "")
+        qs = _search(qs, values["q"] or "").with_saved_image_count()
         # Only what the rows show, as plain values: no model instances for a page of rows.
         return qs.order_by(*_ordering(values["sort"] or "name")).values(*DomainRow.VALUES)
 
@@ -274,6 +277,11 @@ def domain_list(request: HttpRequest) -> HttpResponse:
         "selectable": team_actions is not None,
         "live_path": kept_pages.page_path(request),
         "bulk_kinds": [(k, KINDS[k].label) for k in BULK_KINDS],
+        # Under the table, a line for each kind of badge its rows show (from the rows).
+        "legend_hibernated": any(
+            v["has_managed_save"] and v["gone_at"] is None for v in page.object_list
+        ),
+        "legend_images": any(v["saved_image_count"] for v in page.object_list),
     }
     # All the page shows from the database: its rows, where it is, what the form offers,
     # and what the viewer may do in each team (the rows' buttons).
@@ -356,7 +364,17 @@ def _detail_context(request: HttpRequest, domain: Domain, rng: usage.Range | Non
         "usage_section": _usage_section(
             domain, rng or usage_data.parse_range(None), live.vcpu_cpus if live else {}
         ),
+        # "Running for 3 hours, 12 minutes, since 14:05": words that change with time, so
+        # they are facts of the kept page (see `uptime`).
+        "state_since": uptime.state_since(domain),
     }
+    # The list above stops at HISTORY_SIZE; the count on the badge does not.
+    images = context["saved_images"]
+    context["saved_image_count"] = (
+        SavedImage.objects.filter(domain=domain).count()
+        if len(images) >= HISTORY_SIZE
+        else len(images)
+    )
     if user.is_superuser and domain.gone_at is None:
         context["assign_form"] = AssignForm(initial={"team": domain.team})
     return context
@@ -399,6 +417,7 @@ def _detail_facts(domain: Domain, context: dict) -> tuple | None:
         tuple(spec.kind for spec in context["actions"]), context["may_restore"],
         tuple(tuple(row.values()) for row in context["history"]),
         tuple(tuple(image.values()) for image in context["saved_images"]),
+        context["saved_image_count"], context["state_since"],
         context["usage_section"],
     )  # fmt: skip
 
@@ -1174,16 +1193,63 @@ def _image_of_visible_domain(request: HttpRequest, image_id: int, **lookup) -> S
     return image
 
 
-@require_POST
+def _restore_situation(image: SavedImage, domain: Domain) -> dict:
+    """What the restore confirmation says besides the save page's warnings: who saved the
+    image, what libvirt reads inside it now, and what restoring does to the VM as it is
+    now (running, gone, on another host, started since the save, defined elsewhere)."""
+    inside, inside_error = None, ""
+    if image.host.enabled:
+        try:
+            inside = hypervisor.saved_image(image.host.uri, image.path)
+        except HypervisorError as exc:
+            inside_error = exc.message
+    # The panel's own record of the VM running again after the save: its disks moved on.
+    ran_since = Operation.objects.filter(
+        domain=domain,
+        kind__in=(OperationKind.START, OperationKind.RESTORE, OperationKind.SNAPSHOT_REVERT),
+        status=OperationStatus.SUCCEEDED,
+        created_at__gt=image.created_at,
+    )
+    return {
+        "saved_by": SavedImage.objects.filter(pk=image.pk)
+        .values_list("operation__user__username", flat=True)
+        .first(),
+        "inside": inside,
+        "inside_error": inside_error,
+        "ran_since": ran_since.order_by("created_at").first(),
+        "elsewhere": list(
+            Domain.objects.filter(uuid=domain.uuid, gone_at__isnull=True)
+            .exclude(host_id=image.host_id)
+            .values_list("host__name", flat=True)
+        ),
+        "moved": domain.host_id != image.host_id,
+        "available": domain.host_id == image.host_id and KINDS["restore"].allowed(domain),
+    }
+
+
+@require_http_methods(["GET", "HEAD", "POST"])
 def image_restore(request: HttpRequest, host: str, image_id: int) -> HttpResponse:
+    """Restore a VM from a saved image. The page (GET) repeats the save page's warnings
+    and says what restoring does now; its button posts here, which queues the restore.
+    Works without JavaScript; a GET changes nothing."""
     image = _image_of_visible_domain(request, image_id, host__name=host)
-    if image.domain is None:
-        raise Http404(_("This image's domain is unknown to the panel."))
+    domain = image.domain
+    if domain is None:
+        raise Http404(_("This image's VM is unknown to the panel."))
+    # As a kind's form page: a viewer gets a 403, on record only when they post.
     try:
-        op = images.restore_domain(request.user, image)
+        require(request.user, domain, "restore", record=request.method == "POST")
     except ActionRefused as exc:
-        return _refusal_page(request, image.domain, exc)
-    return after_queue(request, op)
+        raise_for_refusal(exc)
+    form = RestoreForm(request.POST or None)
+    queued, status = queue_from_form(
+        request, form, lambda _data: images.restore_domain(request.user, image)
+    )
+    if queued:
+        return queued
+    context = {"image": image, "domain": domain, "form": form}
+    context.update(_restore_situation(image, domain))
+    return render(request, "domains/image_restore.html", context, status=status)
 
 
 @require_POST

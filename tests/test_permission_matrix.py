@@ -278,15 +278,18 @@ CASES: dict[str, Case] = {
         "post",
         _url("image_restore", "alpha", lambda w: w.image.pk),
         OPERATE,
+        data=lambda w: {"confirm": "yes"},  # the confirmation page's button
         domain={"state": "shutoff"},
         setup=_with_saved_image,
         effect=_lifecycle_effect(OperationKind.RESTORE),
         records_refusal=True,
     ),
+    # The confirmation page, as a kind's form page (a viewer's GET is not on record).
     "image_restore:GET": Case(
         "get",
         _url("image_restore", "alpha", lambda w: w.image.pk),
-        POST_ONLY,
+        OPERATE_PAGE,
+        domain={"state": "shutoff"},
         setup=_with_saved_image,
     ),
     "image_forget": Case(
