@@ -38,7 +38,7 @@ from .rules import (
 
 # Titles of libvirt's filter groups, in the order of models.LIST_FILTER_GROUPS.
 FILTER_GROUP_TITLES = [
-    _("Activity"),
+    _("On or off"),
     _("Permanent or temporary"),
     _("State"),
     _("Hibernated"),
@@ -162,9 +162,9 @@ class ActivityFilterForm(forms.Form):
         widget=forms.TextInput(attrs={"placeholder": _("name or UUID")}),
     )
     kind = forms.ChoiceField(
-        label=_("Kind"),
+        label=_("Action"),
         required=False,
-        choices=[("", _("any kind")), *OperationKind.choices],
+        choices=[("", _("any action")), *OperationKind.choices],
         widget=KeptSelect,
     )
     status = forms.ChoiceField(

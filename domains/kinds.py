@@ -121,12 +121,12 @@ KINDS: dict[str, KindSpec] = dict(
             wrong_state=gettext_noop("{name} is {state}; only a paused VM can be resumed."),
         ),
         _entry(
-            OperationKind.AUTOSTART_ON, _("Autostart on"), "operate", "set_autostart_task",
+            OperationKind.AUTOSTART_ON, _("Start with its host"), "operate", "set_autostart_task",
             allowed=lambda d: d.persistent and not d.autostart,
             wrong_state=gettext_noop("{name} is temporary or starts with its host already."),
         ),
         _entry(
-            OperationKind.AUTOSTART_OFF, _("Autostart off"), "operate", "set_autostart_task",
+            OperationKind.AUTOSTART_OFF, _("Don't start with its host"), "operate", "set_autostart_task",
             allowed=lambda d: d.persistent and d.autostart,
             wrong_state=gettext_noop("{name} does not start with its host."),
         ),

@@ -124,7 +124,7 @@ class Host(models.Model):
         rows = [
             (_("Hypervisor"), f"{driver} {version}".strip() or "—"),
             (_("libvirt"), caps.get("libvirt_version") or "—"),
-            (_("Domain types it runs"), listed("domain_types", str(_("none")))),
+            (_("VM types it runs"), listed("domain_types", str(_("none")))),
             (_("Can destroy temporary VMs automatically"), yes_no("autodestroy")),
             (_("Can start VMs paused"), yes_no("start_paused")),
             (_("Statistics it reports for all VMs at once"), listed("bulk_stats", str(_("none")))),
@@ -140,7 +140,7 @@ class Team(models.Model):
     name = models.CharField(_("name"), max_length=100, unique=True)
     slug = models.SlugField(max_length=100, unique=True)
     # How many snapshots one of the team's domains may hold (set with its quota).
-    max_snapshots_per_domain = models.PositiveIntegerField(_("snapshots per domain"), default=10)
+    max_snapshots_per_domain = models.PositiveIntegerField(_("snapshots per VM"), default=10)
 
     class Meta:
         ordering = ["name"]
@@ -229,12 +229,12 @@ class State(models.IntegerChoices):
 # VIR_CONNECT_LIST_DOMAINS_* flags.
 LIST_FILTER_GROUPS: list[dict[str, tuple[str, Q]]] = [
     {
-        "active": (_("active"), Q(libvirt_id__isnull=False)),
-        "inactive": (_("inactive"), Q(libvirt_id__isnull=True)),
+        "active": (_("on (running or paused)"), Q(libvirt_id__isnull=False)),
+        "inactive": (_("off"), Q(libvirt_id__isnull=True)),
     },
     {
-        "persistent": (_("persistent"), Q(persistent=True)),
-        "transient": (_("transient"), Q(persistent=False)),
+        "persistent": (_("permanent"), Q(persistent=True)),
+        "transient": (_("temporary"), Q(persistent=False)),
     },
     {
         "running": (_("running"), Q(state=State.RUNNING)),
@@ -246,12 +246,12 @@ LIST_FILTER_GROUPS: list[dict[str, tuple[str, Q]]] = [
         ),
     },
     {
-        "managed_save": (_("managed save"), Q(has_managed_save=True)),
-        "no_managed_save": (_("no managed save"), Q(has_managed_save=False)),
+        "managed_save": (_("hibernated"), Q(has_managed_save=True)),
+        "no_managed_save": (_("not hibernated"), Q(has_managed_save=False)),
     },
     {
-        "autostart": (_("autostart"), Q(autostart=True)),
-        "no_autostart": (_("no autostart"), Q(autostart=False)),
+        "autostart": (_("starts with its host"), Q(autostart=True)),
+        "no_autostart": (_("does not"), Q(autostart=False)),
     },
     {
         "has_snapshot": (_("has snapshot"), Q(snapshot_count__gt=0)),
@@ -316,9 +316,9 @@ class Domain(models.Model):
     vcpus = models.PositiveIntegerField(_("vCPUs"), default=0)
     memory_kib = models.PositiveBigIntegerField(_("memory"), default=0)
     max_memory_kib = models.PositiveBigIntegerField(_("maximum memory"), default=0)
-    persistent = models.BooleanField(_("persistent"), default=True)
+    persistent = models.BooleanField(_("permanent"), default=True)
     autostart = models.BooleanField(_("autostart"), default=False)
-    has_managed_save = models.BooleanField(_("managed save"), default=False)
+    has_managed_save = models.BooleanField(_("hibernated"), default=False)
     snapshot_count = models.PositiveIntegerField(_("snapshots"), default=0)
     team = models.ForeignKey(
         Team, null=True, blank=True, on_delete=models.SET_NULL, related_name="domains"
@@ -369,18 +369,18 @@ class OperationKind(models.TextChoices):
     DESTROY = "destroy", _("force off")
     REBOOT = "reboot", _("reboot")
     RESET = "reset", _("reset")
-    SUSPEND = "suspend", _("suspend")
+    SUSPEND = "suspend", _("pause")
     RESUME = "resume", _("resume")
-    AUTOSTART_ON = "autostart_on", _("autostart on")
-    AUTOSTART_OFF = "autostart_off", _("autostart off")
-    UNDEFINE = "undefine", _("undefine")
-    SAVE = "save", _("save")
-    RESTORE = "restore", _("restore")
-    MANAGED_SAVE = "managed_save", _("managed save")
-    MANAGED_SAVE_REMOVE = "managed_save_remove", _("remove managed save")
-    MIGRATE = "migrate", _("migrate")
-    PROVISION = "provision", _("provision")
-    RESIZE = "resize", _("resize")
+    AUTOSTART_ON = "autostart_on", _("start with its host")
+    AUTOSTART_OFF = "autostart_off", _("don't start with its host")
+    UNDEFINE = "undefine", _("delete definition")
+    SAVE = "save", _("save to an image")
+    RESTORE = "restore", _("restore from an image")
+    MANAGED_SAVE = "managed_save", _("hibernate")
+    MANAGED_SAVE_REMOVE = "managed_save_remove", _("discard hibernation")
+    MIGRATE = "migrate", _("move to another host")
+    PROVISION = "provision", _("create from a template")
+    RESIZE = "resize", _("change vCPUs or memory")
     EDIT_XML = "edit_xml", _("edit XML")
     SNAPSHOT_CREATE = "snapshot_create", _("take snapshot")
     SNAPSHOT_REVERT = "snapshot_revert", _("revert to snapshot")

@@ -312,8 +312,7 @@ def snapshot_limit_problem(name: str, team: str, count: int, limit: int) -> str 
     if count + 1 <= limit:
         return None
     return _(
-        "%(name)s has %(count)d snapshots and %(team)s allows %(limit)d per domain: delete "
-        "one first."
+        "%(name)s has %(count)d snapshots and %(team)s allows %(limit)d per VM: delete one first."
     ) % {"name": name, "count": count, "team": team, "limit": limit}
 
 
@@ -486,7 +485,7 @@ def migration_flag_problems(domain: Domain, choice: MigrationChoice) -> list[str
             problems.append(
                 _(
                     "An offline migration moves only the configuration: "
-                    "choose persistent on the destination."
+                    "choose to keep it defined on the destination (PERSIST_DEST)."
                 )
             )
         if "LIVE" in flags:
@@ -497,11 +496,11 @@ def migration_flag_problems(domain: Domain, choice: MigrationChoice) -> list[str
         problems.append(
             _(
                 "Undefining the source without persisting on the destination would lose "
-                "the domain's configuration."
+                "the VM's configuration."
             )
         )
     if "PAUSED" in flags and "OFFLINE" in flags:
-        problems.append(_("An offline domain cannot be left paused."))
+        problems.append(_("An offline VM cannot be left paused."))
     # The guest's state must fit the flags.
     if "OFFLINE" not in flags and not domain.is_active:
         problems.append(
@@ -509,9 +508,9 @@ def migration_flag_problems(domain: Domain, choice: MigrationChoice) -> list[str
             % {"name": domain.name}
         )
     if "OFFLINE" in flags and not domain.persistent:
-        problems.append(_("A transient domain has no configuration to move offline."))
+        problems.append(_("A temporary VM has no configuration to move offline."))
     if choice.destination is not None and choice.destination.pk == domain.host_id:
-        problems.append(_("The destination is the host the domain is on."))
+        problems.append(_("The destination is the host the VM is on."))
     if choice.destination is not None and not choice.destination.enabled:
         problems.append(_("Host %(host)s is disabled.") % {"host": choice.destination})
     if choice.new_name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", choice.new_name):
@@ -626,7 +625,7 @@ def resize_problems(domain: Domain, lim: ResizeLimits, req: ResizeRequest) -> li
         if req.config:
             problems.append(
                 _(
-                    "%(name)s is transient: it has no saved configuration to change. "
+                    "%(name)s is temporary: it has no saved configuration to change. "
                     "Choose live only."
                 )
                 % {"name": name}
@@ -637,7 +636,7 @@ def resize_problems(domain: Domain, lim: ResizeLimits, req: ResizeRequest) -> li
             problems.append(
                 _(
                     "The maximums change only in a saved configuration, and %(name)s is "
-                    "transient: it has none."
+                    "temporary: it has none."
                 )
                 % {"name": name}
             )
@@ -663,10 +662,7 @@ def resize_problems(domain: Domain, lim: ResizeLimits, req: ResizeRequest) -> li
         ]
         if any(value is not None and value != now for value, now in shown):
             problems.append(
-                _(
-                    "Choose where the change goes: the running domain, the saved "
-                    "configuration, or both."
-                )
+                _("Choose where the change goes: the running VM, the saved configuration, or both.")
             )
     for what, _unit, value, top, _now_live, max_live, now_config, now_top in _resize_rows(lim, req):
         mib = what == "memory"
@@ -675,12 +671,12 @@ def resize_problems(domain: Domain, lim: ResizeLimits, req: ResizeRequest) -> li
             problems.append(
                 (
                     _(
-                        "%(value)s MiB is more than the running domain's maximum memory of "
+                        "%(value)s MiB is more than the running VM's maximum memory of "
                         "%(max)s MiB. A new maximum takes effect only at the next boot."
                     )
                     if mib
                     else _(
-                        "%(value)s vCPUs is more than the running domain's maximum of "
+                        "%(value)s vCPUs is more than the running VM's maximum of "
                         "%(max)s. A new maximum takes effect only at the next boot."
                     )
                 )
@@ -741,8 +737,8 @@ def xml_edit_check(current: str, new_xml: str) -> tuple[str, str]:
         same_uuid = False
     if not same_uuid:
         return "", _(
-            "The UUID must stay %(uuid)s: this page edits this domain, and another UUID "
-            "would define another domain."
+            "The UUID must stay %(uuid)s: this page edits this VM, and another UUID "
+            "would define another VM."
         ) % {"uuid": now.uuid}
     if new.name != now.name:
         return "", _("The name must stay %(name)s: renaming is not done by editing the XML.") % {

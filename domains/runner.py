@@ -224,7 +224,7 @@ def run_operation(
         _finish(
             op,
             OperationStatus.FAILED,
-            _("Another operation holds this domain; try again when it has finished."),
+            _("Another operation holds this VM; try again when it has finished."),
         )
         return
     long_job = KINDS[op.kind].long
@@ -253,7 +253,7 @@ def run_operation(
                     _finish(
                         op,
                         OperationStatus.CANCELLED,
-                        _("Cancelled; libvirt stopped the job and the domain stays where it was."),
+                        _("Cancelled; libvirt stopped the job and the VM stays where it was."),
                         exc,
                     )
                 elif (fresh := _fresh_row_refusing(op)) is not None:
@@ -389,7 +389,7 @@ def recover_orphaned_operations() -> list[int]:
             }
         message = _(
             "The worker running this operation stopped before it finished (it was killed "
-            "or crashed). libvirt says the domain is now %(state)s."
+            "or crashed). libvirt says the VM is now %(state)s."
         ) % {"state": now}
         done = Operation.objects.filter(pk=op.pk, status=OperationStatus.RUNNING).update(
             status=OperationStatus.FAILED, message=message, finished_at=timezone.now()
@@ -463,8 +463,8 @@ def _state_words(op: Operation) -> str:
             "error": exc.message,
         }
     if row is None:
-        return _("libvirt no longer knows the domain on %(host)s.") % {"host": op.host.name}
-    return _("libvirt says the domain is %(state)s on %(host)s.") % {
+        return _("libvirt no longer knows the VM on %(host)s.") % {"host": op.host.name}
+    return _("libvirt says the VM is %(state)s on %(host)s.") % {
         "state": row.get_state_display(),
         "host": op.host.name,
     }

@@ -263,12 +263,39 @@ class QuotaForm(forms.ModelForm):
 
 
 class RequestForm(forms.Form):
-    team = panel_fields.ModelChoiceField(queryset=None, label=_("team"))
-    template = panel_fields.ModelChoiceField(queryset=Template.objects.all(), label=_("template"))
-    name = forms.CharField(max_length=64, label=_("name"))
-    vcpus = panel_fields.IntegerField(min_value=1, label=_("vCPUs"))
-    memory_mib = panel_fields.IntegerField(min_value=1, label=_("memory (MiB)"))
-    purpose = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), label=_("purpose"))
+    team = panel_fields.ModelChoiceField(
+        queryset=None,
+        label=_("team"),
+        empty_label=_("(choose a team)"),
+        help_text=_("The VM belongs to this team and counts against its quota."),
+    )
+    template = panel_fields.ModelChoiceField(
+        queryset=Template.objects.all(),
+        label=_("template"),
+        empty_label=_("(choose a template)"),
+        help_text=_("What the VM is made from: its system, disk and network."),
+    )
+    name = forms.CharField(
+        max_length=64,
+        label=_("name"),
+        help_text=_("Letters, digits, dots, dashes and underscores; not taken by another VM."),
+    )
+    # Django capitalises a label's first letter: "vCPUs" would show as "VCPUs".
+    vcpus = panel_fields.IntegerField(
+        min_value=1,
+        label=_("number of vCPUs"),
+        help_text=_("Virtual processors, within the template's limits."),
+    )
+    memory_mib = panel_fields.IntegerField(
+        min_value=1,
+        label=_("memory (MiB)"),
+        help_text=_("1024 MiB is 1 GiB; within the template's limits."),
+    )
+    purpose = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        label=_("purpose"),
+        help_text=_("What it is for: the team's admins read this before they approve."),
+    )
 
     def __init__(self, user, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -293,7 +320,7 @@ class CreateForm(forms.Form):
     team = panel_fields.ModelChoiceField(queryset=None, label=_("team"))
     host = panel_fields.ModelChoiceField(queryset=Host.objects.none(), label=_("host"))
     name = forms.CharField(max_length=64, label=_("name"))
-    vcpus = panel_fields.IntegerField(min_value=1, label=_("vCPUs"))
+    vcpus = panel_fields.IntegerField(min_value=1, label=_("number of vCPUs"))
     memory_mib = panel_fields.IntegerField(min_value=1, label=_("memory (MiB)"))
     persistent = forms.BooleanField(
         required=False,

@@ -115,9 +115,9 @@ def require(
     """
     actions = actions_on(user, domain)
     if "view" not in actions:
-        raise ActionRefused(_("No such domain."), status=404)
+        raise ActionRefused(_("No such VM."), status=404)
     if KINDS[kind].role not in actions:
-        message = _("Your role in this domain's team does not allow this.")
+        message = _("Your role in this VM's team does not allow this.")
         if record:
             refuse(user, domain, kind, params, message, status=403)
         raise ActionRefused(message, status=403)
@@ -157,7 +157,7 @@ def queue_operation(
     params = params or {}
     require(user, domain, kind, params)
     if domain.gone_at is not None and not spec.allow_gone:
-        refuse(user, domain, kind, params, _("This domain no longer exists."))
+        refuse(user, domain, kind, params, _("This VM no longer exists."))
     if not domain.host.enabled:
         refuse(
             user, domain, kind, params,
