@@ -495,8 +495,8 @@ def migration_flag_problems(domain: Domain, choice: MigrationChoice) -> list[str
     if "UNDEFINE_SOURCE" in flags and "PERSIST_DEST" not in flags and domain.persistent:
         problems.append(
             _(
-                "Undefining the source without persisting on the destination would lose "
-                "the VM's configuration."
+                "Deleting its definition on the source (UNDEFINE_SOURCE) without keeping it "
+                "defined on the destination (PERSIST_DEST) would lose the VM's configuration."
             )
         )
     if "PAUSED" in flags and "OFFLINE" in flags:
