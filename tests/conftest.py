@@ -312,6 +312,45 @@ def celery_worker(redis_server, libvirt_hosts, django_db_setup):
         pid_file.unlink(missing_ok=True)
 
 
+@pytest.fixture
+def start_worker(redis_server, libvirt_hosts, django_db_setup):
+    """`start_worker(queue)`: a further worker process that reads only `queue` (as one on a
+    machine near a pinned host, or one being restarted); each is stopped after the test.
+    Returns (process, log path)."""
+    from vmpanel.celery import app
+
+    procs: list[subprocess.Popen] = []
+
+    def start(queue: str, concurrency: int = 1) -> tuple[subprocess.Popen, Path]:
+        log_path = RUN_DIR / f"worker-{queue}-{len(procs)}.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [
+                    str(Path(sys.executable).parent / "celery"), "-A", "vmpanel", "worker",
+                    "--loglevel=INFO", f"--concurrency={concurrency}", "--pool=prefork",
+                    "--without-mingle", "--without-gossip", "-Q", queue,
+                    "--hostname", f"{queue}-{len(procs)}@%h",
+                ],
+                cwd=REPO, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        procs.append(proc)
+        name = f"{queue}-{len(procs) - 1}@"
+
+        def answers() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the worker exited:\n{_log_tail(log_path)}")
+            replies = app.control.ping(timeout=0.3) or []
+            return any(name in worker for reply in replies for worker in reply)
+
+        wait_for(answers, timeout=30, interval=0.1, what=f"the worker of {queue} answers")
+        return proc, log_path
+
+    yield start
+    for proc in procs:
+        stop_process(proc)
+
+
 @contextmanager
 def broker_at(url: str):
     """This process's Celery app sends its messages to `url` for the block (a real broker

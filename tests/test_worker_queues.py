@@ -2,24 +2,20 @@
 operations are pinned to a Celery queue (`Host.celery_queue`), which only the workers
 started for it read.
 
-A real second worker process reads only the pinned queue; the session's worker reads the
-default one.
+A real second worker process (`start_worker`) reads only the pinned queue; the session's
+worker reads the default one.
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid as uuidlib
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 import redis
 
 from domains import runner
 from domains.models import Host, Operation, OperationStatus, State
-from tests.conftest import REPO, RUN_DIR, _log_tail, stop_process, subprocess_env
 from tests.helpers import button_service, fresh, wait_finished, wait_for
 
 pytestmark = [
@@ -29,35 +25,8 @@ pytestmark = [
 ]
 
 
-def _start_worker(queue: str) -> tuple[subprocess.Popen, Path]:
-    """A worker process reading only `queue`, as one started on a machine near a host."""
-    from vmpanel.celery import app
-
-    log_path = RUN_DIR / f"worker-{queue}.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "celery"), "-A", "vmpanel", "worker",
-                "--loglevel=INFO", "--concurrency=1", "--pool=prefork",
-                "--without-mingle", "--without-gossip", "-Q", queue,
-                "--hostname", f"{queue}@%h",
-            ],
-            cwd=REPO, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-
-    def answers() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the worker exited:\n{_log_tail(log_path)}")
-        replies = app.control.ping(timeout=0.3) or []
-        return any(queue in name for reply in replies for name in reply)
-
-    wait_for(answers, timeout=30, interval=0.1, what=f"the worker of {queue} answers")
-    return proc, log_path
-
-
 def test_a_pinned_hosts_slow_operations_wait_for_its_queues_workers(
-    people, make_domain, redis_server
+    people, make_domain, redis_server, start_worker
 ):
     queue = f"near-beta-{uuidlib.uuid4().hex[:6]}"
     Host.objects.filter(name="beta").update(celery_queue=queue)
@@ -76,14 +45,11 @@ def test_a_pinned_hosts_slow_operations_wait_for_its_queues_workers(
     assert Operation.objects.get(pk=op.pk).status == OperationStatus.QUEUED
 
     # A worker near the host starts: it takes the operation and runs it.
-    proc, log_path = _start_worker(queue)
-    try:
-        done = wait_finished(op, timeout=20)
-        assert done.status == OperationStatus.SUCCEEDED, done.message
-        assert fresh(slow).has_managed_save and fresh(slow).state == State.SHUTOFF
-        assert f"operation {op.pk} managed_save running" in log_path.read_text()
-    finally:
-        stop_process(proc)
+    _proc, log_path = start_worker(queue)
+    done = wait_finished(op, timeout=20)
+    assert done.status == OperationStatus.SUCCEEDED, done.message
+    assert fresh(slow).has_managed_save and fresh(slow).state == State.SHUTOFF
+    assert f"operation {op.pk} managed_save running" in log_path.read_text()
 
 
 def test_an_untaken_operation_of_a_pinned_host_says_which_queue_waits(
