@@ -73,7 +73,7 @@ from .models import (
     teams_for,
 )
 from .rows import DomainRow, OperationRow
-from .rules import DEFAULT_MIGRATION_FLAGS, MigrationChoice, ResizeRequest
+from .rules import MigrationChoice, ResizeRequest
 from .services import (
     consoles,
     hosts,
@@ -148,7 +148,7 @@ def _visible_domain(request: HttpRequest, host: str, uuid: str) -> Domain:
             raise Domain.DoesNotExist
         return Domain.objects.select_related("host", "team").get(pk=visible[0]["pk"])
     except Domain.DoesNotExist:
-        raise Http404(_("No such domain.")) from None
+        raise Http404(_("No such VM.")) from None
 
 
 def _require_superuser(request: HttpRequest) -> None:
@@ -438,7 +438,14 @@ def domain_detail(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
     facts = _detail_facts(domain, context)
     if facts is None:
         return render_page()
-    return kept_pages.render_kept(request, htmx_partial(request), facts, render_page)
+    # The state's elapsed time moves on without a write: a poll is confirmed unchanged only
+    # until its words change; nor for longer than the live read is shared (a change in
+    # libvirt that the inventory does not hold writes nothing either).
+    bounds = (uptime.unchanged_for(context["state_since"]), settings.VMPANEL_LIVE_CACHE_SECONDS)
+    return kept_pages.render_kept(
+        request, htmx_partial(request), facts, render_page,
+        live_for=min(b for b in bounds if b is not None),
+    )  # fmt: skip
 
 
 @require_safe
@@ -482,7 +489,7 @@ def console_ticket(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
             request.user, domain, request.GET.get("kind", "vnc"), request.session.session_key
         )
     except Http404:
-        return JsonResponse({"error": _("No such domain.")}, status=404)
+        return JsonResponse({"error": _("No such VM.")}, status=404)
     except ActionRefused as exc:
         return JsonResponse({"error": exc.message}, status=exc.status)
     response = JsonResponse(answer)
@@ -572,18 +579,18 @@ def domain_bulk(request: HttpRequest) -> HttpResponse:
     its own button would (one operation each, refusals on record); each outcome said."""
     action = request.POST.get("action", "")
     if action not in BULK_KINDS:
-        messages.error(request, _("Choose what to do with the ticked domains."))
+        messages.error(request, _("Choose what to do with the ticked VMs."))
         return see_other(_local_next(request) or reverse("domain_list"))
     picks = request.POST.getlist("pick")[:BULK_MAX]
     if not picks:
-        messages.error(request, _("Tick the domains to act on first."))
+        messages.error(request, _("Tick the VMs to act on first."))
     spec = KINDS[action]
     for pick in picks:
         host, _slash, uuid = pick.partition("/")
         try:
             domain = _visible_domain(request, host, uuid)
         except Http404:
-            messages.error(request, _("%(pick)s: no such domain.") % {"pick": pick[:80]})
+            messages.error(request, _("%(pick)s: no such VM.") % {"pick": pick[:80]})
             continue
         try:
             op = spec.service_function(request.user, domain)
@@ -645,7 +652,7 @@ def domain_action(request: HttpRequest, host: str, uuid: str, action: str) -> Ht
 def domain_assign(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
     domain = _visible_domain(request, host, uuid)
     if not request.user.is_superuser:
-        raise PermissionDenied(_("Only superusers may assign domains to teams."))
+        raise PermissionDenied(_("Only superusers may assign VMs to teams."))
     form = AssignForm(request.POST)
     if not form.is_valid():
         messages.error(request, _("No such team."))
@@ -1272,11 +1279,10 @@ def domain_migrate(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
     domain = form_page_domain(request, host, uuid, "migrate")
     problems: list[str] = []
     status = 200
-    if request.method == "POST":
-        form = MigrateForm(request.POST, domain, request.user)
-    else:
-        form = MigrateForm(None, domain, request.user)
-        form.initial = {"flags": sorted(DEFAULT_MIGRATION_FLAGS), "bandwidth_mib_s": 0}
+    # libvirt's own flags and addresses are for team admins and superusers.
+    advanced = request.user.is_superuser or is_team_admin(request.user, domain.team)
+    form = MigrateForm(request.POST if request.method == "POST" else None, domain,
+                       request.user, advanced=advanced)  # fmt: skip
     if request.method == "POST" and not form.is_valid():
         status = 400
     elif request.method == "POST":
@@ -1297,7 +1303,7 @@ def domain_migrate(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
             problems = [exc.message]
         else:
             return after_queue(request, op)
-    context = {"domain": domain, "form": form, "problems": problems}
+    context = {"domain": domain, "form": form, "problems": problems, "advanced": advanced}
     return render(request, "domains/domain_migrate.html", context, status=status)
 
 
@@ -1320,7 +1326,7 @@ def operation_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 def _resize_limits(domain: Domain) -> tuple[hypervisor.ResizeLimits | None, str]:
     """The domain's counts and limits read live, or why they cannot be read now."""
     if domain.gone_at is not None:
-        return None, _("This domain no longer exists.")
+        return None, _("This VM no longer exists.")
     if not domain.host.enabled:
         return None, _("Host %(host)s is disabled.") % {"host": domain.host}
     try:
@@ -1415,7 +1421,7 @@ def domain_xml_edit(request: HttpRequest, host: str, uuid: str) -> HttpResponse:
         if not KINDS["edit_xml"].allowed(domain):
             read_error = wrong_state_message(KINDS["edit_xml"], domain)
         elif domain.gone_at is not None:
-            read_error = _("This domain no longer exists.")
+            read_error = _("This VM no longer exists.")
         elif not domain.host.enabled:
             read_error = _("Host %(host)s is disabled.") % {"host": domain.host}
         else:

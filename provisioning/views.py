@@ -8,12 +8,14 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
+from django.utils.cache import patch_vary_headers
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
+from domains import kept_pages
 from domains.models import Operation, OperationKind, Team, is_team_admin, teams_for
 from domains.services.common import ActionRefused
-from domains.views import form_page_domain, queue_from_form
+from domains.views import form_page_domain, htmx_partial, queue_from_form
 from vmpanel.http import raise_for_refusal, see_other
 
 from . import services
@@ -175,7 +177,12 @@ def request_list(request: HttpRequest) -> HttpResponse:
 
 
 def _visible_request(request: HttpRequest, pk: int) -> VMRequest:
-    req = services.visible_requests(request.user).filter(pk=pk).first()
+    req = (
+        services.visible_requests(request.user)
+        .select_related("team", "template", "requester", "decided_by", "host")
+        .filter(pk=pk)
+        .first()
+    )
     if req is None:
         raise Http404(_("No such request."))
     return req
@@ -184,22 +191,42 @@ def _visible_request(request: HttpRequest, pk: int) -> VMRequest:
 def _request_page(
     request: HttpRequest, req: VMRequest, approve_form: ApproveForm | None = None, status=200
 ) -> HttpResponse:
+    """The request's page; as it stands (no form with errors), it updates itself: kept per
+    content and polled (`kept_pages`), so a decision made by someone else shows."""
     may_decide = req.state == RequestState.SUBMITTED and is_team_admin(request.user, req.team)
+    as_it_stands = approve_form is None
+    # The hosts the approval may choose (while it waits for this person's decision).
+    targets = tuple(req.template.hosts.filter(enabled=True).values_list("pk", "name"))
     if approve_form is None:
         approve_form = ApproveForm(
-            req.template, initial={"host": req.template.hosts.filter(enabled=True).first()}
+            req.template, initial={"host": targets[0][0] if targets else None}
         )
-    return render(
-        request,
-        "provisioning/request_detail.html",
-        {
-            "req": req,
-            "may_decide": may_decide,
-            "approve_form": approve_form,
-            "reject_form": RejectForm(),
-        },
-        status=status,
-    )
+    partial = htmx_partial(request)
+    context = {
+        "req": req,
+        "may_decide": may_decide,
+        "approve_form": approve_form,
+        "reject_form": RejectForm(),
+        "live_path": kept_pages.page_path(request) if as_it_stands else "",
+    }
+
+    def render_page() -> HttpResponse:
+        page = "provisioning/_request_panel.html" if partial else "provisioning/request_detail.html"
+        response = render(request, page, context, status=status)
+        patch_vary_headers(response, ["HX-Request"])
+        return response
+
+    if not as_it_stands:
+        return render_page()
+    # All the page shows from the database: the request, the names it links, the choices.
+    facts = (
+        "request_detail", tuple(getattr(req, f.attname) for f in VMRequest._meta.concrete_fields),
+        req.team.name, req.template.name, req.template.disk_gib,
+        req.requester.username if req.requester else None,
+        req.decided_by.username if req.decided_by else None,
+        req.host.name if req.host else None, may_decide, targets if may_decide else (),
+    )  # fmt: skip
+    return kept_pages.render_kept(request, partial, facts, render_page)
 
 
 @require_safe

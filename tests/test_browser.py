@@ -203,3 +203,73 @@ def test_pages_update_themselves_within_two_seconds(
     )
     on_page = time.monotonic() - started
     assert on_list < 2 and on_page < 2, (on_list, on_page)
+
+
+def test_a_request_page_shows_the_decision_within_two_seconds(
+    page, live_server, people, hosts, watcher_beat
+):
+    """The person who asked for a VM keeps its request page open; a team admin decides
+    elsewhere, and the page says so without a reload."""
+    from provisioning import services
+    from tests.test_provisioning_create import make_template
+
+    req = services.submit_request(
+        people.victor_viewer, people.team_a, make_template(hosts), "asked-vm", 1, 256, "testing"
+    )
+    page.goto(f"{live_server.url}/login/")
+    page.fill("input[name=username]", "victor_viewer")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/domains/**")
+    for width, height in ((1366, 900), (390, 844)):
+        page.set_viewport_size({"width": width, "height": height})
+        page.goto(f"{live_server.url}/requests/{req.pk}/")
+        page.screenshot(path=str(SHOTS / f"request-waiting-{width}.png"), full_page=True)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.wait_for_selector("#request-panel [data-live]", state="attached")
+
+    services.reject_request(people.alice_admin, req, "Not this quarter, sorry.")
+    started = time.monotonic()
+    page.wait_for_function(
+        "() => document.querySelector('#request-panel').innerText.includes('Not this quarter')",
+        timeout=2500,
+    )
+    shown_after = time.monotonic() - started
+    panel = page.inner_text("#request-panel")
+    assert "rejected" in panel and "alice_admin" in panel
+    page.screenshot(path=str(SHOTS / "request-decided-390.png"), full_page=True)
+    assert shown_after < 2, shown_after
+
+
+def test_a_bulk_action_on_three_vms_in_the_browser(
+    page, live_server, celery_worker, people, make_domain, libvirt_hosts
+):
+    """Tick three VMs in the list, choose "Pause", do it: each gets an operation of its own
+    and the list says each outcome, a refusal included. Then the main pages at 1366 px, as
+    screenshots for people to look at."""
+    names = ("tick-a", "tick-b", "tick-c")
+    vms = [make_domain("alpha", name=name, state="running") for name in names[:2]]
+    vms.append(make_domain("alpha", name=names[2], state="shutoff"))  # refused, alone
+    page.set_viewport_size({"width": 1366, "height": 900})
+    page.goto(f"{live_server.url}/login/")
+    page.fill("input[name=username]", "olga_operator")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/domains/**")
+    for vm in vms:
+        page.check(f"input[name=pick][value='alpha/{vm.uuid}']")
+    page.select_option("#bulk-action", "suspend")
+    page.click("button:has-text('Do it')")
+    page.wait_for_url(f"{live_server.url}/domains/**")
+    text = page.inner_text("main")
+    assert text.count("pause queued (operation #") == 2, text
+    assert "tick-c: tick-c is shut off; only a running VM can be paused." in text
+    page.screenshot(path=SHOTS / "bulk-pause-1366.png", full_page=True)
+    conn = libvirt_hosts.conn("alpha")
+    for vm in vms[:2]:
+        wait_for(lambda vm=vm: live(conn, vm.uuid).state == 3, timeout=10, what="paused")
+
+    vm = f"/domains/alpha/{vms[0].uuid}/"
+    for path in ("/domains/", vm, "/activity/", "/requests/", "/templates/", "/teams/"):
+        page.goto(f"{live_server.url}{path}")
+        page.screenshot(path=SHOTS / f"wide{path.replace('/', '-')}.png", full_page=True)

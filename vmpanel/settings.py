@@ -106,6 +106,9 @@ MIDDLEWARE = [
     "csp.middleware.CSPMiddleware",
     "vmpanel.middleware.PermissionsPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # A page's "did it change?" poll answered before the session and user are loaded, when
+    # nothing was written since it was confirmed (domains/kept_pages.py).
+    "domains.kept_pages.PollMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
