@@ -13,6 +13,7 @@ import secrets
 import uuid as uuidlib
 from dataclasses import dataclass, fields
 
+from django.utils.translation import gettext as _
 from lxml import etree
 
 # No entities, no network, no huge trees: the XML may come from a user.
@@ -29,7 +30,7 @@ def parse(text: str) -> etree._Element:
     try:
         root = etree.fromstring(text.encode(), parser=_PARSER)
     except etree.XMLSyntaxError as exc:
-        raise XMLError(f"Malformed XML: {exc}") from None
+        raise XMLError(_("Malformed XML: %(error)s") % {"error": exc}) from None
     return root
 
 
@@ -117,7 +118,7 @@ def build_snapshot(name: str, description: str = "", disk_only: bool = False) ->
 def domain_name(xml: str) -> str:
     name = parse(xml).findtext("name")
     if not name:
-        raise XMLError("The XML names no domain.")
+        raise XMLError(_("The XML names no domain."))
     return name
 
 
@@ -443,23 +444,43 @@ def _is_int(value) -> bool:
 
 def _need_int(field: str, label: str, value, low: int | None = None, high: int | None = None):
     if not _is_int(value):
-        raise SpecError(f"{label} ({field}) must be a whole number, not {value!r}.", field)
+        raise SpecError(
+            _("%(label)s (%(field)s) must be a whole number, not %(value)s.")
+            % {"label": label, "field": field, "value": repr(value)},
+            field,
+        )
     if low is not None and value < low:
-        raise SpecError(f"{label} ({field}) must be at least {low}; it is {value}.", field)
+        raise SpecError(
+            _("%(label)s (%(field)s) must be at least %(low)s; it is %(value)s.")
+            % {"label": label, "field": field, "low": low, "value": value},
+            field,
+        )
     if high is not None and value > high:
-        raise SpecError(f"{label} ({field}) must be at most {high}; it is {value}.", field)
+        raise SpecError(
+            _("%(label)s (%(field)s) must be at most %(high)s; it is %(value)s.")
+            % {"label": label, "field": field, "high": high, "value": value},
+            field,
+        )
 
 
 def _need_choice(field: str, label: str, value, choices: tuple[str, ...]) -> None:
     if value not in choices:
         allowed = ", ".join(repr(c) for c in choices)
-        raise SpecError(f"{label} ({field}) {value!r} is not one of {allowed}.", field)
+        raise SpecError(
+            _("%(label)s (%(field)s) %(value)s is not one of %(allowed)s.")
+            % {"label": label, "field": field, "value": repr(value), "allowed": allowed},
+            field,
+        )
 
 
 def _need_path(field: str, label: str, value: str) -> None:
     if not value.startswith("/"):
         raise SpecError(
-            f"{label} ({field}) {value!r} must be an absolute path on the host, starting with '/'.",
+            _(
+                "%(label)s (%(field)s) %(value)s must be an absolute path on the host, starting "
+                "with '/'."
+            )
+            % {"label": label, "field": field, "value": repr(value)},
             field,
         )
 
@@ -470,15 +491,19 @@ def _check_strings(obj, prefix: str = "") -> None:
         if isinstance(value, str) and _CONTROL_RE.search(value):
             name = prefix + f.name
             raise SpecError(
-                f"{name} contains a control character (a tab, newline or similar); remove it.",
+                _("%(name)s contains a control character (a tab, newline or similar); remove it.")
+                % {"name": name},
                 name,
             )
 
 
 def _check_cpuset(cpuset: str) -> None:
     bad = SpecError(
-        f"cpuset {cpuset!r} is not valid: use host CPU numbers and ranges separated by "
-        "commas, with ^ to exclude one, as in '1-4,^3,6'.",
+        _(
+            "cpuset %(cpuset)s is not valid: use host CPU numbers and ranges separated by "
+            "commas, with ^ to exclude one, as in '1-4,^3,6'."
+        )
+        % {"cpuset": repr(cpuset)},
         "cpuset",
     )
     included: set[int] = set()
@@ -491,110 +516,142 @@ def _check_cpuset(cpuset: str) -> None:
         end = int(last) if last is not None else first
         if caret and last is not None:
             raise SpecError(
-                f"cpuset {cpuset!r}: ^ excludes a single CPU ('^3'), not a range.", "cpuset"
+                _("cpuset %(cpuset)s: ^ excludes a single CPU ('^3'), not a range.")
+                % {"cpuset": repr(cpuset)},
+                "cpuset",
             )
         if end < first:
-            raise SpecError(f"cpuset {cpuset!r}: the range {first}-{end} runs backwards.", "cpuset")
+            raise SpecError(
+                _("cpuset %(cpuset)s: the range %(first)s-%(end)s runs backwards.")
+                % {"cpuset": repr(cpuset), "first": first, "end": end},
+                "cpuset",
+            )
         if end > _CPUSET_MAX:
             raise SpecError(
-                f"cpuset {cpuset!r}: CPU {end} is beyond the highest, {_CPUSET_MAX}.", "cpuset"
+                _("cpuset %(cpuset)s: CPU %(end)s is beyond the highest, %(max)s.")
+                % {"cpuset": repr(cpuset), "end": end, "max": _CPUSET_MAX},
+                "cpuset",
             )
         (excluded if caret else included).update(range(first, end + 1))
     if not included - excluded:
-        raise SpecError(f"cpuset {cpuset!r} leaves no CPU to run on.", "cpuset")
+        raise SpecError(
+            _("cpuset %(cpuset)s leaves no CPU to run on.") % {"cpuset": repr(cpuset)}, "cpuset"
+        )
 
 
 def _check_memory(spec: DomainSpec) -> None:
-    _need_int("memory_kib", "Memory", spec.memory_kib, low=1)
-    _need_int("current_memory_kib", "Current memory", spec.current_memory_kib, low=0)
+    _need_int("memory_kib", _("Memory"), spec.memory_kib, low=1)
+    _need_int("current_memory_kib", _("Current memory"), spec.current_memory_kib, low=0)
     if spec.current_memory_kib > spec.memory_kib:
         raise SpecError(
-            f"Current memory (current_memory_kib, {_size(spec.current_memory_kib)}) cannot be "
-            f"more than memory (memory_kib, {_size(spec.memory_kib)}).",
+            _(
+                "Current memory (current_memory_kib, %(current)s) cannot be more than memory "
+                "(memory_kib, %(memory)s)."
+            )
+            % {"current": _size(spec.current_memory_kib), "memory": _size(spec.memory_kib)},
             "current_memory_kib",
         )
-    _need_int("max_memory_kib", "Maximum memory", spec.max_memory_kib, low=0)
-    _need_int("memory_slots", "Memory slots", spec.memory_slots, low=0)
+    _need_int("max_memory_kib", _("Maximum memory"), spec.max_memory_kib, low=0)
+    _need_int("memory_slots", _("Memory slots"), spec.memory_slots, low=0)
     if spec.max_memory_kib:
         if spec.max_memory_kib < spec.memory_kib:
             raise SpecError(
-                f"Maximum memory for hot-plug (max_memory_kib, {_size(spec.max_memory_kib)}) "
-                f"cannot be less than memory (memory_kib, {_size(spec.memory_kib)}).",
+                _(
+                    "Maximum memory for hot-plug (max_memory_kib, %(maximum)s) cannot be less "
+                    "than memory (memory_kib, %(memory)s)."
+                )
+                % {"maximum": _size(spec.max_memory_kib), "memory": _size(spec.memory_kib)},
                 "max_memory_kib",
             )
         if not 1 <= spec.memory_slots <= 255:
             raise SpecError(
-                "Memory slots (memory_slots) must be between 1 and 255 when a maximum "
-                f"memory for hot-plug is set; it is {spec.memory_slots}.",
+                _(
+                    "Memory slots (memory_slots) must be between 1 and 255 when a maximum "
+                    "memory for hot-plug is set; it is %(slots)s."
+                )
+                % {"slots": spec.memory_slots},
                 "memory_slots",
             )
     elif spec.memory_slots:
         raise SpecError(
-            "Memory slots (memory_slots) need a maximum memory for hot-plug (max_memory_kib).",
+            _("Memory slots (memory_slots) need a maximum memory for hot-plug (max_memory_kib)."),
             "memory_slots",
         )
 
 
 def _check_vcpus(spec: DomainSpec) -> None:
-    _need_int("vcpus", "vCPUs", spec.vcpus, low=1)
-    _need_int("vcpus_current", "Current vCPUs", spec.vcpus_current, low=0)
+    _need_int("vcpus", _("vCPUs"), spec.vcpus, low=1)
+    _need_int("vcpus_current", _("Current vCPUs"), spec.vcpus_current, low=0)
     if spec.vcpus_current > spec.vcpus:
         raise SpecError(
-            f"Current vCPUs (vcpus_current, {spec.vcpus_current}) cannot be more than the "
-            f"maximum vCPUs (vcpus, {spec.vcpus}).",
+            _(
+                "Current vCPUs (vcpus_current, %(current)s) cannot be more than the maximum "
+                "vCPUs (vcpus, %(vcpus)s)."
+            )
+            % {"current": spec.vcpus_current, "vcpus": spec.vcpus},
             "vcpus_current",
         )
-    _need_choice("vcpu_placement", "vCPU placement", spec.vcpu_placement, VCPU_PLACEMENTS)
+    _need_choice("vcpu_placement", _("vCPU placement"), spec.vcpu_placement, VCPU_PLACEMENTS)
     if spec.cpuset:
         _check_cpuset(spec.cpuset)
 
 
 def _check_boot(spec: DomainSpec) -> None:
     if isinstance(spec.boot_order, str):
-        raise SpecError("Boot order (boot_order) must be a list of devices.", "boot_order")
+        raise SpecError(_("Boot order (boot_order) must be a list of devices."), "boot_order")
     seen: set[str] = set()
     for dev in spec.boot_order:
-        _need_choice("boot_order", "Boot device", dev, BOOT_DEVICES)
+        _need_choice("boot_order", _("Boot device"), dev, BOOT_DEVICES)
         if dev in seen:
-            raise SpecError(f"Boot order (boot_order) lists {dev!r} twice.", "boot_order")
+            raise SpecError(
+                _("Boot order (boot_order) lists %(device)s twice.") % {"device": repr(dev)},
+                "boot_order",
+            )
         seen.add(dev)
-    _need_int("boot_menu_timeout_ms", "Boot menu timeout", spec.boot_menu_timeout_ms, 0, 65535)
+    _need_int("boot_menu_timeout_ms", _("Boot menu timeout"), spec.boot_menu_timeout_ms, 0, 65535)
     if spec.kernel:
-        _need_path("kernel", "Kernel", spec.kernel)
+        _need_path("kernel", _("Kernel"), spec.kernel)
         if spec.initrd:
-            _need_path("initrd", "Initrd", spec.initrd)
+            _need_path("initrd", _("Initrd"), spec.initrd)
     else:
-        for name, label in (("initrd", "An initrd"), ("cmdline", "A kernel command line")):
+        for name, label in (("initrd", _("An initrd")), ("cmdline", _("A kernel command line"))):
             if getattr(spec, name):
                 raise SpecError(
-                    f"{label} ({name}) is only used for direct kernel boot: set the kernel "
-                    "path too, or leave it empty.",
+                    _(
+                        "%(label)s (%(name)s) is only used for direct kernel boot: set the "
+                        "kernel path too, or leave it empty."
+                    )
+                    % {"label": label, "name": name},
                     name,
                 )
-    _need_choice("firmware", "Firmware", spec.firmware, FIRMWARES)
+    _need_choice("firmware", _("Firmware"), spec.firmware, FIRMWARES)
     if spec.firmware == "uefi":
         if not spec.loader:
             raise SpecError(
-                "UEFI firmware needs a loader (loader): the path of the UEFI code, "
-                "such as /usr/share/OVMF/OVMF_CODE.fd.",
+                _(
+                    "UEFI firmware needs a loader (loader): the path of the UEFI code, "
+                    "such as /usr/share/OVMF/OVMF_CODE.fd."
+                ),
                 "loader",
             )
-        _need_path("loader", "Loader", spec.loader)
+        _need_path("loader", _("Loader"), spec.loader)
         if spec.nvram_template:
-            _need_path("nvram_template", "NVRAM template", spec.nvram_template)
-    _need_choice("smbios_mode", "SMBIOS mode", spec.smbios_mode, SMBIOS_MODES)
+            _need_path("nvram_template", _("NVRAM template"), spec.nvram_template)
+    _need_choice("smbios_mode", _("SMBIOS mode"), spec.smbios_mode, SMBIOS_MODES)
     if spec.bios_reboot_timeout_ms is not None:
         _need_int(
             "bios_reboot_timeout_ms",
-            "BIOS reboot timeout",
+            _("BIOS reboot timeout"),
             spec.bios_reboot_timeout_ms,
             -1,
             65535,
         )
     if spec.bios_useserial and not spec.serial_console:
         raise SpecError(
-            "BIOS output on the serial port (bios_useserial) needs a serial console "
-            "(serial_console).",
+            _(
+                "BIOS output on the serial port (bios_useserial) needs a serial console "
+                "(serial_console)."
+            ),
             "bios_useserial",
         )
 
@@ -604,37 +661,47 @@ def _check_disks(spec: DomainSpec) -> None:
     for i, disk in enumerate(spec.disks):
         at = f"disks[{i}]"
         if not isinstance(disk, DiskSpec):
-            raise SpecError(f"{at} is not a disk description.", at)
+            raise SpecError(_("%(at)s is not a disk description.") % {"at": at}, at)
         _check_strings(disk, at + ".")
-        _need_choice(f"{at}.device", f"Disk {i + 1} device", disk.device, DISK_DEVICES)
-        _need_choice(f"{at}.bus", f"Disk {i + 1} bus", disk.bus, DISK_BUSES)
+        _need_choice(
+            f"{at}.device", _("Disk %(n)d device") % {"n": i + 1}, disk.device, DISK_DEVICES
+        )
+        _need_choice(f"{at}.bus", _("Disk %(n)d bus") % {"n": i + 1}, disk.bus, DISK_BUSES)
         if disk.device == "cdrom" and disk.bus not in CDROM_BUSES:
             raise SpecError(
-                f"A CD-ROM cannot sit on the {disk.bus!r} bus ({at}.bus): use sata, ide or scsi.",
+                _("A CD-ROM cannot sit on the %(bus)s bus (%(at)s.bus): use sata, ide or scsi.")
+                % {"bus": repr(disk.bus), "at": at},
                 f"{at}.bus",
             )
         if not _TARGET_RE.fullmatch(disk.target):
             raise SpecError(
-                f"Disk {i + 1} target ({at}.target) {disk.target!r} is not a device name "
-                "such as vda, sda or hdc.",
+                _(
+                    "Disk %(n)d target (%(at)s.target) %(target)s is not a device name "
+                    "such as vda, sda or hdc."
+                )
+                % {"n": i + 1, "at": at, "target": repr(disk.target)},
                 f"{at}.target",
             )
         if disk.target in targets:
             raise SpecError(
-                f"Two disks use the target {disk.target!r} ({at}.target); each needs its own.",
+                _("Two disks use the target %(target)s (%(at)s.target); each needs its own.")
+                % {"target": repr(disk.target), "at": at},
                 f"{at}.target",
             )
         targets.add(disk.target)
         if disk.device == "disk":
-            _need_choice(f"{at}.format", f"Disk {i + 1} format", disk.format, DISK_FORMATS)
+            _need_choice(
+                f"{at}.format", _("Disk %(n)d format") % {"n": i + 1}, disk.format, DISK_FORMATS
+            )
             if not disk.path:
                 raise SpecError(
-                    f"Disk {i + 1} ({at}.path) needs a path; only a CD-ROM may be empty.",
+                    _("Disk %(n)d (%(at)s.path) needs a path; only a CD-ROM may be empty.")
+                    % {"n": i + 1, "at": at},
                     f"{at}.path",
                 )
         if disk.path:
-            _need_path(f"{at}.path", f"Disk {i + 1} path", disk.path)
-        _need_int(f"{at}.size_bytes", f"Disk {i + 1} size", disk.size_bytes, low=0)
+            _need_path(f"{at}.path", _("Disk %(n)d path") % {"n": i + 1}, disk.path)
+        _need_int(f"{at}.size_bytes", _("Disk %(n)d size") % {"n": i + 1}, disk.size_bytes, low=0)
 
 
 def _check_interfaces(spec: DomainSpec) -> None:
@@ -642,43 +709,61 @@ def _check_interfaces(spec: DomainSpec) -> None:
     for i, nic in enumerate(spec.interfaces):
         at = f"interfaces[{i}]"
         if not isinstance(nic, InterfaceSpec):
-            raise SpecError(f"{at} is not an interface description.", at)
+            raise SpecError(_("%(at)s is not an interface description.") % {"at": at}, at)
         _check_strings(nic, at + ".")
-        _need_choice(f"{at}.type", f"Interface {i + 1} type", nic.type, INTERFACE_TYPES)
+        _need_choice(
+            f"{at}.type", _("Interface %(n)d type") % {"n": i + 1}, nic.type, INTERFACE_TYPES
+        )
         if nic.type == "network" and (not nic.source or "/" in nic.source):
             raise SpecError(
-                f"Interface {i + 1} ({at}.source) needs the name of a libvirt network, "
-                "such as 'default'.",
+                _(
+                    "Interface %(n)d (%(at)s.source) needs the name of a libvirt network, "
+                    "such as 'default'."
+                )
+                % {"n": i + 1, "at": at},
                 f"{at}.source",
             )
         if nic.type == "bridge" and not re.fullmatch(r"[^/\s:]{1,15}", nic.source):
             raise SpecError(
-                f"Interface {i + 1} ({at}.source) needs the name of a host bridge "
-                "(up to 15 characters, no spaces or slashes), such as 'br0'.",
+                _(
+                    "Interface %(n)d (%(at)s.source) needs the name of a host bridge "
+                    "(up to 15 characters, no spaces or slashes), such as 'br0'."
+                )
+                % {"n": i + 1, "at": at},
                 f"{at}.source",
             )
         if not _TOKEN_RE.fullmatch(nic.model):
             raise SpecError(
-                f"Interface {i + 1} model ({at}.model) {nic.model!r} is not a model name "
-                "such as virtio or e1000.",
+                _(
+                    "Interface %(n)d model (%(at)s.model) %(model)s is not a model name "
+                    "such as virtio or e1000."
+                )
+                % {"n": i + 1, "at": at, "model": repr(nic.model)},
                 f"{at}.model",
             )
         if nic.mac:
             if not _MAC_RE.fullmatch(nic.mac):
                 raise SpecError(
-                    f"Interface {i + 1} MAC address ({at}.mac) {nic.mac!r} is not six pairs "
-                    "of hex digits separated by colons, as in 52:54:00:12:34:56.",
+                    _(
+                        "Interface %(n)d MAC address (%(at)s.mac) %(mac)s is not six pairs "
+                        "of hex digits separated by colons, as in 52:54:00:12:34:56."
+                    )
+                    % {"n": i + 1, "at": at, "mac": repr(nic.mac)},
                     f"{at}.mac",
                 )
             if int(nic.mac[:2], 16) & 1:
                 raise SpecError(
-                    f"Interface {i + 1} MAC address ({at}.mac) {nic.mac!r} is a multicast "
-                    "address (odd first byte); a network card needs an even first byte.",
+                    _(
+                        "Interface %(n)d MAC address (%(at)s.mac) %(mac)s is a multicast "
+                        "address (odd first byte); a network card needs an even first byte."
+                    )
+                    % {"n": i + 1, "at": at, "mac": repr(nic.mac)},
                     f"{at}.mac",
                 )
             if nic.mac.lower() in macs:
                 raise SpecError(
-                    f"Two interfaces use the MAC address {nic.mac.lower()} ({at}.mac).",
+                    _("Two interfaces use the MAC address %(mac)s (%(at)s.mac).")
+                    % {"mac": nic.mac.lower(), "at": at},
                     f"{at}.mac",
                 )
             macs.add(nic.mac.lower())
@@ -695,29 +780,39 @@ def validate_spec(spec: DomainSpec) -> None:
     _check_strings(spec)
     if not isinstance(spec.name, str) or not _NAME_RE.fullmatch(spec.name):
         raise SpecError(
-            f"Name (name) {spec.name!r} is not allowed: use 1–100 letters, digits, dots, "
-            "dashes or underscores, starting with a letter or digit.",
+            _(
+                "Name (name) %(name)s is not allowed: use 1–100 letters, digits, dots, "
+                "dashes or underscores, starting with a letter or digit."
+            )
+            % {"name": repr(spec.name)},
             "name",
         )
     try:
         uuidlib.UUID(spec.uuid)
     except (ValueError, TypeError, AttributeError):
         raise SpecError(
-            f"UUID (uuid) {spec.uuid!r} is not a valid UUID "
-            "(32 hex digits, as in 4c5626aa-9ac5-2ccc-8f1e-0123456789ab).",
+            _(
+                "UUID (uuid) %(uuid)s is not a valid UUID "
+                "(32 hex digits, as in 4c5626aa-9ac5-2ccc-8f1e-0123456789ab)."
+            )
+            % {"uuid": repr(spec.uuid)},
             "uuid",
         ) from None
-    _need_choice("domain_type", "Domain type", spec.domain_type, DOMAIN_TYPES)
-    for name, label in (("arch", "Architecture"), ("machine", "Machine type")):
+    _need_choice("domain_type", _("Domain type"), spec.domain_type, DOMAIN_TYPES)
+    for name, label in (("arch", _("Architecture")), ("machine", _("Machine type"))):
         if not _TOKEN_RE.fullmatch(getattr(spec, name)):
-            raise SpecError(f"{label} ({name}) {getattr(spec, name)!r} is not a valid name.", name)
+            raise SpecError(
+                _("%(label)s (%(name)s) %(value)s is not a valid name.")
+                % {"label": label, "name": name, "value": repr(getattr(spec, name))},
+                name,
+            )
     _check_memory(spec)
     _check_vcpus(spec)
     _check_boot(spec)
-    _need_choice("clock_offset", "Clock offset", spec.clock_offset, CLOCK_OFFSETS)
-    _need_choice("on_poweroff", "Action on power-off", spec.on_poweroff, POWEROFF_ACTIONS)
-    _need_choice("on_reboot", "Action on reboot", spec.on_reboot, REBOOT_ACTIONS)
-    _need_choice("on_crash", "Action on crash", spec.on_crash, CRASH_ACTIONS)
+    _need_choice("clock_offset", _("Clock offset"), spec.clock_offset, CLOCK_OFFSETS)
+    _need_choice("on_poweroff", _("Action on power-off"), spec.on_poweroff, POWEROFF_ACTIONS)
+    _need_choice("on_reboot", _("Action on reboot"), spec.on_reboot, REBOOT_ACTIONS)
+    _need_choice("on_crash", _("Action on crash"), spec.on_crash, CRASH_ACTIONS)
     _check_disks(spec)
     _check_interfaces(spec)
     if spec.vnc:
@@ -725,28 +820,34 @@ def validate_spec(spec: DomainSpec) -> None:
             listen = ipaddress.ip_address(spec.vnc_listen)
         except ValueError:
             raise SpecError(
-                f"VNC listen address (vnc_listen) {spec.vnc_listen!r} is not an IP address "
-                "such as 127.0.0.1 or the host's management address.",
+                _(
+                    "VNC listen address (vnc_listen) %(listen)s is not an IP address "
+                    "such as 127.0.0.1 or the host's management address."
+                )
+                % {"listen": repr(spec.vnc_listen)},
                 "vnc_listen",
             ) from None
         if listen.is_unspecified:
             # Every interface: anyone on the network could reach the screen around the
             # panel's consoles (and the panel refuses to open a console to it).
             raise SpecError(
-                f"VNC listen address (vnc_listen) {spec.vnc_listen} means every interface; "
-                "use 127.0.0.1 or the host's management address.",
+                _(
+                    "VNC listen address (vnc_listen) %(listen)s means every interface; "
+                    "use 127.0.0.1 or the host's management address."
+                )
+                % {"listen": spec.vnc_listen},
                 "vnc_listen",
             )
-    _need_int("balloon_period", "Balloon statistics period", spec.balloon_period, low=0)
+    _need_int("balloon_period", _("Balloon statistics period"), spec.balloon_period, low=0)
     if spec.serial_log:
         if not spec.serial_console:
             raise SpecError(
-                "A serial log file (serial_log) needs the serial console (serial_console) on.",
+                _("A serial log file (serial_log) needs the serial console (serial_console) on."),
                 "serial_log",
             )
-        _need_path("serial_log", "Serial log", spec.serial_log)
+        _need_path("serial_log", _("Serial log"), spec.serial_log)
     if spec.emulator:
-        _need_path("emulator", "Emulator", spec.emulator)
+        _need_path("emulator", _("Emulator"), spec.emulator)
 
 
 def generate_mac() -> str:
@@ -873,22 +974,26 @@ def low_memory_warning(spec: DomainSpec) -> str:
     if current >= INSTALLER_MEMORY_KIB:
         return ""
     if "cdrom" in spec.boot_order:
-        source = "a CD-ROM"
+        words = _(
+            "The VM starts with %(memory)s of memory. Installers booted from a CD-ROM often "
+            "need about 600 MiB and may crash or fail below that; give it more memory for "
+            "the install and lower it afterwards."
+        )
     elif "network" in spec.boot_order:
-        source = "the network (PXE)"
+        words = _(
+            "The VM starts with %(memory)s of memory. Installers booted from the network "
+            "(PXE) often need about 600 MiB and may crash or fail below that; give it more "
+            "memory for the install and lower it afterwards."
+        )
     else:
         return ""
-    return (
-        f"The domain starts with {_size(current)} of memory. Installers booted from {source} "
-        "often need about 600 MiB and may crash or fail below that; give it more memory "
-        "for the install and lower it afterwards."
-    )
+    return words % {"memory": _size(current)}
 
 
 def _parse_domain(xml: str) -> etree._Element:
     root = parse(xml)
     if root.tag != "domain":
-        raise XMLError(f"The XML is a <{root.tag}>, not a <domain>.")
+        raise XMLError(_("The XML is a <%(found)s>, not a <domain>.") % {"found": root.tag})
     return root
 
 
@@ -946,7 +1051,7 @@ def set_boot_from_disk(xml: str) -> str:
     root = _parse_domain(xml)
     os_el = root.find("os")
     if os_el is None:
-        raise XMLError("The domain XML has no <os> element.")
+        raise XMLError(_("The XML definition has no <os> element."))
     for tag in ("kernel", "initrd", "cmdline", "boot"):
         for el in os_el.findall(tag):
             os_el.remove(el)
@@ -988,7 +1093,7 @@ def vcpu_counts(xml: str) -> VcpuCounts:
         maximum = int((vcpu.text or "").strip()) if vcpu is not None else 1
         current = int(vcpu.get("current", maximum)) if vcpu is not None else maximum
     except ValueError:
-        raise XMLError("The domain's <vcpu> is not a number.") from None
+        raise XMLError(_("The <vcpu> of the XML definition is not a number.")) from None
     return VcpuCounts(current=current, maximum=maximum)
 
 
@@ -999,7 +1104,7 @@ def memory_counts(xml: str) -> MemoryCounts:
         maximum = _kib(root.find("memory"))
         current = _kib(root.find("currentMemory")) or maximum
     except ValueError:
-        raise XMLError("The domain's <memory> is not a number.") from None
+        raise XMLError(_("The <memory> of the XML definition is not a number.")) from None
     return MemoryCounts(current_kib=current, maximum_kib=maximum)
 
 
@@ -1017,11 +1122,11 @@ def edited_domain_identity(text: str) -> Identity:
     root = parse(text)
     tree = root.getroottree()
     if tree.docinfo.doctype or tree.docinfo.internalDTD is not None:
-        raise XMLError("A DOCTYPE or entity declarations are not allowed in domain XML.")
+        raise XMLError(_("A DOCTYPE or entity declarations are not allowed in the XML definition."))
     if any(True for _el in root.iter(etree.Entity)):
-        raise XMLError("Entity references are not allowed in domain XML.")
+        raise XMLError(_("Entity references are not allowed in the XML definition."))
     if root.tag != "domain":
-        raise XMLError(f"The XML is a <{root.tag}>, not a <domain>.")
+        raise XMLError(_("The XML is a <%(found)s>, not a <domain>.") % {"found": root.tag})
     return Identity(
         name=(root.findtext("name") or "").strip(),
         uuid=(root.findtext("uuid") or "").strip(),
@@ -1125,7 +1230,9 @@ class DomainCapabilitiesFacts:
 def _parse_root(xml: str, tag: str) -> etree._Element:
     root = parse(xml)
     if root.tag != tag:
-        raise XMLError(f"The XML is a <{root.tag}>, not a <{tag}>.")
+        raise XMLError(
+            _("The XML is a <%(found)s>, not a <%(tag)s>.") % {"found": root.tag, "tag": tag}
+        )
     return root
 
 

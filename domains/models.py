@@ -601,3 +601,26 @@ class HostUsage(models.Model):
 
     def __str__(self) -> str:
         return f"usage of host {self.host_id} at {self.at}"
+
+
+# --- each person's own choices ---------------------------------------------------------
+
+
+class Profile(models.Model):
+    """What a person chose for themselves: the language of their pages, notifications and
+    e-mails. Made on first need (domains.language), so a user without one is simply one
+    who chose nothing."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile"
+    )
+    # Blank: follow the browser.
+    language = models.CharField(
+        _("language"), max_length=15, blank=True, choices=settings.LANGUAGES
+    )
+    # The browser's language as seen at the last login: what e-mails and notifications
+    # use for someone who chose nothing (they are written where no browser is asking).
+    browser_language = models.CharField(max_length=15, blank=True)
+
+    def __str__(self) -> str:
+        return f"profile of {self.user_id}"

@@ -20,7 +20,7 @@ from django.conf import settings
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from . import hypervisor, inventory
+from . import hypervisor, inventory, language
 from .hypervisor import GuestSighting, HypervisorError
 from .models import Domain, Operation, OperationKind, OperationStatus, State
 from .rules import MigrationOutcome, migration_outcome
@@ -171,7 +171,8 @@ def settle_checking_operations() -> list[int]:
     for op in checking:
         if op.kind != OperationKind.MIGRATE:  # no other kind ends up here today
             continue
-        reported = op.error or op.params.get("reported") or _("no answer")
-        if conclude(op, reported) != MigrationOutcome.UNKNOWN:
-            settled.append(op.pk)
+        with language.for_operation(op):
+            reported = op.error or op.params.get("reported") or _("no answer")
+            if conclude(op, reported) != MigrationOutcome.UNKNOWN:
+                settled.append(op.pk)
     return settled

@@ -25,7 +25,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from . import hypervisor, inventory, outcomes
+from . import hypervisor, inventory, language, outcomes
 from .hypervisor import HypervisorError
 from .kinds import KINDS, always_allowed, wrong_state_message
 from .models import AuditEvent, Domain, Operation, OperationKind, OperationStatus, SavedImage
@@ -199,9 +199,22 @@ def run_operation(
 
     `payload` is what came with the task and is not on record; `work` finds it in
     `op.payload`. `task` is the Celery task's name: an operation is claimed only by the
-    task of its kind, so a stray message (another database's, say) does nothing.
+    task of its kind, so a stray message (another database's, say) does nothing. The
+    messages are written in the language of whoever asked (domains.language).
     """
     close_old_connections()
+    try:
+        asker = Operation.objects.filter(pk=operation_id).values_list("user_id", flat=True)
+        words = language.for_user(asker.first())
+    except OperationalError:  # a busy database: the claim below tries again and says so
+        words = language.for_user(None)
+    with words:
+        _run_operation(operation_id, work, payload, task)
+
+
+def _run_operation(
+    operation_id: int, work: Callable[[Operation], str], payload: dict | None, task: str
+) -> None:
     kinds = [kind for kind, spec in KINDS.items() if spec.task == task]
     claimed = _claim(operation_id, kinds)
     if claimed != 1:
@@ -359,46 +372,51 @@ def recover_orphaned_operations() -> list[int]:
     )
     recovered = []
     for op in stale.select_related("host", "domain", "target_host"):
-        uri, uuid = uri_uuid(op)
-        try:
-            if hypervisor.job_progress(uri, uuid) is not None:
-                continue  # libvirt is still at it; look again next time
-        except HypervisorError:
-            pass
-        if op.kind == OperationKind.MIGRATE:
-            # The guest may have moved without the worker: judged from both hosts.
-            reported = _("the worker driving the migration stopped before libvirt answered")
-            if Operation.objects.filter(pk=op.pk, status=OperationStatus.RUNNING).update(
-                status=OperationStatus.CHECKING, params={**op.params, "reported": reported}
-            ):
+        with language.for_operation(op):
+            uri, uuid = uri_uuid(op)
+            try:
+                if hypervisor.job_progress(uri, uuid) is not None:
+                    continue  # libvirt is still at it; look again next time
+            except HypervisorError:
+                pass
+            if op.kind == OperationKind.MIGRATE:
+                # The guest may have moved without the worker: judged from both hosts.
+                reported = _("the worker driving the migration stopped before libvirt answered")
+                if Operation.objects.filter(pk=op.pk, status=OperationStatus.RUNNING).update(
+                    status=OperationStatus.CHECKING, params={**op.params, "reported": reported}
+                ):
+                    _redis().delete(lock_key(op.host_id, op.domain_uuid))
+                    op.params = {**op.params, "reported": reported}
+                    outcomes.conclude(op, reported)
+                    recovered.append(op.pk)
+                continue
+            try:
+                row = inventory.refresh_domain(op.host, op.domain_uuid)
+                if row is None:
+                    now = _("gone from %(host)s") % {"host": op.host.name}
+                else:
+                    now = _("%(state)s (%(reason)s) on %(host)s") % {
+                        "state": row.get_state_display(),
+                        "reason": row.state_reason,
+                        "host": op.host.name,
+                    }
+            except HypervisorError as exc:
+                now = _("unknown: %(host)s does not answer (%(error)s)") % {
+                    "host": op.host.name,
+                    "error": exc.message,
+                }
+            message = _(
+                "The worker running this operation stopped before it finished (it was killed "
+                "or crashed). libvirt says the VM is now %(state)s."
+            ) % {"state": now}
+            done = Operation.objects.filter(pk=op.pk, status=OperationStatus.RUNNING).update(
+                status=OperationStatus.FAILED, message=message, finished_at=timezone.now()
+            )
+            if done:
+                # Its lock died with it, but may not have expired yet.
                 _redis().delete(lock_key(op.host_id, op.domain_uuid))
-                op.params = {**op.params, "reported": reported}
-                outcomes.conclude(op, reported)
+                log.warning("operation %s %s marked failed: %s", op.pk, op.kind, message)
                 recovered.append(op.pk)
-            continue
-        try:
-            row = inventory.refresh_domain(op.host, op.domain_uuid)
-            if row is None:
-                now = _("gone from %(host)s") % {"host": op.host.name}
-            else:
-                now = f"{row.get_state_display()} ({row.state_reason}) on {op.host.name}"
-        except HypervisorError as exc:
-            now = _("unknown: %(host)s does not answer (%(error)s)") % {
-                "host": op.host.name,
-                "error": exc.message,
-            }
-        message = _(
-            "The worker running this operation stopped before it finished (it was killed "
-            "or crashed). libvirt says the VM is now %(state)s."
-        ) % {"state": now}
-        done = Operation.objects.filter(pk=op.pk, status=OperationStatus.RUNNING).update(
-            status=OperationStatus.FAILED, message=message, finished_at=timezone.now()
-        )
-        if done:
-            # Its lock died with it, but may not have expired yet.
-            _redis().delete(lock_key(op.host_id, op.domain_uuid))
-            log.warning("operation %s %s marked failed: %s", op.pk, op.kind, message)
-            recovered.append(op.pk)
     return recovered
 
 
@@ -421,34 +439,35 @@ def settle_stale_queued() -> list[int]:
         status=OperationStatus.QUEUED, created_at__lt=now - timedelta(seconds=bound)
     ).select_related("host")
     for op in stale:
-        sent_again = op.params.get("sent_again_at")
-        if sent_again is None:
-            params = {**op.params, "sent_again_at": now.timestamp()}
+        with language.for_operation(op):
+            sent_again = op.params.get("sent_again_at")
+            if sent_again is None:
+                params = {**op.params, "sent_again_at": now.timestamp()}
+                if Operation.objects.filter(pk=op.pk, status=OperationStatus.QUEUED).update(
+                    params=params
+                ):
+                    log.warning("operation %s queued for %s s untaken: sent again", op.pk, bound)
+                    # Without its payload (an edit's XML is gone with the message): that task
+                    # then fails saying so.
+                    send_now(op)
+                    settled.append(op.pk)
+                continue
+            if now.timestamp() - sent_again < bound:
+                continue
+            message = _(
+                "No worker took this operation within %(s)s s (the task queue lost it, or no "
+                "worker runs); nothing was done. %(state)s"
+            ) % {"s": bound, "state": _state_words(op)}
+            if queue := task_queue(op):
+                message += " " + _(
+                    "Slow operations of %(host)s are run only by the workers of queue "
+                    "%(queue)s: is one running?"
+                ) % {"host": op.host.name, "queue": queue}
             if Operation.objects.filter(pk=op.pk, status=OperationStatus.QUEUED).update(
-                params=params
+                status=OperationStatus.FAILED, message=message, finished_at=timezone.now()
             ):
-                log.warning("operation %s queued for %s s untaken: sent again", op.pk, bound)
-                # Without its payload (an edit's XML is gone with the message): that task
-                # then fails saying so.
-                send_now(op)
+                log.warning("operation %s %s failed untaken: %s", op.pk, op.kind, message)
                 settled.append(op.pk)
-            continue
-        if now.timestamp() - sent_again < bound:
-            continue
-        message = _(
-            "No worker took this operation within %(s)s s (the task queue lost it, or no "
-            "worker runs); nothing was done. %(state)s"
-        ) % {"s": bound, "state": _state_words(op)}
-        if queue := task_queue(op):
-            message += " " + _(
-                "Slow operations of %(host)s are run only by the workers of queue "
-                "%(queue)s: is one running?"
-            ) % {"host": op.host.name, "queue": queue}
-        if Operation.objects.filter(pk=op.pk, status=OperationStatus.QUEUED).update(
-            status=OperationStatus.FAILED, message=message, finished_at=timezone.now()
-        ):
-            log.warning("operation %s %s failed untaken: %s", op.pk, op.kind, message)
-            settled.append(op.pk)
     return settled
 
 

@@ -7,6 +7,8 @@ from django.contrib.auth.signals import (
 )
 from django.dispatch import receiver
 
+# The language a person chose applies from their login on (domains/language.py).
+from .language import remember_language  # noqa: F401
 from .models import AuditEvent
 
 

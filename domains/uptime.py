@@ -68,7 +68,9 @@ def state_since(domain: Domain, now: datetime | None = None) -> StateSince | Non
         elapsed=elapsed,
         when=date_format(
             timezone.localtime(since),
-            "H:i" if timezone.localdate(since) == timezone.localdate(now) else "Y-m-d H:i",
+            "TIME_FORMAT"
+            if timezone.localdate(since) == timezone.localdate(now)
+            else "SHORT_DATETIME_FORMAT",
         ),
     )
 

@@ -11,6 +11,7 @@ import logging
 import re
 import secrets
 import uuid as uuidlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.contrib.auth.models import User
@@ -23,7 +24,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
-from domains import domxml, hypervisor
+from domains import domxml, hypervisor, language
 from domains.hypervisor import HypervisorError
 from domains.models import (
     Domain,
@@ -528,18 +529,22 @@ def waiting_counts(user: User) -> tuple[int, int]:
     return unread, waiting.count()
 
 
-def notify(user: User | None, text: str, url: str = "") -> None:
+def notify(user: User | None, words: Callable[[], str], url: str = "") -> None:
     """An in-panel notification and an e-mail, when there is someone to tell, sent once
     the current transaction commits: a decision rolled back tells nobody, and a slow mail
-    server holds no database lock."""
+    server holds no database lock. `words` makes the text; it is called in the recipient's
+    language (domains.language), not the language of whoever caused it."""
     if user is None:
         return
 
     def send() -> None:
+        with language.for_user(user):
+            text = words()
+            subject = _("vmpanel: %(text)s") % {"text": text[:60]}
         Notification.objects.create(user=user, text=text, url=url)
         if user.email:
             # A mail server that does not answer must not undo the decision.
-            send_mail("vmpanel: " + text[:60], text, None, [user.email], fail_silently=True)
+            send_mail(subject, text, None, [user.email], fail_silently=True)
 
     transaction.on_commit(send)
 
@@ -614,11 +619,14 @@ def submit_request(
         )
         # Those who decide hear of it: the team's admins (not the asker, if one of them).
         url = reverse("request_detail", args=[req.pk])
-        words = _(
-            "%(user)s asks for %(name)s (%(vcpus)d vCPUs, %(mib)d MiB) from %(template)s in "
-            "%(team)s: approve or reject it."
-        ) % {"user": user.username, "name": name, "vcpus": vcpus, "mib": memory_mib,
-             "template": template.name, "team": team.name}  # fmt: skip
+
+        def words() -> str:
+            return _(
+                "%(user)s asks for %(name)s (%(vcpus)d vCPUs, %(mib)d MiB) from %(template)s "
+                "in %(team)s: approve or reject it."
+            ) % {"user": user.username, "name": name, "vcpus": vcpus, "mib": memory_mib,
+                 "template": template.name, "team": team.name}  # fmt: skip
+
         admins = User.objects.filter(
             memberships__team=team, memberships__role=Role.ADMIN, is_active=True
         ).exclude(pk=user.pk)
@@ -702,8 +710,10 @@ def approve_request(user: User, req: VMRequest, host: Host | None = None) -> VMR
             req.save(update_fields=["operation"])
             notify(
                 req.requester,
-                _("Your request #%(pk)d for %(name)s was approved; it is being provisioned.")
-                % {"pk": req.pk, "name": req.name},
+                lambda: (
+                    _("Your request #%(pk)d for %(name)s was approved; it is being provisioned.")
+                    % {"pk": req.pk, "name": req.name}
+                ),
                 reverse("request_detail", args=[req.pk]),
             )
     except ActionRefused as exc:
@@ -731,8 +741,10 @@ def reject_request(user: User, req: VMRequest, reason: str) -> VMRequest:
         )  # fmt: skip
         notify(
             req.requester,
-            _("Your request #%(pk)d for %(name)s was rejected: %(reason)s")
-            % {"pk": req.pk, "name": req.name, "reason": reason},
+            lambda: (
+                _("Your request #%(pk)d for %(name)s was rejected: %(reason)s")
+                % {"pk": req.pk, "name": req.name, "reason": reason}
+            ),
             reverse("request_detail", args=[req.pk]),
         )
     return req
@@ -900,11 +912,14 @@ def finish_request(op: Operation) -> None:
         req = VMRequest.objects.select_related("requester").get(pk=op.params["request"])
         url = reverse("request_detail", args=[req.pk])
         if succeeded:
-            notify(req.requester, _("%(name)s is ready.") % {"name": req.name}, url)
+            notify(req.requester, lambda: _("%(name)s is ready.") % {"name": req.name}, url)
         else:
             notify(
                 req.requester,
-                _("Provisioning %(name)s failed: %(why)s") % {"name": req.name, "why": op.message},
+                lambda: (
+                    _("Provisioning %(name)s failed: %(why)s")
+                    % {"name": req.name, "why": op.message}
+                ),
                 url,
             )
 

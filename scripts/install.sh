@@ -16,6 +16,7 @@ PACKAGES=(
   python3-venv
   redis-server # Celery broker; we run our own instance, the package just provides the binary
   chromium     # the browser tests drive Debian's Chromium, no downloaded browsers
+  gettext      # msgfmt compiles the translations (locale/); makemessages needs xgettext
 )
 # PostgreSQL only on request: CI proves the panel on it; the demo and dev use SQLite.
 if [ "${1:-}" = --postgresql ] || [ "${VMPANEL_INSTALL_POSTGRESQL:-}" = 1 ]; then
@@ -50,3 +51,16 @@ if [ ! -e "$STAMP" ] || [ requirements.txt -nt "$STAMP" ]; then
   .venv/bin/pip install --disable-pip-version-check -r requirements.txt
   touch "$STAMP"
 fi
+
+# The translations: locale/*/LC_MESSAGES/*.po are the source, the .mo files beside them a
+# build product (not committed), compiled here when missing or older than their .po (what
+# `manage.py compilemessages` does, without its walk through .venv).
+for po in locale/*/LC_MESSAGES/*.po; do
+  [ -e "$po" ] || continue
+  mo="${po%.po}.mo"
+  if [ ! -e "$mo" ] || [ "$po" -nt "$mo" ]; then
+    echo "install.sh: compiling $po"
+    msgfmt --check -o "$mo.tmp" "$po"
+    mv "$mo.tmp" "$mo"
+  fi
+done

@@ -367,6 +367,9 @@ CASES: dict[str, Case] = {
         data=lambda w: {"language": "en", "next": "/teams/"},
         redirect="/teams/",
     ),
+    "set_language:GET": Case("get", _url("set_language"), POST_ONLY),
+    # The words of console.js in the reader's language: for signed-in people only.
+    "javascript_catalog": Case("get", _url("javascript_catalog"), SIGNED_IN),
 }
 
 

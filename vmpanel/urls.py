@@ -1,6 +1,9 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
+from django.views.i18n import JavaScriptCatalog
+
+from domains import language
 
 from . import health
 
@@ -10,7 +13,10 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
-    path("i18n/", include("django.conf.urls.i18n")),
+    # The footer's language switch: Django's view, and the choice kept on the person.
+    path("i18n/setlang/", language.set_language, name="set_language"),
+    # The words of the panel's own scripts (static/js/console.js), in the page's language.
+    path("jsi18n/", JavaScriptCatalog.as_view(), name="javascript_catalog"),
     path("", include("domains.urls")),
     path("", include("provisioning.urls")),
 ]

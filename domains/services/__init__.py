@@ -7,7 +7,8 @@
 - `migration` — migration with its pre-flight checks;
 - `resize` — vCPUs and memory; `xmledit` — raw XML for team admins;
 - `operations` — cancelling a queued or running operation;
-- `hosts` — hosts, teams, memberships and which team owns a domain.
+- `hosts` — hosts, teams, memberships and which team owns a domain;
+- `preferences` — a person's own language.
 
 Each function takes the acting user, checks permission and state, writes the Operation
 (or audit) row in a transaction and queues its task once that commits. Views call these;

@@ -30,6 +30,12 @@ import RFB from "../vendor/novnc/core/rfb.js";
 // noVNC's own Unicode-to-keysym table: what it uses itself for typed characters.
 import keysyms from "../vendor/novnc/core/input/keysymdef.js";
 
+// The words people read, in the page's language: Django's JavaScript catalogue (/jsi18n/,
+// loaded by the page before this module); as written here if it did not load.
+const gettext = window.gettext || ((text) => text);
+const interpolate =
+  window.interpolate || ((text, values) => text.replace(/%\((\w+)\)s/g, (_m, key) => String(values[key])));
+
 // X11 keysyms (X11/keysymdef.h) the paste sends for keys that have no printable character.
 const XK_RETURN = 0xff0d;
 const XK_TAB = 0xff09;
@@ -49,12 +55,12 @@ function start() {
   const kind = root.dataset.kind;
   let session;
   try {
-    if (!ui.screen) throw new Error("the page has no screen area");
+    if (!ui.screen) throw new Error(gettext("the page has no screen area"));
     if (kind === "vnc") session = new VncSession(ui);
     else if (kind === "serial") session = new SerialSession(ui);
-    else throw new Error(`unknown console kind "${kind}"`);
+    else throw new Error(interpolate(gettext("unknown console kind %(kind)s"), { kind }, true));
   } catch (err) {
-    setStatus(ui, "disconnected", "Disconnected: " + message(err));
+    setStatus(ui, "disconnected", interpolate(gettext("Disconnected: %(reason)s"), { reason: message(err) }, true));
     return;
   }
   if (ui.reconnect) ui.reconnect.addEventListener("click", () => session.connect());
@@ -89,7 +95,7 @@ async function requestTicket(root, kind) {
       headers: { "X-CSRFToken": root.dataset.csrf || "", "Accept": "application/json" },
     });
   } catch (err) {
-    throw new ConsoleError("the panel cannot be reached");
+    throw new ConsoleError(gettext("the panel cannot be reached"));
   }
   let answer = null;
   try {
@@ -99,10 +105,12 @@ async function requestTicket(root, kind) {
   }
   if (!response.ok) {
     const words = answer && typeof answer.error === "string" && answer.error.trim();
-    throw new ConsoleError(words || `the panel answered ${response.status}`);
+    throw new ConsoleError(
+      words || interpolate(gettext("the panel answered %(status)s"), { status: response.status }, true),
+    );
   }
   if (!answer || typeof answer.url !== "string" || !answer.url) {
-    throw new ConsoleError("the panel's answer had no console address");
+    throw new ConsoleError(gettext("the panel's answer had no console address"));
   }
   return answer;
 }
@@ -114,7 +122,7 @@ function webSocketUrl(raw) {
   if (url.protocol === "http:") url.protocol = "ws:";
   else if (url.protocol === "https:") url.protocol = "wss:";
   else if (url.protocol !== "ws:" && url.protocol !== "wss:") {
-    throw new ConsoleError("the console address is not a WebSocket address");
+    throw new ConsoleError(gettext("the console address is not a WebSocket address"));
   }
   return url.href;
 }
@@ -138,7 +146,7 @@ class Session {
     this.closeConnection();
     this.setConnected(false);
     this.setBusy(true);
-    setStatus(this.ui, "connecting", "Connecting…");
+    setStatus(this.ui, "connecting", gettext("Connecting…"));
     let ticket;
     try {
       ticket = await requestTicket(this.ui.root, this.kind);
@@ -169,14 +177,14 @@ class Session {
     if (!this.isCurrent(generation)) return;
     this.setBusy(false);
     this.setConnected(true);
-    setStatus(this.ui, "connected", "Connected");
+    setStatus(this.ui, "connected", gettext("Connected"));
   }
 
   disconnected(generation, reason) {
     if (!this.isCurrent(generation)) return;
     this.setBusy(false);
     this.setConnected(false);
-    setStatus(this.ui, "disconnected", "Disconnected: " + reason);
+    setStatus(this.ui, "disconnected", interpolate(gettext("Disconnected: %(reason)s"), { reason }, true));
   }
 
   // The reconnect button is off while a ticket is being asked for, so one click is one ticket.
@@ -266,24 +274,24 @@ class VncSession extends Session {
     rfb.addEventListener("securityfailure", (event) => {
       const detail = event.detail || {};
       reason = detail.reason
-        ? `authentication failed (${detail.reason})`
-        : `authentication failed (status ${detail.status})`;
+        ? interpolate(gettext("authentication failed (%(reason)s)"), { reason: detail.reason }, true)
+        : interpolate(gettext("authentication failed (status %(status)s)"), { status: detail.status }, true);
     });
     rfb.addEventListener("credentialsrequired", () => {
-      reason = "the console asked for a password the panel did not give";
+      reason = gettext("the console asked for a password the panel did not give");
       rfb.disconnect();
     });
     rfb.addEventListener("serververification", () => {
       // Only RSA-AES servers ask this, and the panel has no key to check against.
-      reason = "the console asked to verify its identity, which the panel does not support";
+      reason = gettext("the console asked to verify its identity, which the panel does not support");
       rfb.disconnect();
     });
     rfb.addEventListener("disconnect", (event) => {
       const clean = Boolean(event.detail && event.detail.clean);
       if (this.rfb === rfb) this.rfb = null;
       this.disconnected(generation, reason || (clean
-        ? "the console was closed"
-        : wasConnected ? "the connection was lost" : "could not connect to the console"));
+        ? gettext("the console was closed")
+        : wasConnected ? gettext("the connection was lost") : gettext("could not connect to the console")));
     });
   }
 
@@ -307,7 +315,7 @@ class VncSession extends Session {
   // Keys go only to a connected console the user may type on.
   updateControls() {
     const canType = this.connected && !this.viewOnly;
-    const why = this.viewOnly ? "View only: you may watch this console but not type on it." : "";
+    const why = this.viewOnly ? gettext("View only: you may watch this console but not type on it.") : "";
     if (this.ctrlAltDel) {
       this.ctrlAltDel.disabled = !canType;
       this.ctrlAltDel.title = why;
@@ -346,7 +354,7 @@ class SerialSession extends Session {
     this.socket = null;
     const Terminal = window.Terminal;
     const FitAddon = window.FitAddon && (window.FitAddon.FitAddon || window.FitAddon);
-    if (typeof Terminal !== "function") throw new Error("the terminal (xterm.js) did not load");
+    if (typeof Terminal !== "function") throw new Error(gettext("the terminal (xterm.js) did not load"));
 
     this.encoder = new TextEncoder();
     this.colours = new TrueColourFilter();
@@ -428,9 +436,9 @@ class SerialSession extends Session {
       if (this.socket === socket) this.socket = null;
       let reason = event.reason;
       if (!reason) {
-        if (!opened) reason = "could not connect to the console";
-        else if (event.code === 1000 || event.code === 1001) reason = "the console was closed";
-        else reason = "the connection was lost";
+        if (!opened) reason = gettext("could not connect to the console");
+        else if (event.code === 1000 || event.code === 1001) reason = gettext("the console was closed");
+        else reason = gettext("the connection was lost");
       }
       this.disconnected(generation, reason);
     });

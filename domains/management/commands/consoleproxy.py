@@ -21,15 +21,19 @@ import signal
 import threading
 import time
 from http import HTTPStatus
+from http.cookies import SimpleCookie
 from urllib.parse import parse_qs, urlsplit
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import close_old_connections
+from django.utils import translation
+from django.utils.translation import gettext_noop
+from django.utils.translation.trans_real import parse_accept_lang_header
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from domains import consoles, hypervisor
+from domains import consoles, hypervisor, language
 from domains.hypervisor import HypervisorError
 from domains.models import AuditEvent, Domain
 from domains.rfb import InputFilter, ProtocolError
@@ -68,6 +72,37 @@ def _db(fn, *args, **kwargs):
     return asyncio.to_thread(call)
 
 
+def _fit(reason: str) -> str:
+    """A close frame's reason holds at most 123 bytes of UTF-8 (a Chinese character takes
+    three): cut there, between characters."""
+    return reason.encode()[:123].decode(errors="ignore")
+
+
+def _in_language(code: str, fn, *args):
+    """`fn(*args)` with its words in `code` (the ticket holder's language)."""
+    with translation.override(code):
+        return fn(*args)
+
+
+def _said(code: str, words: str) -> str:
+    """The proxy's own words (marked with gettext_noop) in the ticket holder's language."""
+    return _fit(_in_language(code, translation.gettext, words))
+
+
+def _browser_language(headers) -> str:
+    """Without a ticket there is nobody to ask: the browser's language, as the page it was
+    opened from had it (the language cookie, then Accept-Language)."""
+    cookies = SimpleCookie(headers.get("Cookie") or "")
+    if settings.LANGUAGE_COOKIE_NAME in cookies:
+        chosen = language.supported(cookies[settings.LANGUAGE_COOKIE_NAME].value)
+        if chosen:
+            return chosen
+    for code, _quality in parse_accept_lang_header(headers.get("Accept-Language") or ""):
+        if chosen := language.supported(code):
+            return chosen
+    return settings.LANGUAGE_CODE
+
+
 def _audit(kind: str, ticket: consoles.Ticket, domain: Domain, **detail) -> None:
     """console.opened / console.closed: who, which console, view-only or not, how long."""
     words = f"{ticket.kind} console of {domain.name} on {domain.host.name}"
@@ -101,12 +136,18 @@ class Proxy:
         ticket = await _db(consoles.consume, token)
         if ticket is None:
             await ws.close(
-                BAD_TICKET, "This console ticket is unknown, expired or used; open it again."
+                BAD_TICKET,
+                _said(
+                    _browser_language(ws.request.headers),
+                    gettext_noop("This console ticket is unknown, expired or used; open it again."),
+                ),
             )
             return
-        reason = await _db(consoles.still_allowed, ticket)
+        # The reasons a console closes are said in its user's language.
+        ws.language = await _db(language.language_of, ticket.user_id)
+        reason = await _db(_in_language, ws.language, consoles.still_allowed, ticket)
         if reason:
-            await ws.close(NOT_ALLOWED, reason[:120])
+            await ws.close(NOT_ALLOWED, _fit(reason))
             return
         domain = await _db(
             lambda: Domain.objects.select_related("host", "team").get(pk=ticket.domain_id)
@@ -132,10 +173,10 @@ class Proxy:
                     raise task.exception()
         except HypervisorError as exc:
             outcome = "failed"
-            await ws.close(NO_CONSOLE, exc.message[:120])
+            await ws.close(NO_CONSOLE, _fit(exc.message))
         except ProtocolError:
             outcome = "failed"
-            await ws.close(1002, "Not a VNC client.")
+            await ws.close(1002, _said(ws.language, gettext_noop("Not a VNC client.")))
         finally:
             seconds = round(time.monotonic() - started, 1)
             await _db(_audit, "console.closed", ticket, domain, seconds=seconds, how=outcome)
@@ -144,13 +185,15 @@ class Proxy:
         """Close the console once its user may no longer have it."""
         while True:
             await asyncio.sleep(self.recheck_seconds)
-            reason = await _db(consoles.still_allowed, ticket)
+            reason = await _db(_in_language, ws.language, consoles.still_allowed, ticket)
             if reason:
-                await ws.close(NOT_ALLOWED, reason[:120])
+                await ws.close(NOT_ALLOWED, _fit(reason))
                 return
 
     async def serial(self, ws: ServerConnection, ticket, domain: Domain) -> None:
-        stream = await asyncio.to_thread(hypervisor.SerialStream, domain.host.uri, str(domain.uuid))
+        stream = await asyncio.to_thread(
+            _in_language, ws.language, hypervisor.SerialStream, domain.host.uri, str(domain.uuid)
+        )
         loop = asyncio.get_running_loop()
         arrived: asyncio.Queue[bytes] = asyncio.Queue()
 
@@ -166,7 +209,7 @@ class Proxy:
         async def to_browser() -> None:
             while data := await arrived.get():
                 await ws.send(data)
-            await ws.close(1000, "The guest's console closed.")
+            await ws.close(1000, _said(ws.language, gettext_noop("The guest's console closed.")))
 
         async def from_browser() -> None:
             async for message in ws:
@@ -189,11 +232,20 @@ class Proxy:
                 )
             except (OSError, TimeoutError):
                 raise HypervisorError(
-                    f"The display at {ticket.address} port {ticket.port} does not answer."
+                    _in_language(
+                        ws.language,
+                        translation.gettext,
+                        gettext_noop("The display at %(address)s port %(port)s does not answer."),
+                    )
+                    % {"address": ticket.address, "port": ticket.port}
                 ) from None
         else:
             sock = await asyncio.to_thread(
-                hypervisor.open_graphics_socket, domain.host.uri, str(domain.uuid)
+                _in_language,
+                ws.language,
+                hypervisor.open_graphics_socket,
+                domain.host.uri,
+                str(domain.uuid),
             )
             reader, writer = await asyncio.open_connection(sock=sock)
         keep = InputFilter(view_only=ticket.view_only)
@@ -201,7 +253,7 @@ class Proxy:
         async def to_browser() -> None:
             while data := await reader.read(65536):
                 await ws.send(data)
-            await ws.close(1000, "The guest's display closed.")
+            await ws.close(1000, _said(ws.language, gettext_noop("The guest's display closed.")))
 
         async def from_browser() -> None:
             async for message in ws:
