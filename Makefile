@@ -1,6 +1,6 @@
 # Entry points; the work is in scripts/ (see README.md).
 # Extra pytest arguments: make test ARGS="-k start -x"
-.PHONY: install demo demo-qemu test lint format messages stop clean
+.PHONY: install demo demo-qemu demo-cluster test lint format stop clean
 
 install:
 	scripts/install.sh
@@ -12,6 +12,11 @@ demo:
 demo-qemu:
 	VMPANEL_DEMO=qemu scripts/demo.sh
 
+# As on several machines: 4 test-driver hosts, 2 watchers sharing them (kill one: its hosts
+# are taken over within a lease), 2 workers, 2 web processes.
+demo-cluster:
+	VMPANEL_DEMO=cluster scripts/demo.sh
+
 test:
 	scripts/test.sh $(ARGS)
 
@@ -20,10 +25,6 @@ lint:
 
 format:
 	.venv/bin/ruff format . && .venv/bin/ruff check --fix .
-
-# Refresh the translations (locale/) from the code, compile them, list what is untranslated.
-messages:
-	scripts/messages.sh
 
 # Stops what a demo left behind (it normally stops everything itself on Ctrl-C).
 stop:

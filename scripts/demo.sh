@@ -113,6 +113,19 @@ if [ "${VMPANEL_DEMO:-}" = qemu ]; then
   VMPANEL_HOSTS="qa=$("$SCRIPTS/qemuhost.sh" uri qa),qb=$("$SCRIPTS/qemuhost.sh" uri qb)"
   export VMPANEL_MIGRATION_URIS
   VMPANEL_MIGRATION_URIS="qa=$("$SCRIPTS/qemuhost.sh" p2p-uri qa),qb=$("$SCRIPTS/qemuhost.sh" p2p-uri qb)"
+elif [ "${VMPANEL_DEMO:-}" = cluster ]; then
+  # `make demo-cluster`: the panel as several machines run it, on this one: four hosts, two
+  # watchers sharing them through leases, two workers, two web processes. Kill a watcher
+  # (kill -9 "$(cat "$PIDS/watcher.pid")") and watch the Hosts page: the other takes its
+  # hosts within a lease, and the restarted one takes its share back.
+  VMPANEL_HOSTS=
+  for name in alpha beta gamma delta; do
+    VMPANEL_HOSTS="${VMPANEL_HOSTS:+$VMPANEL_HOSTS,}$name=$("$SCRIPTS/testhost.sh" start "$name")"
+  done
+  export VMPANEL_HOSTS
+  # Short, so that a takeover is quick to watch (the default is 15 s).
+  export VMPANEL_LEASE_SECONDS=${VMPANEL_LEASE_SECONDS:-6}
+  export VMPANEL_WEB_WORKERS=${VMPANEL_WEB_WORKERS:-2}
 else
   ALPHA=$("$SCRIPTS/testhost.sh" start alpha)
   BETA=$("$SCRIPTS/testhost.sh" start beta)
@@ -135,6 +148,17 @@ export VMPANEL_CONSOLE_URL=${VMPANEL_CONSOLE_URL:-ws://127.0.0.1:$CONSOLE_PORT/c
 # connection goes away. seed_demo registers the hosts, waits until the watcher has read
 # each one, and only then makes the demo domains (re-runnable: the hosts come back empty
 # each time while the database remembers).
+if [ "${VMPANEL_DEMO:-}" = cluster ]; then
+  # A connection to each host that outlives any watcher: a test-driver host forgets its VMs
+  # when its last client goes, and a killed watcher may be its hosts' only client (real
+  # hosts forget nothing). virsh prints the hosts' events to logs/keep-NAME.log meanwhile.
+  for entry in ${VMPANEL_HOSTS//,/ }; do
+    supervise "keep-${entry%%=*}" virsh -c "${entry#*=}" event --all --loop
+  done
+  supervise watcher-2 .venv/bin/python manage.py watch_inventory
+  supervise worker-2 .venv/bin/celery -A vmpanel worker --loglevel=INFO --concurrency=2 \
+    --hostname "worker2@%h"
+fi
 supervise watcher .venv/bin/python manage.py watch_inventory
 supervise worker .venv/bin/celery -A vmpanel worker --loglevel=INFO --concurrency=2
 supervise consoleproxy .venv/bin/python manage.py consoleproxy
@@ -153,6 +177,13 @@ echo "vmpanel is at http://127.0.0.1:$PORT/  (other logs: $LOGS; Ctrl-C stops ev
 # bounded libvirt read) holds a thread, not a whole process; processes for the cores.
 WEB_WORKERS=${VMPANEL_WEB_WORKERS:-$(($(nproc) + 1))}
 WEB_THREADS=${VMPANEL_WEB_THREADS:-4}
+if [ "${VMPANEL_DEMO:-}" = cluster ]; then
+  # The second web process, as on a second web machine (the same database and Redis).
+  supervise gunicorn-2 .venv/bin/gunicorn vmpanel.wsgi --bind "127.0.0.1:$((PORT + 10))" \
+    --worker-class gthread --workers "$WEB_WORKERS" --threads "$WEB_THREADS" --no-control-socket
+  echo "a second web process serves the same panel at http://127.0.0.1:$((PORT + 10))/"
+  echo "kill a watcher (kill -9 \$(cat $PIDS/watcher.pid)) and watch Hosts: its hosts move within ${VMPANEL_LEASE_SECONDS} s"
+fi
 supervise --terminal gunicorn .venv/bin/gunicorn vmpanel.wsgi --bind "127.0.0.1:$PORT" \
   --worker-class gthread --workers "$WEB_WORKERS" --threads "$WEB_THREADS" \
   --access-logfile - --no-control-socket

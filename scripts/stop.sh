@@ -24,7 +24,13 @@ if [ -d "$RUN_DIR/demo" ]; then
     rm -f -- "$pid_file"
   done
 fi
-for proc in gunicorn:gunicorn worker:celery watcher:watch_inventory consoleproxy:consoleproxy; do
+# The -2 ones and the keep-NAME connections are `make demo-cluster`'s.
+keepers=()
+for pid_file in "$RUN_DIR"/demo/keep-*.pid; do
+  if [ -e "$pid_file" ]; then keepers+=("$(basename -- "$pid_file" .pid):virsh"); fi
+done
+for proc in gunicorn:gunicorn gunicorn-2:gunicorn worker:celery worker-2:celery \
+  watcher:watch_inventory watcher-2:watch_inventory consoleproxy:consoleproxy "${keepers[@]}"; do
   pid_file=$RUN_DIR/demo/${proc%%:*}.pid
   pid=$(read_pid "$pid_file")
   [ -z "$pid" ] || stop_pid "$pid" "${proc#*:}" group || true
