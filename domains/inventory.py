@@ -135,7 +135,11 @@ def _mark_reachable(host: Host, error: str = "") -> None:
     if error:
         Host.objects.filter(pk=host.pk).update(last_error=error)
     else:
-        Host.objects.filter(pk=host.pk).update(last_seen_at=now, last_error="")
+        # "Seen at" alone is a quiet write (kept_pages.QUIET_COLUMNS); the error is cleared
+        # only when there is one, so that a pass that changes nothing bumps nothing.
+        Host.objects.filter(pk=host.pk).update(last_seen_at=now)
+        if Host.objects.filter(pk=host.pk).exclude(last_error="").exists():
+            Host.objects.filter(pk=host.pk).update(last_error="")
 
 
 def store_capabilities(host: Host) -> hypervisor.HostCapabilities | None:

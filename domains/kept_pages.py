@@ -172,6 +172,13 @@ COUNT = "vmpanel_change_count"  # SQLite: a table of one row; PostgreSQL: a sequ
 # has seen belongs to a transaction it cannot see yet.
 _LOCK = 0x766D7061_6E656C  # "vmpanel"
 
+# Columns the inventory rewrites on every pass although nothing else changed ("seen at"
+# times): an UPDATE of these alone does not bump the count, or every open page would go
+# the whole way after each pass. The pages that show them are bounded otherwise (a VM
+# page's live read: `live_for`). Their tables' UPDATE triggers name every other column,
+# so they are made again after every migrate (a new column must be among them).
+QUIET_COLUMNS = {"domains_domain": {"last_seen_at"}, "domains_host": {"last_seen_at"}}
+
 _SQLITE_TRACK = """CREATE TRIGGER IF NOT EXISTS "{name}" AFTER {event} ON "{table}"
 BEGIN UPDATE vmpanel_change_count SET value = value + 1 WHERE id = 1; END"""
 _POSTGRES_BUMP = f"""CREATE OR REPLACE FUNCTION vmpanel_change_count_bump() RETURNS trigger
@@ -188,8 +195,17 @@ _POSTGRES_READ = f"""CREATE OR REPLACE FUNCTION vmpanel_change_count_read(
   IF settled THEN PERFORM pg_advisory_unlock({_LOCK}); END IF;
 END $$"""
 _POSTGRES_TRACK = """CREATE TRIGGER vmpanel_change_count
-AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {table}
+AFTER INSERT OR UPDATE{columns} OR DELETE OR TRUNCATE ON {table}
 FOR EACH STATEMENT EXECUTE FUNCTION vmpanel_change_count_bump()"""
+
+
+def _update_columns(conn, cursor, table: str) -> str:
+    """ " OF <every column but the quiet ones>" for a table with quiet columns, else ""."""
+    quiet = QUIET_COLUMNS.get(table)
+    if not quiet:
+        return ""
+    columns = [c.name for c in conn.introspection.get_table_description(cursor, table)]
+    return " OF " + ", ".join(conn.ops.quote_name(c) for c in columns if c not in quiet)
 
 
 def tracked_tables(apps=django_apps) -> list[str]:
@@ -232,14 +248,21 @@ def track_changes(conn, apps=django_apps) -> None:
             return  # no count: every poll goes the whole way
         done = _with_triggers(conn)
         for table in _existing(conn, tracked_tables(apps)):
-            if table in done:
+            columns = _update_columns(conn, cursor, table)
+            if table in done and not columns:
                 continue
             if conn.vendor == "sqlite":
                 for event in ("INSERT", "UPDATE", "DELETE"):
                     name = f"{COUNT}_{event.lower()}_{table}"
-                    cursor.execute(_SQLITE_TRACK.format(name=name, event=event, table=table))
+                    if columns:
+                        cursor.execute(f'DROP TRIGGER IF EXISTS "{name}"')
+                    on = f"UPDATE{columns}" if event == "UPDATE" else event
+                    cursor.execute(_SQLITE_TRACK.format(name=name, event=on, table=table))
             else:
-                cursor.execute(_POSTGRES_TRACK.format(table=conn.ops.quote_name(table)))
+                quoted = conn.ops.quote_name(table)
+                if columns:
+                    cursor.execute(f"DROP TRIGGER IF EXISTS {COUNT} ON {quoted}")
+                cursor.execute(_POSTGRES_TRACK.format(table=quoted, columns=columns))
 
 
 def untrack_changes(conn) -> None:

@@ -290,6 +290,30 @@ def test_another_persons_action_done_by_the_worker_shows_on_an_open_page(
 
 
 @pytest.mark.django_db
+def test_a_watcher_pass_that_finds_nothing_new_leaves_open_pages_confirmed(
+    people, make_domain, libvirt_hosts
+):
+    """The inventory's pass rewrites "seen at" times every few seconds: alone, they do not
+    count as a change (kept_pages.QUIET_COLUMNS), so open lists stay answered with one
+    query; what the pass does change still shows."""
+    domain = make_domain(state="running")
+    inventory.reconcile_host(domain.host)
+    page = _open(people.alice_admin, reverse("domain_list"))
+    before = kept_pages.change_count()
+    inventory.reconcile_host(domain.host)  # nothing new in libvirt
+    assert kept_pages.change_count() == before
+    with CaptureQueriesContext(connection) as queries:
+        assert page.poll().status_code == 204
+    assert len(queries) == 1
+    assert Domain.objects.get(pk=domain.pk).last_seen_at > domain.last_seen_at
+
+    libvirt_hosts.conn("alpha").lookupByUUIDString(str(domain.uuid)).suspend()
+    inventory.reconcile_host(domain.host)
+    response = page.poll()
+    assert response.status_code == 200 and "paused" in response.content.decode()
+
+
+@pytest.mark.django_db
 def test_every_table_pages_read_bumps_the_count_and_a_rebuilt_one_again_after_migrate():
     assert kept_pages.untracked_tables() == []
     # A migration that rebuilds a table (SQLite) drops its triggers: every migrate puts them
