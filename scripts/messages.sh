@@ -18,8 +18,11 @@ for po in locale/*/LC_MESSAGES/*.po; do
   msgfmt --check -o "$mo.tmp" "$po"
   mv "$mo.tmp" "$mo"
   echo "$po: $(msgfmt --statistics -o /dev/null "$po" 2>&1)"
-  # The header entry is translated (its msgstr is the header), so it never shows here.
-  todo=$(msgattrib --no-obsolete --untranslated "$po"; msgattrib --no-obsolete --only-fuzzy "$po" | sed '/^msgid ""$/,/^$/d')
+  # Each listing starts with the header entry, left out (sed) up to its blank line.
+  todo=$(
+    msgattrib --no-obsolete --untranslated "$po" | sed '1,/^$/d'
+    msgattrib --no-obsolete --only-fuzzy "$po" | sed '1,/^$/d'
+  )
   if grep -q '^msgid ' <<<"$todo"; then
     missing=1
     echo "  still to translate (untranslated, then fuzzy):"

@@ -125,6 +125,15 @@ def yesno_word(value) -> str:
 
 
 @register.filter
+def said(message: str) -> str:
+    """A stored message (an operation's) in the reader's language where it is one of the
+    panel's own sentences just as it is ("Started."): it was written in the language of
+    whoever asked, and another reader may read another. Anything else (names, libvirt's
+    words, a sentence with numbers in it) stays as it was written."""
+    return _(message) if message else message
+
+
+@register.filter
 def state_label(state) -> str:
     """The words for a libvirt state number (for live facts, which are plain numbers)."""
     try:
