@@ -79,6 +79,20 @@ def _prompt_window() -> timedelta:
 _SINCE_FIELDS = ("state_since", "state_since_exact")
 
 
+def _owners_of(uuids: list[uuidlib.UUID]) -> dict[uuidlib.UUID, int]:
+    """`_owner_of` for many UUIDs at once (those with a team only)."""
+    found: dict[uuidlib.UUID, int] = {}
+    for start in range(0, len(uuids), 500):
+        rows = (
+            Domain.objects.filter(uuid__in=uuids[start : start + 500], team__isnull=False)
+            .order_by(F("gone_at").desc(nulls_first=True), "-last_seen_at")
+            .values_list("uuid", "team_id")
+        )
+        for uuid, team in rows:
+            found.setdefault(uuid, team)  # the first is the live row, or the latest seen
+    return found
+
+
 def _since_of_new_state(
     uuid: uuidlib.UUID, host_id: int, facts: DomainFacts, now: datetime, last_look: datetime | None
 ) -> tuple[datetime, bool]:
@@ -178,24 +192,31 @@ def reconcile_host(host: Host) -> int:
     changes = created = 0
     with transaction.atomic():
         rows = {d.uuid: d for d in Domain.objects.filter(host=host)}
-        to_update = []
+        # New rows in one INSERT and their teams in one query: a host read for the first
+        # time (a watcher taking it over from a fresh start) may bring hundreds.
+        teams = _owners_of([uuid for uuid in seen if uuid not in rows])
+        to_create, to_update = [], []
         for uuid, facts in seen.items():
             row = rows.get(uuid)
             if row is None:
                 since, exact = _since_of_new_state(uuid, host.pk, facts, now, last_look)
-                Domain.objects.create(
-                    host=host,
-                    uuid=uuid,
-                    team_id=_owner_of(uuid),
-                    first_seen_at=now,
-                    last_seen_at=now,
-                    state_since=since,
-                    state_since_exact=exact,
-                    **_values(facts),
+                to_create.append(
+                    Domain(
+                        host=host,
+                        uuid=uuid,
+                        team_id=teams.get(uuid),
+                        first_seen_at=now,
+                        last_seen_at=now,
+                        state_since=since,
+                        state_since_exact=exact,
+                        **_values(facts),
+                    )
                 )
-                created += 1
             elif _apply(row, facts, now, lambda: last_look):
                 to_update.append(row)
+        if to_create:
+            Domain.objects.bulk_create(to_create, batch_size=500)
+            created = len(to_create)
         changes += created
         if to_update:
             Domain.objects.bulk_update(

@@ -345,6 +345,9 @@ class Domain(models.Model):
             models.Index(fields=["name"]),
             models.Index(fields=["state"]),
             models.Index(fields=["team", "name"]),
+            # The same guest on other hosts (its team, its running-since): asked for every
+            # new row and every event's refresh; without it each asks the whole table.
+            models.Index(fields=["uuid"], name="domain_uuid"),
         ]
 
     def __str__(self) -> str:

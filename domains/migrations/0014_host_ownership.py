@@ -1,5 +1,7 @@
-# Issue 14: a host's slow operations may be pinned to a Celery queue (workers near it).
-# Who owns (watches) a host lives in Redis leases, not here (domains/leases.py).
+# Issue 14: a host's slow operations may be pinned to a Celery queue (workers near it), and
+# a guest's rows on other hosts are found by UUID through an index (at 10,000 VMs a full
+# read of a new host asked the whole table once per VM). Who owns (watches) a host lives in
+# Redis leases, not here (domains/leases.py).
 import django.core.validators
 from django.db import migrations, models
 
@@ -22,5 +24,9 @@ class Migration(migrations.Migration):
                 ],
                 verbose_name="worker queue for slow operations",
             ),
+        ),
+        migrations.AddIndex(
+            model_name="domain",
+            index=models.Index(fields=["uuid"], name="domain_uuid"),
         ),
     ]
