@@ -126,7 +126,8 @@ KINDS: dict[str, KindSpec] = dict(
             wrong_state=gettext_noop("{name} is temporary or starts with its host already."),
         ),
         _entry(
-            OperationKind.AUTOSTART_OFF, _("Don't start with its host"), "operate", "set_autostart_task",
+            OperationKind.AUTOSTART_OFF, _("Stop starting with its host"), "operate",
+            "set_autostart_task",
             allowed=lambda d: d.persistent and d.autostart,
             wrong_state=gettext_noop("{name} does not start with its host."),
         ),

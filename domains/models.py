@@ -375,7 +375,7 @@ class OperationKind(models.TextChoices):
     SUSPEND = "suspend", _("pause")
     RESUME = "resume", _("resume")
     AUTOSTART_ON = "autostart_on", _("start with its host")
-    AUTOSTART_OFF = "autostart_off", _("don't start with its host")
+    AUTOSTART_OFF = "autostart_off", _("stop starting with its host")
     UNDEFINE = "undefine", _("delete definition")
     SAVE = "save", _("save to an image")
     RESTORE = "restore", _("restore from an image")

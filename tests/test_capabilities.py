@@ -429,7 +429,7 @@ def test_the_host_page_says_in_plain_words_what_the_host_can_do(people, hosts):
     assert rows["Can take external (disk-only) snapshots"] == "no"
     assert rows["Statistics it reports for all VMs at once"] == "state, iothread"
     assert rows["Graphical consoles"] == "none known"
-    assert rows["Domain types it runs"] == "test"
+    assert rows["VM types it runs"] == "test"
     assert "Can destroy temporary VMs automatically" in page and "state, iothread" in page
     # Superusers only, as every host page.
     assert client_for(people.alice_admin).get(url).status_code in (403, 404)

@@ -77,7 +77,7 @@ def test_transient_domain_cannot_be_undefined(make_domain, people):
     with pytest.raises(ActionRefused) as excinfo:
         lifecycle.undefine_domain(people.alice_admin, domain)
 
-    assert_refused(excinfo, 409, people.alice_admin, domain, OperationKind.UNDEFINE, "transient")
+    assert_refused(excinfo, 409, people.alice_admin, domain, OperationKind.UNDEFINE, "temporary")
 
 
 def test_viewer_gets_403_with_a_refused_row(make_domain, people, libvirt_hosts):
@@ -250,7 +250,7 @@ def test_finished_operations_do_not_make_it_busy(make_domain, people):
         (
             {"managed_save": True},
             {"remove_snapshots_metadata": True},
-            "has a managed-save image",
+            "is hibernated; choose to discard",
         ),
         ({"snapshots": 1}, {}, "has snapshots; choose to remove their metadata as well"),
         ({"snapshots": 1}, {"remove_managed_save": True}, "has snapshots"),

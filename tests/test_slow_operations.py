@@ -140,7 +140,7 @@ def test_managed_save_then_start_then_remove(people, make_domain, libvirt_hosts)
 
 def test_managed_save_remove_refused_without_image(people, make_domain):
     domain = make_domain("alpha", state="shutoff")
-    with pytest.raises(common.ActionRefused, match="no managed-save image"):
+    with pytest.raises(common.ActionRefused, match="is not hibernated"):
         button_service("managed_save_remove")(people.olga_operator, domain)
 
 

@@ -198,7 +198,7 @@ def test_a_snapshot_over_the_teams_limit_is_refused_with_the_numbers(
     people.team_a.save()
     domain = make_domain(state="running", snapshots=2)
     response = _take(client_for(people.olga_operator), domain, "third")
-    _refused(response, "has 2 snapshots and Team A allows 2 per domain", domain,
+    _refused(response, "has 2 snapshots and Team A allows 2 per VM", domain,
              OperationKind.SNAPSHOT_CREATE)  # fmt: skip
     assert _names(libvirt_hosts.conn("alpha"), domain) == ["snap0", "snap1"]
 
