@@ -85,7 +85,7 @@ def template_delete(request: HttpRequest, pk: int) -> HttpResponse:
 def template_create_domain(request: HttpRequest, pk: int) -> HttpResponse:
     """Fill in, preview the XML (with the low-memory warning), then create."""
     if not (request.user.is_superuser or teams_for(request.user, "admin").exists()):
-        raise PermissionDenied(_("Only superusers and team admins create domains."))
+        raise PermissionDenied(_("Only superusers and team admins create VMs."))
     template = get_object_or_404(Template, pk=pk)
     form = CreateForm(request.user, template, request.POST or None)
     context = {"form": form, "template": template}

@@ -59,7 +59,10 @@ def _free_port(preferred: int) -> int:
 # settings fresh.
 
 RUN_DIR.mkdir(mode=0o755, exist_ok=True)
-REDIS_PORT = _free_port(16400 + int(_TAG, 16) % 1000)
+# The preferred port follows the run folder: runs of one checkout side by side (each with
+# its own VMPANEL_TEST_RUN_DIR) would otherwise race for the same port.
+_RUN_TAG = hashlib.sha1(str(RUN_DIR).encode()).hexdigest()[:8]
+REDIS_PORT = _free_port(16400 + int(_RUN_TAG, 16) % 1000)
 REDIS_URL = f"redis://127.0.0.1:{REDIS_PORT}/0"
 os.environ["VMPANEL_RUN_DIR"] = str(RUN_DIR)
 os.environ["VMPANEL_REDIS_PORT"] = str(REDIS_PORT)

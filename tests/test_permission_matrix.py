@@ -901,7 +901,7 @@ def test_user_with_no_team_sees_an_empty_list(people, make_domain):
 
     assert response.status_code == 200
     assert response.context["page"].paginator.count == 0
-    assert "No domains for you yet" in response.content.decode()
+    assert "No VMs for you yet" in response.content.decode()
     # Filters or a search do not open anything up either.
     response = client.get(reverse("domain_list"), {"q": "vm-", "gone": "on", "f": "running"})
     assert response.context["page"].paginator.count == 0
