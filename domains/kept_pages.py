@@ -82,11 +82,8 @@ def page_path(request: HttpRequest) -> str:
     return f"{request.path}?{query.urlencode()}" if query else request.path
 
 
-def _request_facts(request: HttpRequest, partial: bool) -> tuple | None:
-    """What the page shows from the request, or None when it must be rendered afresh and
-    has no version (while the inventory banner is up: it shows the time since)."""
-    if liveness.watcher_stale():
-        return None
+def _request_facts(request: HttpRequest, partial: bool) -> tuple:
+    """What the page shows from the request."""
     user = request.user
     return (
         page_path(request), partial, get_language(),
@@ -118,14 +115,14 @@ def render_kept(
     read from outside the database (libvirt) that is shared this many seconds, so a poll
     is confirmed unchanged for no longer than that without looking again."""
     request_facts = _request_facts(request, partial)
-    if request_facts is None:
-        request.page_version = ""
-        return render()
     # Neither kept nor taken from what is kept, but with a version (so that it updates
-    # itself too): a page with a one-time message, and one rendered before the session
-    # had a CSRF secret (it makes one).
+    # itself too): a page with a one-time message, one rendered before the session had a
+    # CSRF secret (it makes one), and a whole page while the inventory banner is up (it
+    # shows the time since; the banner comes and goes with the navigation's counts).
     path, _partial, *who, secret = request_facts
     keep = bool(secret) and not len(get_messages(request))
+    if keep and not partial and liveness.watcher_stale():
+        keep = False
     key = (*request_facts, *facts)
     hit = _pages.get(key) if keep else None
     # The same for the whole page and its fragment (what a poll asks for), and without
@@ -396,12 +393,9 @@ class PollMiddleware:
             if counted is not None:
                 count, settled = counted
                 hit = _confirmed.get(_poll_key(request, request.GET[SINCE]))
-                if (
-                    hit is not None
-                    and hit[0] == count
-                    and time.time() < hit[1]
-                    and not liveness.watcher_stale()  # the banner would go up
-                ):
+                # (The inventory banner is not in what a poll swaps: it comes and goes
+                # with the navigation's counts.)
+                if hit is not None and hit[0] == count and time.time() < hit[1]:
                     response = HttpResponse(status=204)
                     patch_vary_headers(response, ["Cookie", "Accept-Language", "HX-Request"])
                     return response

@@ -294,6 +294,40 @@ def test_readyz_and_every_page_say_when_the_watcher_is_silent(
 
 
 @pytest.mark.integration
+def test_open_pages_show_and_lose_the_banner_and_keep_updating_themselves(
+    hosts, celery_worker, people, settings, make_domain
+):
+    """An open page learns within its navigation's next refresh that the inventory may be
+    out of date, and that it no longer is; while the banner is up it still updates itself."""
+    import re
+
+    import redis
+
+    from domains import liveness
+
+    make_domain(state="running")
+    client = client_for(people.victor_viewer)
+    liveness.mark_watcher_beat()
+    counts = client.get(reverse("nav_counts")).content.decode()
+    assert 'id="inventory-banner" hx-swap-oob="true"' in counts
+    assert "may be out of date" not in counts
+
+    redis.Redis.from_url(settings.REDIS_URL).set(liveness.WATCHER_BEAT_KEY, time.time() - 300)
+    counts = client.get(reverse("nav_counts")).content.decode()
+    assert "The inventory may be out of date since" in counts
+    page = client.get(reverse("domain_list")).content.decode()
+    assert "The inventory may be out of date since" in page
+    version = re.search(r"since=([0-9a-f]+)", page).group(1)  # it still polls
+    poll = client.get(reverse("domain_list"), {"since": version}, HTTP_HX_REQUEST="true")
+    assert poll.status_code == 204
+
+    liveness.mark_watcher_beat()
+    counts = client.get(reverse("nav_counts")).content.decode()
+    assert 'id="inventory-banner" hx-swap-oob="true"' in counts
+    assert "may be out of date" not in counts
+
+
+@pytest.mark.integration
 def test_readyz_names_the_host_that_does_not_answer(hosts, celery_worker, watcher_beat):
     missing = "test+unix:///default?socket=/nonexistent/vmpanel-readyz/libvirt-sock"
     Host.objects.create(name="nowhere", uri=missing)
