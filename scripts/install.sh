@@ -16,6 +16,7 @@ PACKAGES=(
   python3-venv
   redis-server # Celery broker; we run our own instance, the package just provides the binary
   chromium     # the browser tests drive Debian's Chromium, no downloaded browsers
+  fonts-wqy-microhei # Chinese glyphs for Chromium in the browser tests (readers have their own)
   gettext      # msgfmt compiles the translations (locale/); makemessages needs xgettext
 )
 # PostgreSQL only on request: CI proves the panel on it; the demo and dev use SQLite.
