@@ -429,7 +429,7 @@ def test_mail_and_notifications_are_written_in_the_recipients_language(
         )
     (to_admin,) = mail.outbox
     assert to_admin.to == [people.alice_admin.email]
-    assert "申请从模板" in to_admin.body and "请批准或拒绝" in to_admin.body
+    assert "用模板" in to_admin.body and "请批准或拒绝" in to_admin.body
     assert to_admin.subject.startswith("vmpanel：")
 
     mail.outbox.clear()
