@@ -124,3 +124,14 @@ def button_service(kind: str) -> Callable:
     """The service the detail page's button for `kind` calls, found as the view finds it
     (through the kind registry): `service(user, domain, **options)`."""
     return KINDS[kind].service_function
+
+
+def browser_log_in(page, base_url: str, username: str, go: bool = True) -> None:
+    """Sign `username` in through the login page in a browser (Playwright), as a person
+    does; `go=False` when the page is on the login page already."""
+    if go:
+        page.goto(f"{base_url}/login/")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base_url}/domains/**")

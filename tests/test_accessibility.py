@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import PASSWORD
+from tests.helpers import browser_log_in
 
 CHROMIUM = "/usr/bin/chromium"
 AXE = Path(__file__).parent / "vendor" / "axe.min.js"
@@ -52,10 +52,7 @@ def test_main_pages_have_no_serious_accessibility_violation(
     page.set_viewport_size({"width": width, "height": 900})
     page.goto(f"{live_server.url}/login/")
     assert _violations(page) == []
-    page.fill("input[name=username]", "root")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{live_server.url}/domains/**")
+    browser_log_in(page, live_server.url, "root", go=False)
     vm = f"/domains/alpha/{domain.uuid}/"
     found = {}
     for path in [

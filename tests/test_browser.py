@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import PASSWORD, fresh, live, wait_for
+from tests.helpers import browser_log_in, fresh, live, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 # Screenshots for people to look at (not compared): in the test run folder.
@@ -49,10 +49,7 @@ def test_log_in_filter_and_start(
     assert "script-src 'self'" in response.headers["content-security-policy"]
     # Not signed in: the login page comes first.
     assert "/login/" in page.url
-    page.fill("input[name=username]", "olga_operator")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{live_server.url}/domains/**")
+    browser_log_in(page, live_server.url, "olga_operator", go=False)
     assert page.locator("text=web-running").count() >= 1
     assert page.locator("text=db-stopped").count() >= 1
 
@@ -102,11 +99,7 @@ def test_usage_graphs_draw_and_the_cpu_column_sorts(page, live_server, people, h
         lambda message: problems.append(message.text) if message.type == "error" else None,
     )
     page.set_viewport_size({"width": 1366, "height": 900})
-    page.goto(f"{live_server.url}/login/")
-    page.fill("input[name=username]", "olga_operator")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{live_server.url}/domains/**")
+    browser_log_in(page, live_server.url, "olga_operator")
 
     # "Which VM is busy?": sorting by CPU puts it first, and again reversed last.
     cpu_header = page.locator("th a", has_text=re.compile(r"^CPU"))
@@ -145,11 +138,7 @@ def test_on_a_phone_no_page_scrolls_sideways_and_the_menu_folds(
     the navigation is behind "Menu", its entries at least 40 px high."""
     domain = make_domain("alpha", name="phone-vm", state="running", snapshots=1)
     page.set_viewport_size({"width": 390, "height": 844})
-    page.goto(f"{live_server.url}/login/")
-    page.fill("input[name=username]", "root")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{live_server.url}/domains/**")
+    browser_log_in(page, live_server.url, "root")
     vm = f"/domains/alpha/{domain.uuid}/"
     pages = [
         "/domains/", vm, f"{vm}snapshots/", "/activity/", "/requests/", "/templates/",
@@ -178,11 +167,7 @@ def test_pages_update_themselves_within_two_seconds(
     from domains.models import Domain, State
 
     domain = make_domain("alpha", name="live-vm", state="running")
-    page.goto(f"{live_server.url}/login/")
-    page.fill("input[name=username]", "olga_operator")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{live_server.url}/domains/**")
+    browser_log_in(page, live_server.url, "olga_operator")
     page.wait_for_selector("#domain-table [data-live]", state="attached")
 
     Domain.objects.filter(pk=domain.pk).update(state=State.PAUSED, state_reason="user")
@@ -216,11 +201,7 @@ def test_a_request_page_shows_the_decision_within_two_seconds(
     req = services.submit_request(
         people.victor_viewer, people.team_a, make_template(hosts), "asked-vm", 1, 256, "testing"
     )
-    page.goto(f"{live_server.url}/login/")
-    page.fill("input[name=username]", "victor_viewer")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{live_server.url}/domains/**")
+    browser_log_in(page, live_server.url, "victor_viewer")
     for width, height in ((1366, 900), (390, 844)):
         page.set_viewport_size({"width": width, "height": height})
         page.goto(f"{live_server.url}/requests/{req.pk}/")
@@ -251,11 +232,7 @@ def test_a_bulk_action_on_three_vms_in_the_browser(
     vms = [make_domain("alpha", name=name, state="running") for name in names[:2]]
     vms.append(make_domain("alpha", name=names[2], state="shutoff"))  # refused, alone
     page.set_viewport_size({"width": 1366, "height": 900})
-    page.goto(f"{live_server.url}/login/")
-    page.fill("input[name=username]", "olga_operator")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{live_server.url}/domains/**")
+    browser_log_in(page, live_server.url, "olga_operator")
     for vm in vms:
         page.check(f"input[name=pick][value='alpha/{vm.uuid}']")
     page.select_option("#bulk-action", "suspend")

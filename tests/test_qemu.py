@@ -40,7 +40,13 @@ from domains.services import images, migration, operations, snapshots
 from domains.services.common import ActionRefused
 from provisioning.services import clone_domain
 from tests.conftest import REPO, RUN_DIR, run_script, stop_process, subprocess_env
-from tests.helpers import PASSWORD, button_service, client_for, wait_finished, wait_for
+from tests.helpers import (
+    browser_log_in,
+    button_service,
+    client_for,
+    wait_finished,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.qemu, pytest.mark.django_db(transaction=True)]
 
@@ -533,11 +539,7 @@ def test_screen_of_a_real_guest_in_chromium(
     said: list[str] = []
     page.on("pageerror", lambda error: problems.append(str(error)))
     page.on("console", lambda message: said.append(f"{message.type}: {message.text}"))
-    page.goto(f"{live_server.url}/login/")
-    page.fill("input[name=username]", "olga_operator")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{live_server.url}/domains/**")
+    browser_log_in(page, live_server.url, "olga_operator")
     page.goto(f"{live_server.url}/domains/qa/{world.uuid}/console/?kind=vnc")
     try:
         page.wait_for_function(

@@ -18,7 +18,7 @@ from domains.models import AuditEvent
 from provisioning import services
 from provisioning.forms import TEMPLATE_SECTIONS, TemplateForm
 from provisioning.models import Method, Template, VMRequest
-from tests.helpers import PASSWORD, client_for
+from tests.helpers import browser_log_in, client_for
 from tests.test_accessibility import _violations
 from tests.test_provisioning_create import make_template
 
@@ -287,10 +287,7 @@ def test_choosing_a_method_shows_its_fields_without_javascript(browser, live_ser
             java_script_enabled=False, viewport={"width": width, "height": 900}
         )
         page = context.new_page()
-        page.goto(f"{live_server.url}/login/")
-        page.fill("input[name=username]", "root")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit]")
+        browser_log_in(page, live_server.url, "root")
         page.goto(f"{live_server.url}{reverse('template_new')}")
         assert not page.is_visible("#id_iso_path") and not page.is_visible("#id_kernel")
         page.check("#id_method_2")  # direct kernel boot
@@ -316,10 +313,7 @@ def test_choosing_a_method_shows_its_fields_without_javascript(browser, live_ser
         # axe (tests/test_accessibility.py) finds nothing serious, the errors shown too.
         context = browser.new_context(bypass_csp=True, viewport={"width": width, "height": 900})
         page = context.new_page()
-        page.goto(f"{live_server.url}/login/")
-        page.fill("input[name=username]", "root")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit]")
+        browser_log_in(page, live_server.url, "root")
         page.goto(f"{live_server.url}{reverse('template_edit', args=[template.pk])}")
         assert _violations(page) == []
         page.fill("#id_current_memory_mib", "4096")
