@@ -255,6 +255,9 @@ class QuotaForm(forms.ModelForm):
     class Meta:
         model = Quota
         fields = ["max_domains", "max_vcpus", "max_memory_mib", "max_disk_gib"]
+        # Said as written: Django would capitalise the field's name into "VCPUs" (in
+        # Chinese too: "VCPU 数").
+        labels = {"max_vcpus": _("vCPUs")}
         formfield_callback = panel_fields.formfield
 
     def __init__(self, *args, team, **kwargs):

@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from domains.models import Operation, Profile
-from tests.helpers import PASSWORD, wait_finished
+from tests.helpers import browser_log_in, wait_finished
 from tests.test_browser import CHROMIUM, SHOTS
 from tests.test_i18n import english_left
 
@@ -67,14 +67,6 @@ def _look(page, live_server, path: str, name: str) -> None:
         assert english_left(page.content()) == [], (path, width)
 
 
-def _log_in(page, live_server, username: str) -> None:
-    page.goto(f"{live_server.url}/login/")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{live_server.url}/domains/**")
-
-
 def test_the_main_pages_in_chinese_at_1366_and_390(
     page, live_server, celery_worker, people, hosts, make_domain, django_capture_on_commit_callbacks
 ):
@@ -93,7 +85,7 @@ def test_the_main_pages_in_chinese_at_1366_and_390(
 
     # An operator whose browser speaks English switches from the footer of the list.
     page.set_viewport_size({"width": 1366, "height": 900})
-    _log_in(page, live_server, "olga_operator")
+    browser_log_in(page, live_server.url, "olga_operator")
     assert page.get_attribute("html", "lang") == "en"
     page.select_option("#language", "zh-hans")
     page.click("footer button[type=submit]")
@@ -152,7 +144,7 @@ def test_the_superusers_pages_in_chinese_at_1366_and_390(page, live_server, peop
 
     template = make_template(hosts)
     Profile.objects.create(user=people.root, language="zh-hans")
-    _log_in(page, live_server, "root")
+    browser_log_in(page, live_server.url, "root")
     for path, name in (
         ("/hosts/", "hosts"),
         ("/hosts/alpha/", "host"),
