@@ -145,6 +145,11 @@ SENTENCES: dict[str, Callable[[str, str, dict], str]] = {
         _("%(who)s asked for %(name)s (%(vcpus)s vCPUs, %(mib)s MiB) in %(team)s.")
         % {"who": who, "name": d["name"], "vcpus": d["vcpus"], "mib": d["memory_mib"], "team": team}
     ),
+    # The refusal's own words are the summary, in the language of whom it refused.
+    "request_refused": lambda who, team, d: (
+        _("%(who)s's request for %(name)s was refused: %(why)s")
+        % {"who": who, "name": d["name"], "why": d["why"]}
+    ),
     "request_approved": lambda who, team, d: (
         _("%(who)s approved %(name)s on %(host)s.")
         % {"who": who, "name": d["name"], "host": d["host"]}
@@ -177,6 +182,6 @@ def sentence(kind: str, who: str, team: str, detail: dict, summary: str) -> str:
     if words is None:
         return summary
     try:
-        return words(who or _("The panel"), team or "—", detail or {})
+        return words(who or _("The panel"), team or "—", {"why": summary, **(detail or {})})
     except (KeyError, TypeError, AttributeError):
         return summary

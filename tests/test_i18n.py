@@ -490,3 +490,23 @@ def test_english_left_finds_the_catalogues_english(people):
     assert english_left(html) == ["Back to the virtual machines"]
     # Placeholders cut a sentence into the pieces that would show.
     assert sorted(english_left("<p>Host alpha is disabled.</p>")) == ["Host", "is disabled"]
+
+
+@pytest.mark.integration
+@pytest.mark.django_db
+def test_the_audit_trail_reads_in_the_readers_language(people, hosts):
+    from domains.services import hosts as host_services
+    from domains.services.common import ActionRefused
+    from provisioning import services
+    from tests.test_provisioning_create import make_template
+
+    template = make_template(hosts)
+    with pytest.raises(ActionRefused):  # refused in the asker's English
+        services.submit_request(people.victor_viewer, people.team_a, template, "no!", 1, 512, "x")
+    host_services.set_host_enabled(people.root, hosts.beta, False)
+
+    page = chinese_client(people.root).get(reverse("activity")).content.decode()
+
+    assert "root 停用了主机 beta。" in page
+    # The sentence is the reader's; the refusal's own words stay as they were written.
+    assert "victor_viewer 申请的 no! 被拒绝了：A name is letters" in page
