@@ -12,11 +12,11 @@ from django.utils.translation import gettext_noop as _noop
 from .models import Role
 
 QUOTA_WORDS = {
-    "max_domains": ("VM", ""),
-    "max_vcpus": ("vCPU", ""),
-    "max_memory_mib": ("memory", " MiB"),
-    "max_disk_gib": ("disk", " GiB"),
-    "max_snapshots_per_domain": ("snapshots per VM", ""),
+    "max_domains": (_noop("VM"), ""),
+    "max_vcpus": (_noop("vCPU"), ""),
+    "max_memory_mib": (_noop("memory"), " MiB"),
+    "max_disk_gib": (_noop("disk"), " GiB"),
+    "max_snapshots_per_domain": (_noop("snapshots per VM"), ""),
 }
 SIGN_INS = ("login", "logout", "login_failed")
 
@@ -26,6 +26,7 @@ def _quota(who: str, team: str, d: dict) -> str:
     parts = []
     for key, value in after.items():
         what, unit = QUOTA_WORDS.get(key, (key, ""))
+        what = _(what)  # in the reader's language
         old = before.get(key)
         if old is None:
             parts.append(_("%(what)s limit set to %(new)s%(unit)s") % {

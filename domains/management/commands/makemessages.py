@@ -8,7 +8,8 @@ time, and tests/test_i18n.py can tell whether the catalogue is up to date with t
 - only the panel's own files: not the tests, benchmarks, vendored scripts or collected
   static files;
 - entries no longer in the code are dropped, and locations name the file only (line
-  numbers would change the catalogue with every edit above a string).
+  numbers would change the catalogue with every edit above a string);
+- the code's other names for gettext (ALIASES) are extracted too.
 """
 
 from django.conf import settings
@@ -30,8 +31,17 @@ def catalogue_locales() -> list[str]:
     return [to_locale(code) for code, _name in settings.LANGUAGES if code != "en"]
 
 
+# The names the code gives gettext besides `_` (`from … import gettext_lazy as _lazy`):
+# xgettext finds only the calls it is told the names of.
+ALIASES = ["_lazy", "_noop"]
+
+
 class Command(makemessages.Command):
     help = makemessages.Command.help + " Defaults: both domains, the panel's languages."
+    xgettext_options = [
+        *makemessages.Command.xgettext_options,
+        *(f"--keyword={alias}" for alias in ALIASES),
+    ]
 
     def handle(self, *args, **options):
         options["ignore_patterns"] = [*(options.get("ignore_patterns") or []), *IGNORED]
