@@ -1219,7 +1219,10 @@ def create_volume(uri: str, path: str, capacity_bytes: int, fmt: str) -> None:
     def make(conn: libvirt.virConnect) -> None:
         pool = _pool_for_dir(conn, directory)
         if pool is None:
-            raise HypervisorError(f"No active storage pool holds {directory} on this host.")
+            raise HypervisorError(
+                gettext("No active storage pool holds %(folder)s on this host.")
+                % {"folder": directory}
+            )
         pool.refresh(0)
         pool.createXML(domxml.build_volume(name, capacity_bytes, fmt), 0)
 
