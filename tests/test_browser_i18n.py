@@ -65,6 +65,7 @@ def _look(page, live_server, path: str, name: str) -> None:
         assert scroll <= width, f"{path} is {scroll} px wide at {width} px"
         assert page.evaluate(CLIPPED) == [], (path, width)
         assert english_left(page.content()) == [], (path, width)
+        assert "VCPU" not in page.inner_text("main"), path  # vCPU keeps its case
 
 
 def test_the_main_pages_in_chinese_at_1366_and_390(

@@ -531,3 +531,12 @@ def test_the_audit_trail_reads_in_the_readers_language(people, hosts, make_domai
     assert "victor_viewer 申请的 no! 被拒绝了：A name is letters" in page
     # libvirt's reason for a state, in words.
     assert "被人暂停" in client.get(reverse("domain_list")).content.decode()
+
+
+def test_a_label_keeps_the_case_of_its_first_word():
+    from domains.templatetags.vmpanel import label_case
+
+    assert label_case("snapshots per VM") == "Snapshots per VM"
+    assert label_case("vCPUs") == "vCPUs"  # Django's capfirst: "VCPUs"
+    assert label_case("vCPU 数") == "vCPU 数"
+    assert label_case("内存（MiB）") == "内存（MiB）"

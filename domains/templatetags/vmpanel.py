@@ -7,6 +7,7 @@ from datetime import timedelta
 from functools import cache
 
 from django import template
+from django.utils.text import capfirst
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy as _lazy
 
@@ -122,6 +123,16 @@ def sort_arrow(context, key: str) -> str:
 @register.filter
 def yesno_word(value) -> str:
     return _("yes") if value else _("no")
+
+
+@register.filter
+def label_case(label) -> str:
+    """A field's label with a capital first letter ("snapshots per VM" → "Snapshots per
+    VM"), but a first word whose own case matters stays as written ("vCPUs", "vCPU 数"):
+    Django's capfirst made them "VCPUs" and "VCPU 数"."""
+    text = str(label)
+    first = text.split(" ", 1)[0]
+    return text if any(c.isupper() for c in first[1:]) else capfirst(text)
 
 
 @register.filter
