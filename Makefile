@@ -1,6 +1,6 @@
 # Entry points; the work is in scripts/ (see README.md).
 # Extra pytest arguments: make test ARGS="-k start -x"
-.PHONY: install demo demo-qemu demo-cluster test lint format stop clean
+.PHONY: install demo demo-qemu demo-cluster test lint format messages stop clean
 
 install:
 	scripts/install.sh
@@ -25,6 +25,10 @@ lint:
 
 format:
 	.venv/bin/ruff format . && .venv/bin/ruff check --fix .
+
+# Refresh the translations (locale/) from the code, compile them, list what is untranslated.
+messages:
+	scripts/messages.sh
 
 # Stops what a demo left behind (it normally stops everything itself on Ctrl-C).
 stop:

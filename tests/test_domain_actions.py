@@ -322,9 +322,7 @@ def test_libvirt_refusal_on_a_stale_row_is_a_refusal_with_the_fresh_state(
     assert response.status_code == 303
     op = only_operation(domain)
     assert op.status == OperationStatus.REFUSED
-    assert (
-        op.message == f"{domain.name} is running; only a shut-off permanent VM can be started."
-    )
+    assert op.message == f"{domain.name} is running; only a shut-off permanent VM can be started."
     assert "already running" in op.error and op.error_code is not None
     page = client.get(response["Location"]).content.decode()
     assert f"Operation #{op.pk} start: refused." in page

@@ -118,9 +118,7 @@ def test_a_start_on_a_stale_row_is_a_clean_refusal(people, make_domain, libvirt_
     op = wait_finished(button_service("start")(people.olga_operator, domain))
 
     assert op.status == OperationStatus.REFUSED
-    assert (
-        op.message == f"{domain.name} is running; only a shut-off permanent VM can be started."
-    )
+    assert op.message == f"{domain.name} is running; only a shut-off permanent VM can be started."
     assert fresh(domain).state == State.RUNNING
 
 

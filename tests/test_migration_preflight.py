@@ -63,9 +63,7 @@ def test_state_must_fit_the_flags(people, hosts, make_domain):
 
 def test_destination_must_differ_and_answer(people, hosts, make_domain, libvirt_hosts):
     domain = make_domain("alpha", state="running")
-    assert "is the host the VM is on" in refused(
-        people.olga_operator, domain, choose(hosts.alpha)
-    )
+    assert "is the host the VM is on" in refused(people.olga_operator, domain, choose(hosts.alpha))
     hosts.beta.uri = "test+unix:///default?socket=/nonexistent/libvirt-sock"
     hosts.beta.save()
     assert "does not answer" in refused(people.olga_operator, domain, choose(hosts.beta))
