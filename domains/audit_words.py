@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from django.utils.translation import gettext_noop as _noop
 
 from .models import Role
@@ -174,6 +175,30 @@ SENTENCES: dict[str, Callable[[str, str, dict], str]] = {
         _("%(who)s closed a console after %(s)s s.") % {"who": who, "s": d["seconds"]}
     ),
 }
+
+
+# What each kind of event is about, in a word or two (the activity page's column; the
+# sentence says the rest). By the part of the kind before "_" or ".", then whole kinds.
+_TOPICS = {
+    "login": gettext_lazy("sign-in"),
+    "logout": gettext_lazy("sign-out"),
+    "login_failed": gettext_lazy("failed sign-in"),
+    "domain_assigned": gettext_lazy("VM's team"),
+    "quota": gettext_lazy("quota"),
+    "role": gettext_lazy("member"),
+    "member": gettext_lazy("member"),
+    "host": gettext_lazy("host"),
+    "image": gettext_lazy("saved image"),
+    "request": gettext_lazy("request"),
+    "template": gettext_lazy("template"),
+    "console": gettext_lazy("console"),
+}
+
+
+def topic(kind: str) -> str:
+    """The event's kind in words for people; the kind itself where none is known."""
+    words = _TOPICS.get(kind) or _TOPICS.get(kind.replace(".", "_").split("_")[0])
+    return str(words) if words else kind
 
 
 def sentence(kind: str, who: str, team: str, detail: dict, summary: str) -> str:

@@ -774,6 +774,7 @@ def activity(request: HttpRequest) -> HttpResponse:
         events_page = Paginator(kept_sql.Pages(("events", *shape), build_events), PAGE_SIZE)
         events_page = events_page.get_page(request.GET.get("epage"))
         for event in events_page.object_list:
+            event["topic"] = audit_words.topic(event["kind"])
             event["sentence"] = audit_words.sentence(
                 event["kind"], event["user__username"], event["team__name"],
                 event.pop("detail"), event["summary"],
