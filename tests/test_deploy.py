@@ -12,6 +12,7 @@ WebSocket through to the proxy.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import re
 import shlex
@@ -291,7 +292,11 @@ def test_each_unit_starts_a_working_process_behind_the_nginx_site(
 
         # The console path reaches the console proxy: a WebSocket without a ticket is
         # taken up and closed by the proxy with its own code.
-        code = asyncio.run(_console_close_code(f"wss://127.0.0.1:{https}/console/ws/", insecure))
+        # (In a thread of its own: after a browser test, Playwright's loop runs in this one.)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            code = pool.submit(
+                asyncio.run, _console_close_code(f"wss://127.0.0.1:{https}/console/ws/", insecure)
+            ).result(timeout=30)
         assert code == 4401
     finally:
         nginx.send_signal(signal.SIGQUIT)
