@@ -191,7 +191,7 @@ _TOPICS = {
     "image": gettext_lazy("saved image"),
     "request": gettext_lazy("request"),
     "template": gettext_lazy("template"),
-    "console": gettext_lazy("console"),
+    "console": gettext_lazy("console session"),
 }
 
 

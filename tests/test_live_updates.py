@@ -238,7 +238,9 @@ def test_a_vm_page_looks_again_once_its_live_read_is_old(people, make_domain, se
         assert page.poll().status_code == 204
     time.sleep(1.1)
     with CaptureQueriesContext(connection) as looked:
-        assert page.poll().status_code == 204
+        # Looked again: unchanged (204), or changed if a usage tick fell between the two
+        # polls (a running VM without figures shows its screen as of the last tick).
+        assert page.poll().status_code in (200, 204)
     assert len(early) == 1 and len(looked) > 1
 
 
