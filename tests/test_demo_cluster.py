@@ -9,22 +9,18 @@ Runs scripts/demo.sh for real, in a run folder, database and ports of its own.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sqlite3
-import subprocess
-import tempfile
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import redis
 
 from domains.leases import Board, Process
-from tests.conftest import REPO, _free_port
+from tests.conftest import _free_port
 from tests.helpers import wait_for
-from tests.test_demo_supervision import _alive, _answers, _pid
+from tests.test_demo_supervision import _alive, _answers, _pid, running_demo
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
@@ -33,40 +29,9 @@ LEASE = 6  # the cluster demo's lease
 
 @pytest.fixture
 def cluster():
-    run_dir = Path(tempfile.mkdtemp(prefix="vmpanel-cluster-test-", dir="/tmp"))
-    run_dir.chmod(0o755)
     port, redis_port = _free_port(18200), _free_port(16392)
-    env = {
-        **os.environ,
-        "VMPANEL_DEMO": "cluster",
-        "VMPANEL_RUN_DIR": str(run_dir),
-        "VMPANEL_PORT": str(port),
-        "VMPANEL_REDIS_PORT": str(redis_port),
-        "VMPANEL_CONSOLE_PORT": str(_free_port(18801)),
-        "DATABASE_URL": f"sqlite:///{run_dir}/demo.sqlite3",
-    }
-    env.pop("VMPANEL_LEASE_SECONDS", None)
-    proc = subprocess.Popen(
-        [str(REPO / "scripts" / "demo.sh")],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: _answers(f"{base}/healthz"), timeout=240, interval=0.5, what="up")
+    with running_demo("cluster", port, redis_port, up_seconds=240) as (proc, run_dir):
         yield proc, run_dir, port, redis.Redis.from_url(f"redis://127.0.0.1:{redis_port}/0")
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-        subprocess.run([str(REPO / "scripts" / "stop.sh")], env=env, cwd=REPO, capture_output=True)
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _owners(board: Board, hosts: dict[int, str]) -> dict[str, int | None]:

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import tempfile
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -47,20 +48,26 @@ def _answers(url: str) -> bool:
         return False
 
 
-@pytest.fixture
-def demo():
+@contextmanager
+def running_demo(kind: str | None, port: int, redis_port: int, up_seconds: float):
+    """scripts/demo.sh (`VMPANEL_DEMO=kind`; None: the plain demo) in a run folder,
+    database and ports of its own, until its web answers; stopped as Ctrl-C stops it, and
+    cleaned away, afterwards. Yields (the process, the run folder)."""
     run_dir = Path(tempfile.mkdtemp(prefix="vmpanel-demo-test-", dir="/tmp"))
     run_dir.chmod(0o755)
-    port = _free_port(18000)
     env = {
         **os.environ,
         "VMPANEL_RUN_DIR": str(run_dir),
         "VMPANEL_PORT": str(port),
-        "VMPANEL_REDIS_PORT": str(_free_port(16391)),
+        "VMPANEL_REDIS_PORT": str(redis_port),
         "VMPANEL_CONSOLE_PORT": str(_free_port(18801)),
         "DATABASE_URL": f"sqlite:///{run_dir}/demo.sqlite3",
     }
-    env.pop("VMPANEL_DEMO", None)
+    env.pop("VMPANEL_LEASE_SECONDS", None)  # the demo's own
+    if kind:
+        env["VMPANEL_DEMO"] = kind
+    else:
+        env.pop("VMPANEL_DEMO", None)
     proc = subprocess.Popen(
         [str(REPO / "scripts" / "demo.sh")],
         cwd=REPO,
@@ -69,19 +76,28 @@ def demo():
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    base = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: _answers(f"{base}/healthz"), timeout=180, interval=0.5, what="demo up")
-        yield proc, run_dir / "demo", base
+        wait_for(
+            lambda: _answers(f"http://127.0.0.1:{port}/healthz"),
+            timeout=up_seconds, interval=0.5, what="demo up",
+        )  # fmt: skip
+        yield proc, run_dir
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)  # as Ctrl-C: demo.sh stops everything itself
             try:
-                proc.wait(timeout=60)
+                proc.wait(timeout=90)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
         subprocess.run([str(REPO / "scripts" / "stop.sh")], env=env, cwd=REPO, capture_output=True)
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def demo():
+    port = _free_port(18000)
+    with running_demo(None, port, _free_port(16391), up_seconds=180) as (proc, run_dir):
+        yield proc, run_dir / "demo", f"http://127.0.0.1:{port}"
 
 
 def test_killed_processes_come_back_and_ctrl_c_stops_all(demo):
