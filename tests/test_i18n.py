@@ -32,6 +32,7 @@ from domains.models import Domain, Host, Operation, OperationStatus, Profile, Te
 from tests.helpers import PASSWORD, client_for, wait_finished
 from tests.test_permission_matrix import CASES, ROLES, Case, world  # noqa: F401  (fixture)
 from tests.test_words import _VisibleText
+from tests.test_words import visible_text as words_visible_text
 
 ROOT = Path(settings.BASE_DIR)
 LOCALE = ROOT / "locale" / "zh_Hans" / "LC_MESSAGES"
@@ -233,9 +234,7 @@ class _ReadableText(_VisibleText):
 
 
 def visible_text(html: str) -> str:
-    parser = _ReadableText()
-    parser.feed(html)
-    return " ".join(" ".join(parser.chunks).split())
+    return words_visible_text(html, _ReadableText)
 
 
 def test_visible_text_leaves_out_what_is_not_to_be_translated():

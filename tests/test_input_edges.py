@@ -19,7 +19,7 @@ import domains.forms
 import provisioning.forms
 from domains.models import AuditEvent, Operation, OperationStatus, SavedImage
 from provisioning.models import Quota, RequestState, Template, VMRequest
-from tests.helpers import client_for
+from tests.helpers import client_for, template_form_data
 from vmpanel import fields as panel_fields
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
@@ -82,17 +82,7 @@ def test_integer_field_takes_ascii_digits_in_range(value, ok):
 
 
 def _template_data(rows, **more) -> dict:
-    data = {
-        "name": "edge-tpl", "method": "pxe", "domain_type": "kvm", "hosts": [rows.alpha.pk],
-        "vcpus_max": 2, "vcpus_current": 1, "vcpu_placement": "static", "memory_mib": 512,
-        "current_memory_mib": 512, "firmware": "bios", "clock_offset": "utc",
-        "on_poweroff": "destroy", "on_reboot": "restart", "on_crash": "destroy",
-        "disk_gib": 5, "disk_format": "qcow2", "disk_bus": "virtio", "net_type": "network",
-        "net_source": "default", "net_model": "virtio", "balloon_period": 10,
-        "min_vcpus": 1, "max_vcpus": 2, "min_memory_mib": 128, "max_memory_mib": 1024,
-    }  # fmt: skip
-    data.update(more)
-    return data
+    return template_form_data(rows.alpha.pk, name="edge-tpl", **more)
 
 
 @pytest.mark.parametrize(

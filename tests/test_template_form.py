@@ -18,7 +18,7 @@ from domains.models import AuditEvent
 from provisioning import services
 from provisioning.forms import TEMPLATE_SECTIONS, TemplateForm
 from provisioning.models import Method, Template, VMRequest
-from tests.helpers import browser_log_in, client_for
+from tests.helpers import browser_log_in, client_for, template_form_data
 from tests.test_accessibility import _violations
 from tests.test_provisioning_create import make_template
 
@@ -31,17 +31,7 @@ SECTION_TITLES = [
 
 
 def _data(hosts, **more) -> dict:
-    data = {
-        "name": "office-tpl", "method": "pxe", "domain_type": "kvm", "hosts": [hosts.alpha.pk],
-        "vcpus_max": 2, "vcpus_current": 1, "vcpu_placement": "static", "memory_mib": 512,
-        "current_memory_mib": 512, "firmware": "bios", "clock_offset": "utc",
-        "on_poweroff": "destroy", "on_reboot": "restart", "on_crash": "destroy",
-        "disk_gib": 5, "disk_format": "qcow2", "disk_bus": "virtio", "net_type": "network",
-        "net_source": "default", "net_model": "virtio", "balloon_period": 10,
-        "min_vcpus": 1, "max_vcpus": 2, "min_memory_mib": 128, "max_memory_mib": 1024,
-    }  # fmt: skip
-    data.update(more)
-    return {k: v for k, v in data.items() if v is not None}
+    return template_form_data(hosts.alpha.pk, **more)
 
 
 def _beside(page: str, field: str) -> str:

@@ -47,8 +47,8 @@ class _VisibleText(HTMLParser):
             self.chunks.append(data)
 
 
-def visible_text(html: str) -> str:
-    parser = _VisibleText()
+def visible_text(html: str, reader: type[_VisibleText] = _VisibleText) -> str:
+    parser = reader()
     parser.feed(html)
     return " ".join(" ".join(parser.chunks).split())
 
