@@ -145,6 +145,13 @@ redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 """
 
+# The live processes, without registering: those whose registration has not expired.
+_MEMBERS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
+"""
+
 # Take a free lease; its value carries the taker and the server's time.
 _ACQUIRE = """
 local t = redis.call('TIME')
@@ -189,6 +196,7 @@ class Board:
         self.kind = kind
         self.client = client or _redis()
         self._join = self.client.register_script(_JOIN)
+        self._members = self.client.register_script(_MEMBERS)
         self._acquire = self.client.register_script(_ACQUIRE)
         self._renew = self.client.register_script(_RENEW)
         self._release = self.client.register_script(_RELEASE)
@@ -208,6 +216,10 @@ class Board:
         """Say `me` is alive for `seconds`; the live processes of this kind, sorted."""
         names = self._join(keys=[self.members_key], args=[me, int(seconds * 1000)])
         return sorted(n.decode() for n in names)
+
+    def members(self) -> list[str]:
+        """The live processes of this kind, sorted (read only: nobody is registered)."""
+        return sorted(n.decode() for n in self._members(keys=[self.members_key]))
 
     def leave(self, me: str) -> None:
         self.client.zrem(self.members_key, me)

@@ -159,8 +159,10 @@ def test_a_lease_is_never_renewed_or_released_by_a_process_that_lost_it(board):
 def test_live_processes_are_those_that_renewed_within_their_lease(board):
     assert board.join("A", 0.3) == ["A"]
     assert board.join("B", 5) == ["A", "B"]
+    assert board.members() == ["A", "B"]  # read by anyone, registering nobody
     time.sleep(0.45)
-    assert board.join("B", 5) == ["B"]  # A stopped renewing: no longer counted
+    assert board.members() == ["B"]  # A stopped renewing: no longer counted
+    assert board.join("B", 5) == ["B"]
     board.leave("B")
     assert board.join("C", 5) == ["C"]
 
@@ -388,3 +390,44 @@ def test_a_paused_watcher_stops_writing_before_its_hosts_are_taken_over(
     assert ("lost", first.pid) in events
     worst = _overlaps(board, {})
     assert all(seconds <= OVERLAP_BOUND for *_, seconds in worst), worst
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.timeout(120)
+def test_a_new_watcher_gets_its_share_within_a_pass_or_two(
+    start_watcher, four_hosts, watcher_board
+):
+    """A watcher that joins is given its share at the next pass of the one already there,
+    not only when that one next renews its leases (a sixth of a lease later: 5 s here).
+    Two watchers starting together split the hosts evenly as soon as both have started."""
+    board = watcher_board
+    long_lease = {"VMPANEL_LEASE_SECONDS": "30"}
+    first = start_watcher(600, **long_lease)
+    wait_for(
+        lambda: set(_owners(board, four_hosts).values()) == {first.pid},
+        timeout=15,
+        what="every host held by the first watcher",
+    )
+    # Just after the first's renewal: the next one is 5 s away.
+    renewed = board.client.pttl(board.key(four_hosts[0].pk))
+    wait_for(lambda: board.client.pttl(board.key(four_hosts[0].pk)) > renewed, timeout=6)
+    second = start_watcher(600, **long_lease)
+    wait_for(lambda: _member(board, second.pid), 15, what="the second watcher registered")
+    joined = time.monotonic()
+    wait_for(
+        lambda: _split_between(board, four_hosts, first.pid, second.pid),
+        timeout=10,
+        interval=0.05,
+        what="two hosts each",
+    )
+    took = time.monotonic() - joined
+    assert took < 2.5, f"the newcomer waited {took:.1f} s for its share"
+
+
+def _member(board: Board, pid: int) -> str | None:
+    """The registered name of the watcher process `pid`, once it has joined."""
+    for name in board.client.zrange(board.members_key, 0, -1):
+        if _pid(name.decode()) == pid:
+            return name.decode()
+    return None

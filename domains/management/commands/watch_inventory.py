@@ -298,6 +298,11 @@ class Watcher:
                 if owned.collector is not None:
                     owned.collector.host = host
         self.finish_releases()
+        # Who is alive now, not at the keeper's last renewal (up to a sixth of a lease
+        # ago): a watcher that just joined gets its share at this pass.
+        members = self.board.members()
+        if self.me in members:
+            self.members = members
         owners = self.board.owners(list(hosts))
         releasing = {o.host.pk for o in self.releasing}
         free = [pk for pk, owner in owners.items() if owner is None and pk not in releasing]
