@@ -228,8 +228,11 @@ def reconcile_host(host: Host) -> int:
             changes += Domain.objects.filter(host=host, uuid__in=gone).update(
                 gone_at=now, libvirt_id=None
             )
-        # "Last seen" means seen, changed or not: one UPDATE for the whole host.
-        Domain.objects.filter(host=host, gone_at__isnull=True).update(last_seen_at=now)
+        # "Last seen" means seen, changed or not: one UPDATE for the host's other rows
+        # (those just written say so already; on a first read, that is all of them).
+        Domain.objects.filter(host=host, gone_at__isnull=True).exclude(last_seen_at=now).update(
+            last_seen_at=now
+        )
     if created:
         _update_statistics()
     return changes
