@@ -215,7 +215,10 @@ def reconcile_host(host: Host) -> int:
             elif _apply(row, facts, now, lambda: last_look):
                 to_update.append(row)
         if to_create:
-            Domain.objects.bulk_create(to_create, batch_size=500)
+            # A row another writer inserted since `rows` was read (an operation's
+            # refresh, a watcher at a takeover) stays as that writer, reading libvirt as
+            # freshly, left it; the rest go in.
+            Domain.objects.bulk_create(to_create, batch_size=500, ignore_conflicts=True)
             created = len(to_create)
         changes += created
         if to_update:

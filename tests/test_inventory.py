@@ -270,3 +270,24 @@ def test_gone_rows_are_not_listed(make_domain, hosts):
 
     assert not Domain.objects.present().with_list_filters(["inactive"]).filter(pk=domain.pk)
     assert Operation.objects.count() == 0
+
+
+def test_a_full_read_racing_another_writer_goes_on_with_the_row_once(
+    make_domain, hosts, monkeypatch
+):
+    """Another writer (an operation's refresh, a watcher at a takeover) may insert a VM's
+    row between the full read's look at the host's rows and its own insert: the read goes
+    on, leaving that row once, instead of failing the whole host's read."""
+    first = make_domain.define(state="running")
+    second = make_domain.define(state="shutoff")
+    real = inventory._owners_of
+
+    def racing(uuids):
+        inventory.refresh_domain(hosts.alpha, first)  # the other writer, just in between
+        return real(uuids)
+
+    monkeypatch.setattr(inventory, "_owners_of", racing)
+    inventory.reconcile_host(hosts.alpha)
+    assert Domain.objects.filter(host=hosts.alpha, uuid=first).count() == 1
+    assert row(hosts.alpha, first).state == State.RUNNING
+    assert row(hosts.alpha, second).state == State.SHUTOFF
