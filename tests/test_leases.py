@@ -431,3 +431,37 @@ def _member(board: Board, pid: int) -> str | None:
         if _pid(name.decode()) == pid:
             return name.decode()
     return None
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.timeout(120)
+def test_watchers_take_the_hosts_again_when_redis_loses_its_data(
+    start_watcher, four_hosts, make_domain, watcher_board
+):
+    """Redis restarted without its data (docs/deploy.md says the watchers take the hosts
+    again at once): every lease and registration is gone. Each watcher learns it at its
+    next renewal, stops writing, and the hosts are shared out again; the inventory goes
+    on, with no host written by two watchers at once."""
+    board = watcher_board
+    first = start_watcher(600, **WATCHER_ENV)
+    second = start_watcher(600, **WATCHER_ENV)
+    wait_for(lambda: _split_between(board, four_hosts, first.pid, second.pid), LEASE + 5)
+
+    board.client.flushdb()
+    lost_at = time.time()
+    wait_for(
+        lambda: _split_between(board, four_hosts, first.pid, second.pid),
+        timeout=LEASE + 2,
+        interval=0.05,
+        what="every host owned again, two each",
+    )
+    assert time.time() - lost_at <= LEASE + 2
+    # Both watchers keep their hosts' inventory: a change on each host shows.
+    for host in four_hosts:
+        new = make_domain.define(host.name, state="running")
+        wait_for(lambda h=host, u=new: Domain.objects.filter(host=h, uuid=u).exists(), 3)
+    events = [(e["event"], _pid(e["owner"])) for e in board.journal()]
+    assert {("lost", first.pid), ("lost", second.pid)} <= set(events)
+    worst = _overlaps(board, {})
+    assert all(seconds <= OVERLAP_BOUND for *_, seconds in worst), worst
