@@ -1390,6 +1390,47 @@ def read_domain_reach(xml: str) -> DomainReach:
     )
 
 
+# What a domain only reads and may share with others: the files it boots from.
+_SHARED_OS_FILES = frozenset({"os/kernel", "os/initrd", "os/loader", "os/dtb"})
+
+
+def private_paths(xml: str) -> frozenset[str]:
+    """The host paths a domain keeps to itself: every path `read_domain_reach` finds but
+    those it only reads, which other domains may read too (a CD-ROM or read-only disk,
+    a disk's backing image, the kernel, initrd and firmware it boots from). Another
+    domain that names one of these reaches this one's data: its disks, its logs, its
+    firmware variables, its sockets."""
+    root = _parse_domain_root(xml)
+    paths: set[str] = set()
+
+    def shared(el: etree._Element, where: str) -> bool:
+        if where in _SHARED_OS_FILES or el.tag == "backingStore":
+            return True
+        return where == "devices/disk" and (
+            el.get("device", "disk") in ("cdrom", "floppy") or el.find("readonly") is not None
+        )
+
+    def walk(el: etree._Element) -> None:
+        for child in el:
+            if not isinstance(child.tag, str) or child.tag.startswith("{"):
+                continue
+            if child.tag in _NOT_HOST_PATHS:
+                continue
+            where = _where(child, root)
+            if shared(child, where):
+                continue
+            for value in child.attrib.values():
+                if value.strip().startswith("/"):
+                    paths.add(value.strip())
+            text = (child.text or "").strip()
+            if text.startswith("/"):
+                paths.add(text)
+            walk(child)
+
+    walk(root)
+    return frozenset(paths)
+
+
 def _parse_domain_root(xml: str) -> etree._Element:
     return _parse_root(xml, "domain")
 

@@ -1176,6 +1176,40 @@ def volume_exists(uri: str, path: str) -> bool:
     return _call(uri, read)
 
 
+def _private_paths(dom: libvirt.virDomain) -> frozenset[str]:
+    """`domxml.private_paths` of the running definition and, for a permanent domain, of
+    the saved one too (what its next boot takes); empty for a domain gone meanwhile."""
+    try:
+        paths = domxml.private_paths(dom.XMLDesc(0))
+        if dom.isActive() and dom.isPersistent():
+            paths |= domxml.private_paths(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return frozenset()
+        raise
+    return paths
+
+
+def private_paths_of(uri: str, uuid: str) -> frozenset[str]:
+    """The host paths the domain keeps to itself (its disks, logs, sockets …)."""
+    return _on_domain(uri, uuid, _private_paths)
+
+
+def paths_in_use(uri: str, exclude_uuid: str = "") -> frozenset[str]:
+    """The host paths the host's other domains keep to themselves (`domxml.
+    private_paths`): what no further domain may name, or it reaches their data. One XML
+    read per domain of the host."""
+
+    def read(conn: libvirt.virConnect) -> frozenset[str]:
+        paths: set[str] = set()
+        for dom in conn.listAllDomains(0):
+            if dom.UUIDString() != str(exclude_uuid):
+                paths |= _private_paths(dom)
+        return frozenset(paths)
+
+    return _call(uri, read)
+
+
 def pool_paths(uri: str) -> tuple[str, ...]:
     """The target folders of the host's active storage pools."""
 

@@ -832,6 +832,34 @@ def edit_policy_problems(
     return problems
 
 
+def _same_path(path: str) -> str:
+    """`path` as the host resolves its spelling ("//", "/./"); symbolic links aside."""
+    return posixpath.normpath(re.sub(r"/+", "/", path))
+
+
+def taken_paths(paths, taken: frozenset[str]) -> list[str]:
+    """Those of `paths` that another domain keeps to itself (`taken`: its disks, logs,
+    sockets, as `hypervisor.paths_in_use` reads them), however spelt; the entropy devices
+    every guest may read are nobody's."""
+    theirs = {_same_path(p) for p in taken}
+    return sorted({p for p in paths if p not in HARMLESS_DEVICES and _same_path(p) in theirs})
+
+
+def taken_path_problems(
+    new: domxml.DomainReach, current: domxml.DomainReach | None, taken: frozenset[str]
+) -> list[str]:
+    """Every host path `new` adds that another domain on the host keeps to itself, in
+    plain words: a domain given another's disk (even read-only), log or socket reaches its
+    data, whichever team it is of. What the saved configuration already has stays."""
+    was = {p for _where, p in current.paths} if current is not None else set()
+    added = [p for _where, p in new.paths if p not in was]
+    return [
+        _("%(path)s is in use by another VM on this host; a VM may not use another VM's files.")
+        % {"path": path}
+        for path in taken_paths(added, taken)
+    ]
+
+
 def path_problems(
     new: domxml.DomainReach, current: domxml.DomainReach | None, roots: tuple[str, ...]
 ) -> list[str]:

@@ -9,7 +9,7 @@ from django.utils.translation import gettext as _
 from .. import hypervisor
 from ..hypervisor import HypervisorError
 from ..models import Domain, Operation, OperationKind
-from ..rules import MigrationChoice, destination_uris, migration_flag_problems
+from ..rules import MigrationChoice, destination_uris, migration_flag_problems, taken_paths
 from .common import ActionRefused, queue_operation, require
 
 COPY_FLAGS = frozenset({"NON_SHARED_DISK", "NON_SHARED_INC"})
@@ -37,6 +37,19 @@ def migration_problems(domain: Domain, choice: MigrationChoice) -> list[str]:
         if hypervisor.domain_name_taken(dest_uri, name):
             problems.append(
                 _("A VM named %(name)s exists on the destination already.") % {"name": name}
+            )
+        # A path the destination's domains keep to themselves (the same folder on two
+        # hosts holds different teams' disks): the VM would run on their data there, or
+        # a copy of its disks write over it. Offline too: its next start there would.
+        taken = hypervisor.paths_in_use(dest_uri, exclude_uuid=str(domain.uuid))
+        own = hypervisor.private_paths_of(domain.host.uri, str(domain.uuid))
+        for path in taken_paths(own, taken):
+            problems.append(
+                _(
+                    "%(path)s is in use by another VM on the destination; this VM cannot "
+                    "take it there."
+                )
+                % {"path": path}
             )
         if "OFFLINE" not in flags:
             needed: dict[str, int] = {}  # folder → bytes the copies need there

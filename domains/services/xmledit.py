@@ -11,7 +11,7 @@ from .. import domxml, hypervisor
 from ..hypervisor import HypervisorError
 from ..kinds import KINDS, wrong_state_message
 from ..models import Domain, Host, Operation, OperationKind, OperationStatus
-from ..rules import edit_policy_problems, xml_edit_check
+from ..rules import edit_policy_problems, taken_path_problems, xml_edit_check
 from .common import queue_operation, require
 
 
@@ -30,18 +30,24 @@ def current_domain_xml(domain: Domain) -> str:
     return hypervisor.xml_of(domain.host.uri, str(domain.uuid), inactive=True, secure=True)
 
 
-def host_reach_problems(host: Host, new_xml: str, current_xml: str | None) -> list[str]:
-    """What `new_xml` reaches on `host` beyond a team admin's powers (`rules.
-    edit_policy_problems`): reads the host's platforms and storage pools now."""
+def host_reach_problems(
+    host: Host, new_xml: str, current_xml: str | None, uuid: str = ""
+) -> list[str]:
+    """What `new_xml` (of domain `uuid`) reaches on `host` beyond a team admin's powers
+    (`rules.edit_policy_problems`), and the files of the host's other domains it names
+    (`rules.taken_path_problems`: an allowed folder holds every team's disks): reads the
+    host's platforms, storage pools and domains now."""
     try:
         new = domxml.read_domain_reach(new_xml)
         current = domxml.read_domain_reach(current_xml) if current_xml else None
     except domxml.XMLError as exc:
         return [str(exc)]
     roots = (*hypervisor.pool_paths(host.uri), *host.allowed_folders)
-    return edit_policy_problems(
+    problems = edit_policy_problems(
         new, current, hypervisor.platforms(host.uri), roots, host.allow_hostdev
     )
+    taken = hypervisor.paths_in_use(host.uri, exclude_uuid=uuid)
+    return problems + taken_path_problems(new, current, taken)
 
 
 def _edit_problem(user: User, domain: Domain, current: str, new_xml: str) -> tuple[str, str, list]:
@@ -51,7 +57,7 @@ def _edit_problem(user: User, domain: Domain, current: str, new_xml: str) -> tup
     if problem:
         return diff, problem, []
     try:
-        reach = host_reach_problems(domain.host, new_xml, current)
+        reach = host_reach_problems(domain.host, new_xml, current, str(domain.uuid))
     except HypervisorError as exc:
         return diff, exc.message, []
     if reach and not user.is_superuser:
