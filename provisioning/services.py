@@ -37,7 +37,7 @@ from domains.models import (
     is_team_admin,
     teams_for,
 )
-from domains.rules import path_problems
+from domains.rules import path_problems, taken_paths
 from domains.services.common import (
     ActionRefused,
     audit,
@@ -785,6 +785,21 @@ def create_problems(host: Host, template: Template, name: str, choice: CreateCho
     if hypervisor.domain_name_taken(host.uri, name):
         problems.append(_("%(host)s has a VM named %(name)s already.") % {
             "host": host.name, "name": name})  # fmt: skip
+    elif template.method != Method.DISK and NAME_RE.match(name):
+        # The new VM's own disk is named after it, and the task takes a volume already
+        # there: a disk another VM keeps (renamed since), or one a deleted VM left, would
+        # be the new VM's, with another team's data on it.
+        own = disk_path(name)
+        if hypervisor.volume_exists(host.uri, own) or taken_paths(
+            [own], hypervisor.paths_in_use(host.uri)
+        ):
+            problems.append(
+                _(
+                    "%(host)s has a disk image %(path)s already (another VM's, or one left "
+                    "behind), where this VM's own disk would go: choose another name."
+                )
+                % {"host": host.name, "path": own}
+            )
     return problems
 
 

@@ -32,7 +32,7 @@ from domains.models import (
     Role,
     SavedImage,
 )
-from provisioning.models import Notification, VMRequest
+from provisioning.models import Method, Notification, RequestState, Template, VMRequest
 from tests.helpers import client_for, live
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
@@ -430,3 +430,241 @@ def test_a_migration_onto_the_disk_of_team_a_vm(world, libvirt_hosts):
             before = state_of(w)
     finally:
         vol.delete(0)
+
+
+# --- provisioning: requests, creation, quotas ------------------------------------------
+
+
+@pytest.fixture
+def requests_world(world):
+    """A PXE template on alpha only, team A's request waiting, and its provisioning."""
+    w = world
+    w.template = Template.objects.create(
+        name="replay-tpl", method=Method.PXE, domain_type="test", max_vcpus=4,
+        min_memory_mib=128,
+    )  # fmt: skip
+    w.template.hosts.set([w.hosts.alpha])
+    w.a_request = VMRequest.objects.create(
+        team=w.people.team_a, requester=w.people.victor_viewer, template=w.template,
+        name="a-asked", vcpus=1, memory_mib=256, purpose="team A's reasons",
+    )  # fmt: skip
+    w.a_provision = Operation.objects.create(
+        kind=OperationKind.PROVISION, user=w.people.alice_admin, host=w.hosts.alpha,
+        domain_name=w.a_vm.name, domain_uuid=w.a_vm.uuid, team=w.people.team_a,
+        params={"phase": ""}, status=OperationStatus.RUNNING,
+    )  # fmt: skip
+    return w
+
+
+@pytest.mark.parametrize("view", ["request_approve", "request_reject", "request_detail"])
+def test_team_b_admin_and_team_a_request(view, requests_world):
+    """Team B's admin decides (or reads) team A's request: a 404, whatever the form."""
+    w = requests_world
+    url = reverse(view, args=[w.a_request.pk])
+    data = {"host": w.hosts.alpha.pk, "reason": "mine now"}
+    client = client_for(w.bea)
+    before = state_of(w)
+
+    response = client.get(url) if view == "request_detail" else client.post(url, data)
+
+    text = readable(response, 404)
+    assert "a-asked" not in text and "team A's reasons" not in text
+    assert_unchanged(w, before)
+
+
+def test_approving_onto_a_host_the_template_does_not_target(requests_world):
+    """Team A's admin, team A's request, but a host of the template's choosing? No: beta
+    is not among its hosts. The form says so; nothing is decided or queued."""
+    w = requests_world
+    before = state_of(w)
+
+    response = client_for(w.people.alice_admin).post(
+        reverse("request_approve", args=[w.a_request.pk]), {"host": w.hosts.beta.pk}
+    )
+
+    readable(response, 400)
+    assert_unchanged(w, before)
+    assert VMRequest.objects.get(pk=w.a_request.pk).state == RequestState.SUBMITTED
+
+
+@pytest.mark.parametrize(
+    "change,field",
+    [({"team": "team_a"}, "team"), ({"host": "beta"}, "host")],
+    ids=["team-a", "host-not-targeted"],
+)
+def test_creating_for_team_a_or_on_another_host(change, field, requests_world):
+    """Team B's admin creates from a template, naming team A as the owner (or a host the
+    template does not target): the form's error, and nothing queued."""
+    w = requests_world
+    data = {
+        "team": w.people.team_b.pk, "host": w.hosts.alpha.pk, "name": "b-made", "vcpus": 1,
+        "memory_mib": 256, "persistent": "on", "confirm": "1",
+    }  # fmt: skip
+    if "team" in change:
+        data["team"] = w.people.team_a.pk
+    if "host" in change:
+        data["host"] = w.hosts.beta.pk
+    before = state_of(w)
+
+    response = client_for(w.bea).post(reverse("template_create", args=[w.template.pk]), data)
+
+    readable(response, 200)
+    assert response.context["form"].errors.get(field), response.context["form"].errors
+    assert_unchanged(w, before)
+
+
+def test_a_new_vm_named_onto_team_a_vm_disk(requests_world):
+    """Team A's VM (renamed since) still has its disk where a VM named "web-x" gets its
+    own: team B's admin creating "web-x" would be given team A's disk. Refused before
+    anything is queued; team A's VM is as it was."""
+    w = requests_world
+    name = f"web-{uuidlib.uuid4().hex[:6]}"
+    w.a_vm = define_with_disk(
+        w.make_domain, w.libvirt_hosts, "alpha", "a", f"{IMAGES}/{name}.qcow2"
+    )
+    data = {
+        "team": w.people.team_b.pk, "host": w.hosts.alpha.pk, "name": name, "vcpus": 1,
+        "memory_mib": 256, "persistent": "on", "confirm": "1",
+    }  # fmt: skip
+    before = state_of(w)
+
+    response = client_for(w.bea).post(reverse("template_create", args=[w.template.pk]), data)
+
+    text = readable(response, 409)
+    assert f"{IMAGES}/{name}.qcow2" in text and "choose another name" in text
+    assert_unchanged(w, before, refused_on=w.b_vm)
+    assert_says_nothing_of_a(w, response)
+
+
+def test_a_new_vm_named_onto_a_volume_left_behind(requests_world, libvirt_hosts):
+    """A volume left in the images folder (a deleted VM's disk, team A's data) where the
+    new VM's own disk goes: the new VM would boot on it. Refused, for a team admin's
+    creation and a request's approval alike."""
+    w = requests_world
+    conn = libvirt_hosts.conn("alpha")
+    pool = conn.storagePoolCreateXML(
+        f"<pool type='dir'><name>replay-images</name><target><path>{IMAGES}</path></target></pool>",
+        0,
+    )
+    try:
+        name = f"left-{uuidlib.uuid4().hex[:6]}"
+        pool.createXML(
+            f"<volume><name>{name}.qcow2</name><capacity unit='M'>16</capacity>"
+            "<target><format type='qcow2'/></target></volume>",
+            0,
+        )
+        data = {
+            "team": w.people.team_b.pk, "host": w.hosts.alpha.pk, "name": name,
+            "vcpus": 1, "memory_mib": 256, "persistent": "on", "confirm": "1",
+        }  # fmt: skip
+        before = state_of(w)
+        response = client_for(w.bea).post(reverse("template_create", args=[w.template.pk]), data)
+        assert "choose another name" in readable(response, 409)
+        assert_unchanged(w, before, refused_on=w.b_vm)
+
+        w.a_request.name = name
+        w.a_request.save(update_fields=["name"])
+        before = state_of(w)
+        response = client_for(w.people.alice_admin).post(
+            reverse("request_approve", args=[w.a_request.pk]), {"host": w.hosts.alpha.pk}
+        )
+        readable(response, 303)
+        assert VMRequest.objects.get(pk=w.a_request.pk).state == RequestState.SUBMITTED
+        assert_unchanged(w, before, refused_on=w.b_vm)
+    finally:
+        for vol in pool.listAllVolumes():
+            vol.delete(0)
+        pool.destroy()
+
+
+def test_team_b_admin_and_team_a_provisioning(requests_world):
+    w = requests_world
+    for view in ("provision_detail", "operation_detail"):
+        response = client_for(w.bea).get(reverse(view, args=[w.a_provision.pk]))
+        readable(response, 404)
+        assert_says_nothing_of_a(w, response)
+    before = state_of(w)
+    response = client_for(w.bea).post(reverse("operation_cancel", args=[w.a_provision.pk]))
+    readable(response, 404)
+    assert_unchanged(w, before)
+
+
+@pytest.mark.parametrize(("team", "status"), [("team-a", 404), ("team-b", 403)])
+def test_a_team_admin_and_the_quota(team, status, requests_world):
+    """Quotas are the superusers': a team admin's post is refused, their own team's or
+    team A's (which they do not even see)."""
+    w = requests_world
+    data = {"max_domains": 99, "max_vcpus": 99, "max_memory_mib": 99999, "max_disk_gib": 999}
+    before = state_of(w)
+
+    response = client_for(w.bea).post(reverse("team_quota", args=[team]), data)
+
+    readable(response, status)
+    assert_unchanged(w, before)
+    assert not w.people.team_a.__class__.objects.filter(quota__max_vcpus=99).exists()
+
+
+# --- teams, notifications, lists ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "view,args,data",
+    [
+        ("team_member_set", ["team-a"], {"username": "bea_admin_b", "role": "admin"}),
+        ("team_member_set", ["team-a"], {"username": "victor_viewer", "role": "admin"}),
+        ("team_member_remove", ["team-a", "victor_viewer"], {}),
+        ("team_member_remove", ["team-a", "alice_admin"], {}),
+    ],
+)
+def test_team_b_admin_and_team_a_members(view, args, data, world):
+    """Team B's admin adds themselves to team A, promotes or removes team A's people: a
+    404 (team A is not theirs to see), and its members are as they were."""
+    w = world
+    args = [getattr(w.people, a).pk if a in ("victor_viewer", "alice_admin") else a for a in args]
+    before = state_of(w)
+
+    response = client_for(w.bea).post(reverse(view, args=args), data)
+
+    text = readable(response, 404)
+    assert "victor_viewer" not in text and "alice_admin" not in text
+    assert_unchanged(w, before)
+
+
+def test_marking_read_marks_only_ones_own(world):
+    w = world
+    mine = Notification.objects.create(user=w.people.bob_b, text="for bob")
+    theirs = Notification.objects.create(user=w.people.alice_admin, text="team A's news")
+
+    client_for(w.people.bob_b).post(reverse("notification_read"))
+    page = client_for(w.people.bob_b).get(reverse("notification_list"))
+
+    assert Notification.objects.get(pk=mine.pk).read_at is not None
+    assert Notification.objects.get(pk=theirs.pk).read_at is None
+    assert "team A's news" not in page.content.decode()
+
+
+@pytest.mark.parametrize("view", ["domain_list", "activity", "request_list"])
+def test_filtering_by_team_a(view, requests_world):
+    """Lists filtered by team A's slug, VM or people: no row of team A's comes back (the
+    page repeats the filter as asked, so its rows are what is looked at; a team that is
+    not theirs is no filter, and team B's own rows may show)."""
+    w = requests_world
+    client = client_for(w.bea)
+    rows = {
+        "domain_list": lambda c: list(c["page"].paginator.object_list),
+        "activity": lambda c: list(c["ops_page"].paginator.object_list),
+        "request_list": lambda c: [*c["mine"], *c["to_decide"]],
+    }[view]
+    for query in (
+        {"team": "team-a"},
+        {"team": "team-a", "q": w.a_vm.name, "gone": "on"},
+        {"domain": w.a_vm.name},
+        {"domain": str(w.a_vm.uuid)},
+        {"user": "olga_operator"},
+    ):
+        response = client.get(reverse(view), query)
+        readable(response, 200)
+        for row in rows(response.context):
+            assert not {w.a_vm.name, str(w.a_vm.uuid), "Team A", "a-asked"} & {
+                str(v) for v in (row.values() if isinstance(row, dict) else vars(row).values())
+            }, (query, row)
