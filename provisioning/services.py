@@ -591,7 +591,7 @@ def submit_request(
     detail = {"template": template.name, "name": name, "vcpus": vcpus, "memory_mib": memory_mib}
     if not NAME_RE.match(name):
         _refused(user, team, _("A name is letters, digits, '.', '_' and '-'."), **detail)
-    problems = _name_problems(template, name)
+    problems = _name_problems(user, template, name)
     problems += _check_size(template, vcpus, memory_mib)
     problems += quota_problems(team, vcpus, memory_mib, template.disk_gib)
     if problems:
@@ -635,9 +635,11 @@ def submit_request(
     return req
 
 
-def _name_problems(template: Template, name: str) -> list[str]:
+def _name_problems(user: User, template: Template, name: str) -> list[str]:
     """A name the VM could not have where the template makes VMs: taken by a VM the
-    inventory knows on one of its hosts, or asked for by a request still under way."""
+    inventory knows on one of its hosts, or asked for by a request still under way (its
+    number said only to whom may see it: another team's requests are not theirs to
+    learn)."""
     taken = (
         Domain.objects.present()
         .filter(name=name, host__in=template.hosts.all())
@@ -652,10 +654,15 @@ def _name_problems(template: Template, name: str) -> list[str]:
     asked = VMRequest.objects.filter(
         name=name, state__in=[RequestState.SUBMITTED, *PENDING_STATES]
     ).first()
-    if asked is not None:
+    if asked is not None and visible_requests(user).filter(pk=asked.pk).exists():
         return [
             _("Request #%(id)d asks for a VM named %(name)s already; choose another name.")
             % {"id": asked.pk, "name": name}
+        ]
+    if asked is not None:
+        return [
+            _("Another request asks for a VM named %(name)s already; choose another name.")
+            % {"name": name}
         ]
     return []
 

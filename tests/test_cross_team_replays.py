@@ -513,6 +513,29 @@ def test_creating_for_team_a_or_on_another_host(change, field, requests_world):
     assert_unchanged(w, before)
 
 
+def test_a_request_named_as_team_a_request_does_not_say_its_number(requests_world):
+    """Team B asks for a VM named as team A's waiting request: refused (the name would
+    clash), but team A's request number is not team B's to learn."""
+    w = requests_world
+    data = {
+        "team": w.people.team_b.pk, "template": w.template.pk, "name": "a-asked",
+        "vcpus": 1, "memory_mib": 256, "purpose": "probe",
+    }  # fmt: skip
+    before = state_of(w)
+
+    response = client_for(w.people.bob_b).post(reverse("request_new"), data)
+
+    text = readable(response, 409)
+    assert "asks for a VM named a-asked already" in text
+    assert f"#{w.a_request.pk}" not in text
+    assert_unchanged(w, before)
+    # Team A's own people still learn which request it is.
+    mine = client_for(w.people.olga_operator).post(
+        reverse("request_new"), {**data, "team": w.people.team_a.pk}
+    )
+    assert f"Request #{w.a_request.pk} asks for a VM named a-asked" in readable(mine, 409)
+
+
 def test_a_new_vm_named_onto_team_a_vm_disk(requests_world):
     """Team A's VM (renamed since) still has its disk where a VM named "web-x" gets its
     own: team B's admin creating "web-x" would be given team A's disk. Refused before
