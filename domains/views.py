@@ -1009,7 +1009,8 @@ def team_member_set(request: HttpRequest, team: str) -> HttpResponse:
 @require_POST
 def team_member_remove(request: HttpRequest, team: str, user_id: int) -> HttpResponse:
     obj, _membership = _visible_team(request, team)
-    member = get_object_or_404(get_user_model(), pk=user_id)
+    # Only this team's members: anyone else's number is a 404, never their name.
+    member = get_object_or_404(get_user_model(), pk=user_id, memberships__team=obj)
     try:
         hosts.remove_membership(request.user, obj, member)
     except ActionRefused as exc:

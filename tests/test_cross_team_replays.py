@@ -653,6 +653,24 @@ def test_team_b_admin_and_team_a_members(view, args, data, world):
     assert_unchanged(w, before)
 
 
+@pytest.mark.parametrize("who", ["bob_b", "bea", "root"])
+def test_removing_from_team_a_someone_who_is_not_in_it(who, world):
+    """Team A's admin "removes" a member of team B (or a superuser) from team A: nobody of
+    that number is in team A, so there is nobody to remove, and their name is not said."""
+    w = world
+    member = w.bea if who == "bea" else getattr(w.people, who)
+    before = state_of(w)
+
+    response = client_for(w.people.alice_admin).post(
+        reverse("team_member_remove", args=["team-a", member.pk]), follow=True
+    )
+
+    text = readable(response, 404)
+    assert member.username not in text
+    assert_unchanged(w, before)
+    assert not w.people.team_a.memberships.filter(user=member).exists()
+
+
 def test_marking_read_marks_only_ones_own(world):
     w = world
     mine = Notification.objects.create(user=w.people.bob_b, text="for bob")
