@@ -357,6 +357,25 @@ def test_an_xml_edit_cannot_take_the_disk_of_team_a_vm(readonly, disk_world):
     assert_says_nothing_of_a(w, response, sent=w.a_disk)
 
 
+def test_an_xml_edit_cannot_take_a_memory_image_of_team_a(disk_world):
+    """A save folder inside a folder team admins may use: team A's VM's saved memory
+    image, added as a disk of team B's VM, would hand team B team A's memory."""
+    w = disk_world
+    path = f"{IMAGES}/saves/a-memory.save"
+    SavedImage.objects.create(
+        host=w.a_vm.host, path=path, domain=w.a_vm, domain_uuid=w.a_vm.uuid,
+        domain_name=w.a_vm.name, team=w.people.team_a,
+    )  # fmt: skip
+    url = reverse("domain_xml_edit", args=["alpha", str(w.b_vm.uuid)])
+    xml = _with_disk(_saved_xml(w, w.b_vm), path, readonly=True)
+    before = state_of(w)
+
+    response = client_for(w.bea).post(url, {"xml": xml, "save": "1"})
+
+    assert "in use by another VM on this host" in readable(response, 409)
+    assert_unchanged(w, before, refused_on=w.b_vm)
+
+
 def test_an_xml_edit_may_still_share_what_team_a_only_reads(disk_world):
     """An installer's ISO that team A's VM has as a CD-ROM is no secret of team A's:
     team B's admin may add it too."""

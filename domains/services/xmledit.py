@@ -10,7 +10,7 @@ from django.utils.translation import gettext as _
 from .. import domxml, hypervisor
 from ..hypervisor import HypervisorError
 from ..kinds import KINDS, wrong_state_message
-from ..models import Domain, Host, Operation, OperationKind, OperationStatus
+from ..models import Domain, Host, Operation, OperationKind, OperationStatus, SavedImage
 from ..rules import edit_policy_problems, taken_path_problems, xml_edit_check
 from .common import queue_operation, require
 
@@ -47,6 +47,9 @@ def host_reach_problems(
         new, current, hypervisor.platforms(host.uri), roots, host.allow_hostdev
     )
     taken = hypervisor.paths_in_use(host.uri, exclude_uuid=uuid)
+    # Memory images the panel saved of the host's other VMs: their memory, as a disk.
+    images = SavedImage.objects.filter(host=host).exclude(domain_uuid=uuid or None)
+    taken |= frozenset(images.values_list("path", flat=True))
     return problems + taken_path_problems(new, current, taken)
 
 
