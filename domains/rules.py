@@ -850,9 +850,10 @@ def taken_path_problems(
 ) -> list[str]:
     """Every host path `new` adds that another domain on the host keeps to itself, in
     plain words: a domain given another's disk (even read-only), log or socket reaches its
-    data, whichever team it is of. What the saved configuration already has stays."""
-    was = {p for _where, p in current.paths} if current is not None else set()
-    added = [p for _where, p in new.paths if p not in was]
+    data, whichever team it is of. What the saved configuration already has stays where
+    it is (a log file the VM writes is not a disk it may read)."""
+    was = set(current.paths) if current is not None else set()
+    added = [p for where, p in new.paths if (where, p) not in was]
     return [
         _("%(path)s is in use by another VM on this host; a VM may not use another VM's files.")
         % {"path": path}

@@ -376,6 +376,27 @@ def test_an_xml_edit_cannot_take_a_memory_image_of_team_a(disk_world):
     assert_unchanged(w, before, refused_on=w.b_vm)
 
 
+def test_an_xml_edit_cannot_move_a_file_of_team_a_into_a_disk(disk_world, libvirt_hosts):
+    """Team B's VM writes its serial log where team A's VM keeps its own (both named so):
+    kept as it is, that log is allowed; the same file added as a disk, to read it, is not."""
+    w = disk_world
+    log = f"/var/log/libvirt/{w.a_vm.name}-serial.log"
+    serial = f"<serial type='file'><source path='{log}'/><target port='0'/></serial></devices>"
+    for vm in (w.a_vm, w.b_vm):
+        w.conn.defineXML(_saved_xml(w, vm).replace("</devices>", serial, 1))
+    url = reverse("domain_xml_edit", args=["alpha", str(w.b_vm.uuid)])
+    xml = _with_disk(_saved_xml(w, w.b_vm), log, readonly=True)
+    before = state_of(w)
+
+    response = client_for(w.bea).post(url, {"xml": xml, "save": "1"})
+
+    assert "in use by another VM on this host" in readable(response, 409)
+    assert_unchanged(w, before, refused_on=w.b_vm)
+    unchanged = _saved_xml(w, w.b_vm).replace("</uuid>", "</uuid><description>ok</description>")
+    response = client_for(w.bea).post(url, {"xml": unchanged, "save": "1"})
+    assert response.status_code == 303, response.content.decode()[:3000]
+
+
 def test_an_xml_edit_may_still_share_what_team_a_only_reads(disk_world):
     """An installer's ISO that team A's VM has as a CD-ROM is no secret of team A's:
     team B's admin may add it too."""
