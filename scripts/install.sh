@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up a fresh Debian 12 machine for vmpanel: system packages, then .venv.
 #
-#   scripts/install.sh [--postgresql]      (or VMPANEL_INSTALL_POSTGRESQL=1)
+#   scripts/install.sh [--postgresql] [--tests]     (or VMPANEL_INSTALL_POSTGRESQL=1)
 #
 # Idempotent and quick when everything is in place, because `make demo` and `make test` run it
 # every time: apt is only called for packages that are missing, pip only when requirements.txt
@@ -20,7 +20,16 @@ PACKAGES=(
   gettext      # msgfmt compiles the translations (locale/); makemessages needs xgettext
 )
 # PostgreSQL only on request: CI proves the panel on it; the demo and dev use SQLite.
-if [ "${1:-}" = --postgresql ] || [ "${VMPANEL_INSTALL_POSTGRESQL:-}" = 1 ]; then
+# nginx for the tests (`--tests`): tests/test_deploy.py puts deploy/nginx/vmpanel.conf in
+# front of the panel with an nginx of its own; the package just provides the binary.
+for arg in "$@"; do
+  case $arg in
+    --postgresql) PACKAGES+=(postgresql) ;;
+    --tests) PACKAGES+=(nginx) ;;
+    *) echo "install.sh: unknown option $arg (--postgresql, --tests)" >&2; exit 2 ;;
+  esac
+done
+if [ "${VMPANEL_INSTALL_POSTGRESQL:-}" = 1 ]; then
   PACKAGES+=(postgresql)
 fi
 

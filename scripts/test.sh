@@ -8,7 +8,7 @@
 set -euo pipefail
 cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.."
 
-scripts/install.sh
+scripts/install.sh --tests
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 
