@@ -1394,20 +1394,26 @@ def read_domain_reach(xml: str) -> DomainReach:
 _SHARED_OS_FILES = frozenset({"os/kernel", "os/initrd", "os/loader", "os/dtb"})
 
 
-def private_paths(xml: str) -> frozenset[str]:
+def private_paths(xml: str, shareable: bool = True) -> frozenset[str]:
     """The host paths a domain keeps to itself: every path `read_domain_reach` finds but
     those it only reads, which other domains may read too (a CD-ROM or read-only disk,
-    a disk's backing image, the kernel, initrd and firmware it boots from). Another
-    domain that names one of these reaches this one's data: its disks, its logs, its
-    firmware variables, its sockets."""
+    a disk's backing image, the kernel, initrd and firmware it boots from), and the
+    terminals the host hands a running domain (a pty's /dev/pts/N, another host's
+    number for another domain). Another domain that names one of these reaches this
+    one's data: its disks, its logs, its firmware variables, its sockets. Without
+    `shareable`, its disks marked <shareable/> (shared on purpose) are left out too."""
     root = _parse_domain_root(xml)
     paths: set[str] = set()
 
     def shared(el: etree._Element, where: str) -> bool:
         if where in _SHARED_OS_FILES or el.tag == "backingStore":
             return True
+        if where.startswith("devices/") and el.get("type") == "pty":
+            return True
         return where == "devices/disk" and (
-            el.get("device", "disk") in ("cdrom", "floppy") or el.find("readonly") is not None
+            el.get("device", "disk") in ("cdrom", "floppy")
+            or el.find("readonly") is not None
+            or (not shareable and el.find("shareable") is not None)
         )
 
     def walk(el: etree._Element) -> None:

@@ -1176,13 +1176,14 @@ def volume_exists(uri: str, path: str) -> bool:
     return _call(uri, read)
 
 
-def _private_paths(dom: libvirt.virDomain) -> frozenset[str]:
+def _private_paths(dom: libvirt.virDomain, shareable: bool = True) -> frozenset[str]:
     """`domxml.private_paths` of the running definition and, for a permanent domain, of
     the saved one too (what its next boot takes); empty for a domain gone meanwhile."""
     try:
-        paths = domxml.private_paths(dom.XMLDesc(0))
+        paths = domxml.private_paths(dom.XMLDesc(0), shareable)
         if dom.isActive() and dom.isPersistent():
-            paths |= domxml.private_paths(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+            inactive = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+            paths |= domxml.private_paths(inactive, shareable)
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
             return frozenset()
@@ -1190,9 +1191,10 @@ def _private_paths(dom: libvirt.virDomain) -> frozenset[str]:
     return paths
 
 
-def private_paths_of(uri: str, uuid: str) -> frozenset[str]:
-    """The host paths the domain keeps to itself (its disks, logs, sockets …)."""
-    return _on_domain(uri, uuid, _private_paths)
+def private_paths_of(uri: str, uuid: str, shareable: bool = True) -> frozenset[str]:
+    """The host paths the domain keeps to itself (its disks, logs, sockets …); without
+    `shareable`, not its disks shared on purpose."""
+    return _on_domain(uri, uuid, lambda dom: _private_paths(dom, shareable))
 
 
 def paths_in_use(uri: str, exclude_uuid: str = "") -> frozenset[str]:

@@ -61,6 +61,8 @@ def define_with_disk(make_domain, libvirt_hosts, host: str, team: str, disk: str
     xml = domxml.build_simple_domain(
         domxml.SimpleDomain(name=name, uuid=uuid, disk=disk, mac=domxml.generate_mac())
     )
+    if kw.pop("shareable", False):
+        xml = xml.replace("</disk>", "<shareable/></disk>", 1)
     make_domain.track(host, uuid)
     dom = conn.defineXML(xml)
     if kw.pop("running", False):
@@ -439,6 +441,33 @@ def test_a_superusers_edit_past_it_is_on_record(disk_world):
     assert any("in use by another VM" in p for p in op.params["policy_waived"])
 
 
+def test_what_a_vm_keeps_to_itself():
+    """Its disks, logs, firmware variables and sockets; not what it only reads (a CD-ROM,
+    a read-only disk, a backing image, its kernel and firmware), nor a pty the host hands
+    it; its shareable disks unless asked to leave them out."""
+    xml = """<domain type='test'><name>k</name><uuid>4e1c5c3e-1111-4222-8333-944455556666</uuid>
+      <memory>1024</memory><os><type>hvm</type><kernel>/boot/vmlinuz</kernel>
+      <initrd>/boot/initrd</initrd><loader readonly='yes'>/usr/share/OVMF/CODE.fd</loader>
+      <nvram>/var/lib/libvirt/qemu/nvram/k_VARS.fd</nvram></os><devices>
+      <disk type='file' device='disk'><source file='/img/k.qcow2'/><target dev='vda'/>
+        <backingStore type='file'><source file='/img/base.qcow2'/></backingStore></disk>
+      <disk type='file' device='cdrom'><source file='/img/setup.iso'/><target dev='sda'/></disk>
+      <disk type='file' device='disk'><source file='/img/ro.raw'/><target dev='vdb'/>
+        <readonly/></disk>
+      <disk type='file' device='disk'><source file='/img/cluster.raw'/><target dev='vdc'/>
+        <shareable/></disk>
+      <serial type='pty'><source path='/dev/pts/3'/><target port='0'/></serial>
+      <console type='file'><source path='/var/log/libvirt/k.log'/><target type='serial'/></console>
+      <channel type='unix'><source mode='bind' path='/run/k/agent.sock'/>
+        <target type='virtio'/></channel>
+      </devices></domain>"""
+    assert domxml.private_paths(xml) == {
+        "/var/lib/libvirt/qemu/nvram/k_VARS.fd", "/img/k.qcow2", "/img/cluster.raw",
+        "/var/log/libvirt/k.log", "/run/k/agent.sock",
+    }  # fmt: skip
+    assert "/img/cluster.raw" not in domxml.private_paths(xml, shareable=False)
+
+
 def test_a_migration_onto_the_disk_of_team_a_vm(world, libvirt_hosts):
     """Team B's VM on alpha and team A's VM on beta have a disk at the same path; beta
     has that volume (team A's). Moving team B's VM there would run it on team A's disk
@@ -749,3 +778,28 @@ def test_filtering_by_team_a(view, requests_world):
             assert not {w.a_vm.name, str(w.a_vm.uuid), "Team A", "a-asked"} & {
                 str(v) for v in (row.values() if isinstance(row, dict) else vars(row).values())
             }, (query, row)
+
+
+def test_a_migration_beside_a_peer_that_shares_its_disk_on_purpose(world, libvirt_hosts):
+    """A disk both VMs mark shareable (a cluster's, on shared storage) is no clash: team B
+    moves one peer to the other's host."""
+    w = world
+    beta = libvirt_hosts.conn("beta")
+    pool = beta.storagePoolLookupByName("default-pool")
+    name = f"cluster-{uuidlib.uuid4().hex[:6]}.raw"
+    vol = pool.createXML(f"<volume><name>{name}</name><capacity unit='M'>16</capacity></volume>", 0)
+    try:
+        path = vol.path()
+        define_with_disk(w.make_domain, libvirt_hosts, "beta", "b", path, shareable=True)
+        b_vm = define_with_disk(
+            w.make_domain, libvirt_hosts, "alpha", "b", path, running=True, shareable=True
+        )
+        response = client_for(w.people.bob_b).post(
+            reverse("domain_migrate", args=["alpha", str(b_vm.uuid)]),
+            {"destination": "beta", "how": "live"},
+        )
+        assert response.status_code == 303, response.content.decode()[:3000]
+        op = Operation.objects.get(domain=b_vm, kind=OperationKind.MIGRATE)
+        assert op.status == OperationStatus.QUEUED
+    finally:
+        vol.delete(0)

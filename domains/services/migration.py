@@ -42,7 +42,9 @@ def migration_problems(domain: Domain, choice: MigrationChoice) -> list[str]:
         # hosts holds different teams' disks): the VM would run on their data there, or
         # a copy of its disks write over it. Offline too: its next start there would.
         taken = hypervisor.paths_in_use(dest_uri, exclude_uuid=str(domain.uuid))
-        own = hypervisor.private_paths_of(domain.host.uri, str(domain.uuid))
+        # Its disks marked shareable are shared on purpose (a cluster's disk on shared
+        # storage, which a peer on the destination has too).
+        own = hypervisor.private_paths_of(domain.host.uri, str(domain.uuid), shareable=False)
         for path in taken_paths(own, taken):
             problems.append(
                 _(
