@@ -189,6 +189,11 @@ DATABASES = {
     "default": dj_database_url.parse(
         env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
         conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
+        # A kept connection (DATABASE_CONN_MAX_AGE) is tried before a request, a console's
+        # check or a watcher's turn uses it again: one the database dropped meanwhile (a
+        # restart, a failover, an administrator's pg_terminate_backend) is replaced, where
+        # it failed the next request with a 500 (tests/test_database_faults.py).
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
