@@ -17,10 +17,11 @@ from collections.abc import Callable
 from dataclasses import asdict
 from datetime import timedelta
 from functools import lru_cache
+from typing import TypeVar
 
 import redis
 from django.conf import settings
-from django.db import OperationalError, close_old_connections, connection
+from django.db import InterfaceError, OperationalError, close_old_connections, connection
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -32,6 +33,8 @@ from .models import AuditEvent, Domain, Operation, OperationKind, OperationStatu
 from .services.common import send_now, task_queue
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class OutcomeUnknown(Exception):
@@ -55,6 +58,38 @@ def _redis() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL)
 
 
+# Waits between tries of a database call whose connection the database dropped (seconds):
+# the first at once, on a new connection; slower while the database is restarting.
+RECONNECT_BACKOFF = (0.0, 0.5, 1.0, 2.0, 4.0)
+
+
+def reconnecting(fn: Callable[[], T]) -> T:
+    """`fn()`, done again on a new connection while the database has dropped this thread's
+    (a restart, a failover, an administrator's pg_terminate_backend).
+
+    A worker's threads keep their connection for a whole operation (Celery's own fix-up
+    closes it only between tasks): one dropped meanwhile failed every later query, the
+    result was never recorded, and the operation stayed "running" until the recovery pass
+    took its worker for dead and said so. `fn` must be safe to do twice (a read, or a write
+    of the same values). A busy database or a refused statement is not retried here.
+    """
+    for delay in (*RECONNECT_BACKOFF, None):
+        try:
+            return fn()
+        except (OperationalError, InterfaceError) as exc:
+            if delay is None or connection.in_atomic_block or connection.is_usable():
+                raise
+            log.warning("database connection lost (%s); trying again on a new one", exc)
+            connection.close()
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def cancel_requested(op: Operation) -> bool:
+    """Whether someone asked to cancel `op` (asked again if the connection dropped)."""
+    return reconnecting(Operation.objects.filter(pk=op.pk, cancel_requested=True).exists)
+
+
 def _finish(op: Operation, status: str, message: str = "", error=None) -> None:
     op.status = status
     op.message = message
@@ -63,12 +98,11 @@ def _finish(op: Operation, status: str, message: str = "", error=None) -> None:
         op.error = error.message
         op.error_code = error.code
     op.progress = 100 if status == OperationStatus.SUCCEEDED else op.progress
-    op.save(
-        update_fields=[
-            "status", "message", "finished_at", "error", "error_code", "progress",
-            "xml_before", "xml_after",
-        ]
-    )  # fmt: skip
+    fields = [
+        "status", "message", "finished_at", "error", "error_code", "progress",
+        "xml_before", "xml_after",
+    ]  # fmt: skip
+    reconnecting(lambda: op.save(update_fields=fields))
     log.info(
         "operation %s %s %s user=%s host=%s domain=%s request=%s %s",
         op.pk, op.kind, status, op.user, op.host.name, op.domain_uuid,
@@ -81,7 +115,8 @@ def _check_later(op: Operation, message: str, error: HypervisorError | None) -> 
     op.message = message
     if error is not None:
         op.error, op.error_code = error.message, error.code
-    op.save(update_fields=["status", "message", "error", "error_code", "xml_before", "xml_after"])
+    fields = ["status", "message", "error", "error_code", "xml_before", "xml_after"]
+    reconnecting(lambda: op.save(update_fields=fields))
     log.warning("operation %s %s outcome unknown: %s", op.pk, op.kind, message)
 
 
@@ -107,6 +142,9 @@ class Monitor(threading.Thread):
                     self.tick()
                 except Exception:  # a missed beat is no reason to stop beating
                     log.exception("operation %s: monitor tick failed", self.op.pk)
+                    # This thread never gets a new connection otherwise: one the database
+                    # dropped stopped the heartbeat for the rest of the operation.
+                    connection.close()
         finally:
             connection.close()  # this thread's own database connection
 
@@ -124,11 +162,7 @@ class Monitor(threading.Thread):
                 fields["progress"] = job.percent
                 fields["progress_detail"] = {**asdict(job), "samples": self.samples}
         Operation.objects.filter(pk=op.pk, status=OperationStatus.RUNNING).update(**fields)
-        if (
-            not self.aborted
-            and Operation.objects.filter(pk=op.pk, cancel_requested=True).exists()
-            and self.abort_allowed(job)
-        ):
+        if not self.aborted and cancel_requested(op) and self.abort_allowed(job):
             log.info("operation %s: cancel requested; aborting libvirt's job", op.pk)
             # In a thread of its own: should libvirt make the call wait, the heartbeat and
             # the progress go on meanwhile.
@@ -248,7 +282,7 @@ def _run_operation(
         for attempt in range(1 if long_job else RETRIES + 1):
             try:
                 message = work(op)
-                if Operation.objects.filter(pk=op.pk, cancel_requested=True).exists():
+                if cancel_requested(op):
                     message = _("The cancel came too late: it had finished.") + " " + message
                 # The inventory first, so whoever sees "succeeded" sees the new state.
                 _refresh_inventory(op)
@@ -262,7 +296,7 @@ def _run_operation(
                 # A failure may have changed the state too: the inventory first, as on
                 # success, and the refusal below reads the state from it.
                 _refresh_inventory(op)
-                if Operation.objects.filter(pk=op.pk, cancel_requested=True).exists():
+                if cancel_requested(op):
                     _finish(
                         op,
                         OperationStatus.CANCELLED,
@@ -343,7 +377,7 @@ def _fresh_row_refusing(op: Operation) -> str | None:
 
 def _refresh_inventory(op: Operation) -> None:
     try:
-        inventory.refresh_domain(op.host, op.domain_uuid)
+        reconnecting(lambda: inventory.refresh_domain(op.host, op.domain_uuid))
     except HypervisorError as exc:
         log.warning("operation %s: inventory not refreshed: %s", op.pk, exc)
 

@@ -19,7 +19,7 @@ from django.utils.translation import gettext as _
 from domains import domxml, hypervisor, inventory
 from domains.hypervisor import HypervisorError
 from domains.models import Domain, Operation
-from domains.runner import run_operation, uri_uuid
+from domains.runner import cancel_requested, run_operation, uri_uuid
 from domains.tasks import operation_task
 
 from . import services
@@ -79,7 +79,7 @@ def _wait_powered_off(op: Operation, uri: str, uuid: str) -> None:
     """Poll until the transient installer domain is gone (it powered itself off)."""
     deadline = time.monotonic() + settings.VMPANEL_INSTALL_TIMEOUT_SECONDS
     while hypervisor.domain_state(uri, uuid) is not None:
-        if Operation.objects.filter(pk=op.pk, cancel_requested=True).exists():
+        if cancel_requested(op):  # asked again if the connection dropped meanwhile
             raise HypervisorError(_("Cancelled during the installation."))
         if time.monotonic() > deadline:
             raise HypervisorError(
@@ -155,7 +155,7 @@ def clone_domain_task(op: Operation) -> str:
         Operation.objects.filter(pk=op.pk).update(progress=percent, progress_detail=detail)
 
     def cancelled() -> bool:
-        return Operation.objects.filter(pk=op.pk, cancel_requested=True).exists()
+        return cancel_requested(op)
 
     result = hypervisor.clone_domain(
         *uri_uuid(op), p["name"], new_uuid=p["clone_uuid"], progress=progress, cancelled=cancelled
