@@ -143,11 +143,19 @@ class HostWatch(threading.Thread):
             if not self.may_write():
                 return  # no longer surely ours: its next owner reads it in full
             host = self.host
-            for uuid in pending:
+            while pending:
+                uuid = pending.pop()
                 try:
                     inventory.refresh_domain(host, uuidlib.UUID(uuid))
                 except HypervisorError as exc:
                     log.warning("refresh of %s on %s failed: %s", uuid, host.name, exc)
+                except Exception:
+                    # The database failed it (its connection dropped, say): the events not
+                    # done go back, for the next turn on a fresh connection. Lost, they
+                    # left their changes out of the inventory until the next full read.
+                    for left in (uuid, *pending):
+                        self.events.put(left)
+                    raise
             self.last_write = time.time()
 
 
