@@ -159,6 +159,24 @@ def test_on_a_phone_no_page_scrolls_sideways_and_the_menu_folds(
     page.wait_for_url(f"{live_server.url}/activity/")
 
 
+def test_on_a_phone_the_hosts_list_shows_every_hosts_state_without_scrolling(
+    page, live_server, people, hosts
+):
+    """At 390 px each host is a card: whether it answers and who watches it are on the
+    screen, named, not in columns past its right edge."""
+    page.set_viewport_size({"width": 390, "height": 844})
+    browser_log_in(page, live_server.url, "root")
+    page.goto(f"{live_server.url}/hosts/")
+    for name in ("alpha", "beta"):
+        row = page.locator("table.cards tbody tr", has_text=name)
+        for label in ("Now", "Watched by", "VMs"):
+            cell = row.locator(f'td[data-label="{label}"]')
+            box = cell.bounding_box()
+            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, label
+            assert cell.evaluate("c => getComputedStyle(c, '::before').content") == f'"{label}: "'
+    page.screenshot(path=SHOTS / "phone-hosts-cards.png", full_page=True)
+
+
 def test_pages_update_themselves_within_two_seconds(
     page, live_server, people, make_domain, watcher_beat
 ):

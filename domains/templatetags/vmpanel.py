@@ -7,7 +7,9 @@ from datetime import timedelta
 from functools import cache
 
 from django import template
+from django.utils import timezone
 from django.utils.text import capfirst
+from django.utils.timesince import timesince
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy as _lazy
 
@@ -78,6 +80,17 @@ def mib(kib) -> int:
         return int(kib) // 1024
     except (TypeError, ValueError):
         return 0
+
+
+@register.filter
+def elapsed(since) -> str:
+    """Time since `since` in words, as timesince says it, but "less than a minute" where
+    it would say "0 minutes"."""
+    if since is None:
+        return ""
+    if timezone.now() - since < timedelta(minutes=1):
+        return _("less than a minute")
+    return timesince(since)
 
 
 @register.filter
