@@ -29,7 +29,15 @@ from django.utils.translation import gettext as _
 from . import hypervisor, inventory, language, outcomes
 from .hypervisor import HypervisorError
 from .kinds import KINDS, always_allowed, wrong_state_message
-from .models import AuditEvent, Domain, Operation, OperationKind, OperationStatus, SavedImage
+from .models import (
+    AuditEvent,
+    Domain,
+    Operation,
+    OperationKind,
+    OperationStatus,
+    SavedImage,
+    actions_on,
+)
 from .services.common import send_now, task_queue
 
 log = logging.getLogger(__name__)
@@ -258,6 +266,9 @@ def _run_operation(
         pk=operation_id
     )
     op.payload = payload or {}
+    if (refusal := _no_longer_allowed(op)) is not None:
+        _finish(op, OperationStatus.REFUSED, refusal)
+        return
     log.info(
         "operation %s %s running user=%s host=%s domain=%s request=%s",
         op.pk, op.kind, op.user, op.host.name, op.domain_uuid, op.request_id,
@@ -320,6 +331,28 @@ def _run_operation(
     finally:
         monitor.stop()
         lock.release()
+
+
+def _no_longer_allowed(op: Operation) -> str | None:
+    """Why `op` may not start now that a worker has taken it, or None.
+
+    The role was checked when it was asked for, but it may have waited in the queue since:
+    the one who asked may have left the team (or lost the role), or the VM been given to
+    another team. What runs is decided when it starts, as if it were asked for now; an
+    operation that has started runs to its end. (A new VM has no team role to lose: its
+    creation is not checked again here.)
+    """
+    if op.user is None or op.domain is None:
+        return None
+    if KINDS[op.kind].role in actions_on(op.user, op.domain):
+        return None
+    return _(
+        "%(user)s may no longer do this to %(name)s (their role, or the VM's team, changed "
+        "after they asked), so it was not started; nothing was done."
+    ) % {"user": op.user.username, "name": op.domain.name}
+
+
+# Waits between tries of a claim that met a locked database (seconds).
 
 
 # Waits between tries of a claim that met a locked database (seconds).

@@ -27,6 +27,7 @@ from django.utils.translation import ngettext
 from domains import domxml, hypervisor, language
 from domains.hypervisor import HypervisorError
 from domains.models import (
+    ACTIVE_STATUSES,
     Domain,
     Host,
     Operation,
@@ -41,6 +42,7 @@ from domains.rules import path_problems, taken_paths
 from domains.services.common import (
     ActionRefused,
     audit,
+    hold,
     queue_operation,
     record_refusal,
     require,
@@ -232,9 +234,13 @@ class Usage:
     disk_gib: int
 
 
-def usage(team: Team, exclude_request: VMRequest | None = None) -> Usage:
+def usage(
+    team: Team, exclude_request: VMRequest | None = None, resizing: Domain | None = None
+) -> Usage:
     """What the team uses: its domains in the inventory plus approved requests not yet
-    made; disk from the template sizes of its requests that are or will be domains."""
+    made, plus what operations on their way will add (`_on_the_way`; not a resize of
+    `resizing`, whose growth its caller counts); disk from the template sizes of its
+    requests that are or will be domains."""
     doms = Domain.objects.present().filter(team=team)
     agg = doms.aggregate(v=Sum("vcpus"), m=Sum("memory_kib"))
     pending = VMRequest.objects.filter(team=team, state__in=PENDING_STATES)
@@ -247,12 +253,66 @@ def usage(team: Team, exclude_request: VMRequest | None = None) -> Usage:
     # A ready request's disk stops counting once its domain is gone from libvirt.
     disk = disk.exclude(operation__domain__gone_at__isnull=False)
     disk_gib = disk.aggregate(d=Sum("template__disk_gib"))["d"] or 0
+    coming = _on_the_way(team, resizing)
     return Usage(
-        domains=doms.count() + pending.count(),
-        vcpus=(agg["v"] or 0) + (p["v"] or 0),
-        memory_mib=(agg["m"] or 0) // 1024 + (p["m"] or 0),
+        domains=doms.count() + pending.count() + coming.domains,
+        vcpus=(agg["v"] or 0) + (p["v"] or 0) + coming.vcpus,
+        memory_mib=(agg["m"] or 0) // 1024 + (p["m"] or 0) + coming.memory_mib,
         disk_gib=disk_gib,
     )
+
+
+def _on_the_way(team: Team, resizing: Domain | None = None) -> Usage:
+    """What the team's queued and running operations will add once a worker has done them:
+    a creation (not from a request: those count as approved requests) or a clone whose VM
+    is not in the inventory yet, a resize's growth not yet there. Without it a second
+    creation asked a moment after the first passed the quota the first would fill.
+    Disk is left out, as it is for such VMs once made (only requests count disk)."""
+    ops = Operation.objects.filter(
+        team=team,
+        status__in=ACTIVE_STATUSES,
+        kind__in=[OperationKind.PROVISION, OperationKind.CLONE, OperationKind.RESIZE],
+    ).select_related("domain")
+    made = {
+        str(u) for u in Domain.objects.present().filter(team=team).values_list("uuid", flat=True)
+    }
+    domains = vcpus = memory_mib = 0
+    for op in ops:
+        p = op.params
+        if op.kind == OperationKind.RESIZE:
+            if op.domain is None or op.domain.gone_at is not None or op.domain.team_id != team.pk:
+                continue
+            if resizing is not None and op.domain_id == resizing.pk:
+                continue
+            if p.get("vcpus") is not None:
+                vcpus += max(0, p["vcpus"] - op.domain.vcpus)
+            if p.get("memory_mib") is not None:
+                memory_mib += max(0, p["memory_mib"] - op.domain.memory_kib // 1024)
+            continue
+        if op.kind == OperationKind.PROVISION:
+            if p.get("request") or str(op.domain_uuid) in made:
+                continue
+            size = (p.get("vcpus") or 0, p.get("memory_mib") or 0)
+        else:  # a clone: the size of its original, kept when it was asked for
+            if p.get("clone_uuid") in made:
+                continue
+            source = op.domain
+            size = (
+                p.get("vcpus", source.vcpus if source else 0),
+                p.get("memory_mib", source.memory_kib // 1024 if source else 0),
+            )
+        domains += 1
+        vcpus += size[0]
+        memory_mib += size[1]
+    return Usage(domains=domains, vcpus=vcpus, memory_mib=memory_mib, disk_gib=0)
+
+
+def lock_team(team: Team | int | None) -> None:
+    """Lock the team's row until the transaction ends: the quota's check and the write of
+    what it allows (a request approved, a creation, a clone or a resize queued) are one
+    step, so that two at once cannot each fit alone and overrun it together."""
+    if team is not None:
+        list(Team.objects.select_for_update().filter(pk=getattr(team, "pk", team)))
 
 
 def quota_problems(
@@ -280,11 +340,17 @@ def quota_problems(
 
 def resize_quota_problems(domain: Domain, vcpus: int, memory_mib: int) -> list[str]:
     """What resizing `domain` to these counts would overrun of its team's quota, with the
-    numbers. Only growth counts: a team over its limits may still make a VM smaller."""
+    numbers. Only growth counts: a team over its limits may still make a VM smaller.
+
+    Asked again inside the transaction that queues the resize (`resize.resize_domain`):
+    there the team's row is locked first, so that two resizes at once are counted one
+    after the other."""
+    if transaction.get_connection().in_atomic_block:
+        lock_team(domain.team_id)
     quota = Quota.objects.filter(team_id=domain.team_id).first() if domain.team_id else None
     if quota is None:
         return []
-    now = usage(domain.team)
+    now = usage(domain.team, resizing=domain)
     checks = [
         (_("vCPUs"), vcpus - domain.vcpus, now.vcpus, quota.max_vcpus),
         (_("MiB of memory"), memory_mib - domain.memory_kib // 1024, now.memory_mib,
@@ -596,42 +662,58 @@ def submit_request(
     problems += quota_problems(team, vcpus, memory_mib, template.disk_gib)
     if problems:
         _refused(user, team, " ".join(problems), **detail)
-    with transaction.atomic():
-        req = VMRequest.objects.create(
-            team=team,
-            requester=user,
-            template=template,
-            name=name,
-            vcpus=vcpus,
-            memory_mib=memory_mib,
-            purpose=purpose,
-        )
-        audit(
-            "request_submitted",
-            user,
-            f"#{req.pk} {name} from {template.name} ({vcpus} vCPUs, {memory_mib} MiB)",
-            team=team,
-            request=req.pk,
-            name=name,
-            template=template.name,
-            vcpus=vcpus,
-            memory_mib=memory_mib,
-        )
-        # Those who decide hear of it: the team's admins (not the asker, if one of them).
-        url = reverse("request_detail", args=[req.pk])
+    try:
+        with transaction.atomic():
+            # Two members asking for one name at once both found it free above: the name
+            # is held while it is checked again and the request written.
+            hold(f"request-name:{name}")
+            if taken := _name_problems(user, template, name):
+                raise ActionRefused(" ".join(taken))
+            req = _submit(user, team, template, name, vcpus, memory_mib, purpose)
+    except ActionRefused as exc:
+        _refused(user, team, exc.message, **detail)
+    return req
 
-        def words() -> str:
-            return _(
-                "%(user)s asks for %(name)s (%(vcpus)d vCPUs, %(mib)d MiB) from %(template)s "
-                "in %(team)s: approve or reject it."
-            ) % {"user": user.username, "name": name, "vcpus": vcpus, "mib": memory_mib,
-                 "template": template.name, "team": team.name}  # fmt: skip
 
-        admins = User.objects.filter(
-            memberships__team=team, memberships__role=Role.ADMIN, is_active=True
-        ).exclude(pk=user.pk)
-        for admin in admins:
-            notify(admin, words, url)
+def _submit(
+    user: User, team: Team, template: Template, name: str, vcpus: int, memory_mib: int, purpose: str
+) -> VMRequest:
+    """Write the request checked by `submit_request`, its audit row and its notices."""
+    req = VMRequest.objects.create(
+        team=team,
+        requester=user,
+        template=template,
+        name=name,
+        vcpus=vcpus,
+        memory_mib=memory_mib,
+        purpose=purpose,
+    )
+    audit(
+        "request_submitted",
+        user,
+        f"#{req.pk} {name} from {template.name} ({vcpus} vCPUs, {memory_mib} MiB)",
+        team=team,
+        request=req.pk,
+        name=name,
+        template=template.name,
+        vcpus=vcpus,
+        memory_mib=memory_mib,
+    )
+    # Those who decide hear of it: the team's admins (not the asker, if one of them).
+    url = reverse("request_detail", args=[req.pk])
+
+    def words() -> str:
+        return _(
+            "%(user)s asks for %(name)s (%(vcpus)d vCPUs, %(mib)d MiB) from %(template)s "
+            "in %(team)s: approve or reject it."
+        ) % {"user": user.username, "name": name, "vcpus": vcpus, "mib": memory_mib,
+             "template": template.name, "team": team.name}  # fmt: skip
+
+    admins = User.objects.filter(
+        memberships__team=team, memberships__role=Role.ADMIN, is_active=True
+    ).exclude(pk=user.pk)
+    for admin in admins:
+        notify(admin, words, url)
     return req
 
 
@@ -888,27 +970,57 @@ def _provision(
         # The template's files (ISO, kernel, base image, firmware) must lie where a team
         # admin may point on this host, as in a team admin's XML edit.
         problems = template_path_problems(host, view.xml)
-    if problems:
-        message = " ".join(problems)
-        if request is not None:
-            # Inside approval's transaction, which rolls back: the approval records it.
-            raise ActionRefused(message)
-        _refuse_provision(user, host, team, name, params, message)
-    op = Operation.objects.create(
-        kind=OperationKind.PROVISION,
-        user=user,
-        host=host,
-        domain_uuid=uuid,
-        domain_name=name,
-        team=team,
-        params=params,
-        xml_after=view.xml,
-        message=view.warning,
-        request_id=current_request_id.get(),
-        task_id=str(uuidlib.uuid4()),
-    )
-    send_on_commit(op)
-    return op
+    if not problems:
+        with transaction.atomic():
+            # Checked above on what libvirt and the database said a moment ago: two
+            # creations at once (two admins, an approval and a creation) both found the
+            # name free and the quota enough. So the name on the host and the team's row
+            # are held while both are checked again and the operation written.
+            problems = _made_meanwhile_problems(host, team, name)
+            problems += quota_problems(team, vcpus, memory_mib, template.disk_gib, exclude=request)
+            if not problems:
+                op = Operation.objects.create(
+                    kind=OperationKind.PROVISION,
+                    user=user,
+                    host=host,
+                    domain_uuid=uuid,
+                    domain_name=name,
+                    team=team,
+                    params=params,
+                    xml_after=view.xml,
+                    message=view.warning,
+                    request_id=current_request_id.get(),
+                    task_id=str(uuidlib.uuid4()),
+                )
+                send_on_commit(op)
+                return op
+    message = " ".join(problems)
+    if request is not None:
+        # Inside approval's transaction, which rolls back: the approval records it.
+        raise ActionRefused(message)
+    _refuse_provision(user, host, team, name, params, message)
+    raise AssertionError("unreachable")
+
+
+def _made_meanwhile_problems(host: Host, team: Team | None, name: str) -> list[str]:
+    """Inside the transaction that writes a creation or a clone named `name` on `host`:
+    hold the name there and the team's row (in this order, everywhere), then say whether
+    the name was taken since libvirt was asked: by a VM the inventory has now, or one on
+    its way (a creation or a clone queued or running)."""
+    hold(f"vm-name:{host.pk}:{name}")
+    lock_team(team)
+    if Domain.objects.present().filter(host=host, name=name).exists():
+        return [_("%(host)s has a VM named %(name)s already.") % {"host": host.name, "name": name}]
+    coming = Operation.objects.filter(host=host, status__in=ACTIVE_STATUSES)
+    if (
+        coming.filter(kind=OperationKind.PROVISION, domain_name=name).exists()
+        or coming.filter(kind=OperationKind.CLONE, params__name=name).exists()
+    ):
+        return [
+            _("A VM named %(name)s is being made on %(host)s already; choose another name.")
+            % {"host": host.name, "name": name}
+        ]
+    return []
 
 
 def finish_request(op: Operation) -> None:
@@ -984,10 +1096,22 @@ def clone_domain(user: User, domain: Domain, name: str) -> Operation:
             size = hypervisor.clone_size(domain.host.uri, str(domain.uuid), name)
         except HypervisorError as exc:
             return exc.message
+        disk_gib = -(-size // GIB)  # rounded up
+        # Kept with the operation: while it is on its way the clone counts against the
+        # team's quota at this size (`usage`), and the check under the lock reads it.
+        params.update(vcpus=domain.vcpus, memory_mib=domain.memory_kib // 1024, disk_gib=disk_gib)
         if domain.team is None:
             return None
-        disk_gib = -(-size // GIB)  # rounded up
         problems = quota_problems(domain.team, domain.vcpus, domain.memory_kib // 1024, disk_gib)
         return " ".join(problems) or None
 
-    return queue_operation(user, domain, kind, params, check=check)
+    def locked_check(locked: Domain) -> str | None:
+        # Asked a moment ago: again with the name and the team held (`_provision`).
+        problems = _made_meanwhile_problems(locked.host, locked.team, name)
+        if not problems and locked.team is not None:
+            problems = quota_problems(
+                locked.team, params["vcpus"], params["memory_mib"], params["disk_gib"]
+            )
+        return " ".join(problems) or None
+
+    return queue_operation(user, domain, kind, params, check=check, locked_check=locked_check)

@@ -1,12 +1,20 @@
 import contextvars
 import re
 import uuid
+from datetime import datetime
 
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpResponse
+from django.utils import timezone
 
 # The request id travels from the request into the Operation row and so into the task.
 current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+# When the request began, before it read anything: what a service was shown is no older
+# (`domains.services.common.queue_operation` refuses an action on a VM whose operations
+# changed it since). None outside a request (the worker, scripts, tests calling services).
+current_request_started: contextvars.ContextVar[datetime | None] = contextvars.ContextVar(
+    "request_started", default=None
+)
 
 # Paths anyone may open: the login page itself, probes and static files.
 PUBLIC_PREFIXES = ("/login/", "/healthz", "/readyz", "/static/")
@@ -34,9 +42,11 @@ class RequestIdMiddleware:
         request_id = request_id_of(request)
         request.request_id = request_id
         token = current_request_id.set(request_id)
+        started = current_request_started.set(timezone.now())
         try:
             response = self.get_response(request)
         finally:
+            current_request_started.reset(started)
             current_request_id.reset(token)
         response["X-Request-Id"] = request_id
         return response

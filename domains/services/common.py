@@ -8,12 +8,13 @@ import uuid as uuidlib
 from collections.abc import Callable
 
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from vmpanel.celery import app
-from vmpanel.middleware import current_request_id
+from vmpanel.middleware import current_request_id, current_request_started
 
 from .. import hypervisor
 from ..hypervisor import HypervisorError
@@ -141,6 +142,7 @@ def queue_operation(
     params: dict | None = None,
     *,
     check: Callable[[], str | None] | None = None,
+    locked_check: Callable[[Domain], str | None] | None = None,
     target_host: Host | None = None,
     fields: dict | None = None,
     payload: dict | None = None,
@@ -150,11 +152,17 @@ def queue_operation(
     The checks, each refusal on record: the role, the domain still there, its host
     enabled and answering, the state (the kind's entry in `kinds.KINDS`), then `check`,
     which returns the reason to refuse in plain words or None, and last that no other
-    operation holds the domain. `fields` are further Operation fields for the queued row;
-    `payload` goes to the task only (see `send_on_commit`).
+    operation holds the domain. `locked_check(row)` is asked last, inside the transaction
+    that writes the operation, with the domain's row locked: for what must not change
+    between the check and the write (a limit shared with other VMs, a name on the host),
+    read from the database only and under a lock of its own (`hold`, a team row).
+    `fields` are further Operation fields for the queued row; `payload` goes to the task
+    only (see `send_on_commit`).
     """
     spec = KINDS[kind]
     params = params or {}
+    # What the person was shown is no older than their request (None outside one).
+    looked_at = current_request_started.get()
     require(user, domain, kind, params)
     if domain.gone_at is not None and not spec.allow_gone:
         refuse(user, domain, kind, params, _("This VM no longer exists."))
@@ -180,12 +188,14 @@ def queue_operation(
     with transaction.atomic():
         # Lock the inventory row so that two requests cannot both find the domain idle.
         locked = Domain.objects.select_for_update().get(pk=domain.pk)
-        busy = (
-            Operation.objects.filter(domain=locked, status__in=ACTIVE_STATUSES)
-            .order_by("created_at")
-            .first()
-        )
-        if busy is None:
+        # Everything above was checked on `domain` as this request read it, before asking
+        # its host: another request may have changed the VM since (a double click whose
+        # first operation ran and finished meanwhile, a second person). So the locked row
+        # is checked again, and where the two requests overlapped the second is refused.
+        problem = _locked_problem(user, locked, kind, looked_at)
+        if problem is None and locked_check is not None:
+            problem = locked_check(locked)
+        if problem is None:
             op = Operation.objects.create(
                 kind=kind,
                 user=user,
@@ -203,12 +213,70 @@ def queue_operation(
             send_on_commit(op, payload)
             return op
     # Outside the transaction, so that the refusal stays on record.
-    refuse(
-        user, domain, kind, params,
-        _("%(name)s is busy with operation #%(id)s (%(kind)s).")
-        % {"name": domain.name, "id": busy.pk, "kind": busy.get_kind_display()},
-    )  # fmt: skip
+    if problem is _NO_ROLE:
+        # Out of the team, or the VM given to another team, since the request began: said
+        # as at the start (404, or 403 on record).
+        require(user, locked, kind, params)
+        problem = _("Your role in this VM's team does not allow this.")
+    refuse(user, locked, kind, params, problem)
     raise AssertionError("unreachable")
+
+
+# `_locked_problem`'s answer when the user no longer holds the kind's role on the domain.
+_NO_ROLE = "no role"
+
+
+def _locked_problem(user: User, locked: Domain, kind: str, looked_at) -> str | None:
+    """Why `kind` may not be queued on the locked row `locked` now, or None: the role, an
+    operation that holds the domain (or held it since `looked_at`: the request's checks
+    were made on the VM as it was before), the domain gone, its state."""
+    spec = KINDS[kind]
+    if spec.role not in actions_on(user, locked):
+        return _NO_ROLE
+    ops = Operation.objects.filter(domain=locked).exclude(status=OperationStatus.REFUSED)
+    busy = ops.filter(status__in=ACTIVE_STATUSES).order_by("created_at").first()
+    if busy is not None:
+        return _("%(name)s is busy with operation #%(id)s (%(kind)s).") % {
+            "name": locked.name, "id": busy.pk, "kind": busy.get_kind_display()
+        }  # fmt: skip
+    if looked_at is not None:
+        # Times from two processes (each web process stamps its own operations; the worker
+        # the end): the machines' clocks must agree, as for every time the panel shows.
+        meanwhile = (
+            ops.filter(Q(created_at__gte=looked_at) | Q(finished_at__gte=looked_at))
+            .order_by("created_at")
+            .first()
+        )
+        if meanwhile is not None:
+            return _(
+                "%(name)s was busy with operation #%(id)s (%(kind)s) while you asked; see "
+                "what it did before asking again."
+            ) % {"name": locked.name, "id": meanwhile.pk, "kind": meanwhile.get_kind_display()}
+    if locked.gone_at is not None and not spec.allow_gone:
+        return _("This VM no longer exists.")
+    if not spec.allowed(locked):
+        return wrong_state_message(spec, locked)
+    return None
+
+
+# The class of the advisory locks `hold` takes (PostgreSQL keeps the two-number form apart
+# from the one-number form kept_pages uses).
+_HOLD_CLASS = 0x766D70  # "vmp"
+
+
+def hold(key: str) -> None:
+    """Serialise, until the current transaction ends, with every other transaction that
+    holds the same `key`: for a check and a write that no one row stands for (a VM name on
+    a host, an image path), so that two requests at once cannot both find it free.
+
+    PostgreSQL: a transaction-level advisory lock on the key's hash. SQLite: nothing to do,
+    its transactions begin IMMEDIATE (settings.py), so writers take turns already.
+    """
+    if not connection.in_atomic_block:
+        raise RuntimeError("hold() outside a transaction holds nothing")
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [_HOLD_CLASS, key])
 
 
 def send_on_commit(op: Operation, payload: dict | None = None) -> None:

@@ -11,8 +11,16 @@ from django.utils.translation import gettext as _
 
 from .. import hypervisor
 from ..hypervisor import HypervisorError
-from ..models import Domain, Host, Operation, OperationKind, SavedImage, teams_for
-from .common import ActionRefused, audit, queue_operation
+from ..models import (
+    ACTIVE_STATUSES,
+    Domain,
+    Host,
+    Operation,
+    OperationKind,
+    SavedImage,
+    teams_for,
+)
+from .common import ActionRefused, audit, hold, queue_operation
 
 # A saved image's file name: the user names it, the folder is the host's.
 _IMAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -49,12 +57,37 @@ def save_domain(user: User, domain: Domain, image_name: str) -> Operation:
             }
         return None
 
+    def locked_check(locked: Domain) -> str | None:
+        # Two VMs saved to one name at once both found it free above, and libvirt writes
+        # the second image over the first: so the path is held while it is checked and the
+        # operation written, and a save on its way to it counts as taken.
+        path = save_path(locked.host, image_name)
+        hold(f"image:{locked.host_id}:{path}")
+        if SavedImage.objects.filter(host_id=locked.host_id, path=path).exists():
+            return _("An image named %(name)s exists already on %(host)s.") % {
+                "name": image_name,
+                "host": locked.host,
+            }
+        saving = Operation.objects.filter(
+            kind=OperationKind.SAVE,
+            host_id=locked.host_id,
+            params__path=path,
+            status__in=ACTIVE_STATUSES,
+        )
+        if saving.exists():
+            # Not which VM, nor the operation's number: it may be another team's.
+            return _(
+                "An image named %(name)s is being saved on %(host)s already; choose another name."
+            ) % {"name": image_name, "host": locked.host}
+        return None
+
     return queue_operation(
         user,
         domain,
         OperationKind.SAVE,
         {"image": image_name, "path": save_path(domain.host, image_name)},
         check=check,
+        locked_check=locked_check,
     )
 
 

@@ -15,7 +15,10 @@ from .common import queue_operation
 
 # Limits other rooms set on a VM's size, each `check(domain, vcpus, memory_mib)` → problems
 # in words, given the counts the VM would have. Provisioning adds its team quota here when
-# it loads (provisioning.apps): domains does not import provisioning.
+# it loads (provisioning.apps): domains does not import provisioning. Each is asked before
+# the host is, then again inside the transaction that queues the resize (the domain's row
+# locked): a check that counts what other VMs use locks what it counts there (the quota
+# locks the team's row), so that two resizes at once are counted one after the other.
 SIZE_CHECKS: list[Callable[[Domain, int, int], list[str]]] = []
 
 
@@ -36,10 +39,22 @@ def resize_domain(user: User, domain: Domain, req: ResizeRequest) -> Operation:
             return exc.message
         problems = resize_problems(domain, limits, req)
         if not problems:
-            vcpus = req.vcpus if req.vcpus is not None else domain.vcpus
-            memory_mib = req.memory_mib if req.memory_mib is not None else domain.memory_kib // 1024
-            for size_check in SIZE_CHECKS:
-                problems += size_check(domain, vcpus, memory_mib)
+            problems = _size_problems(domain, req)
         return " ".join(problems) or None
 
-    return queue_operation(user, domain, OperationKind.RESIZE, asdict(req), check=check)
+    def locked_check(locked: Domain) -> str | None:
+        return " ".join(_size_problems(locked, req)) or None
+
+    return queue_operation(
+        user, domain, OperationKind.RESIZE, asdict(req), check=check, locked_check=locked_check
+    )
+
+
+def _size_problems(domain: Domain, req: ResizeRequest) -> list[str]:
+    """What the `SIZE_CHECKS` say of `domain` at the size `req` asks for."""
+    vcpus = req.vcpus if req.vcpus is not None else domain.vcpus
+    memory_mib = req.memory_mib if req.memory_mib is not None else domain.memory_kib // 1024
+    problems: list[str] = []
+    for size_check in SIZE_CHECKS:
+        problems += size_check(domain, vcpus, memory_mib)
+    return problems
