@@ -173,6 +173,19 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         stop_leftover(pid_file)
 
 
+@pytest.fixture(autouse=True)
+def _default_language():
+    """Every test starts and ends in the default language. A page read in Chinese leaves
+    Chinese active in the test's thread (LocaleMiddleware activates it, nothing in the test
+    client deactivates it), and a later test matching English words then failed or not by
+    the order the tests ran in."""
+    from django.utils import translation
+
+    translation.activate(settings.LANGUAGE_CODE)
+    yield
+    translation.activate(settings.LANGUAGE_CODE)
+
+
 # --- libvirt hosts -------------------------------------------------------------------
 
 # libvirt prints every error to stderr by default; the tests read them from exceptions.
