@@ -32,7 +32,9 @@ _TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")  # secrets.token_urlsafe(32)
 
 @lru_cache(maxsize=1)
 def _redis() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL)
+    # Bounded: a page asking for a ticket, and the proxy spending one, say that Redis does
+    # not answer within seconds rather than wait on one that hangs.
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
 
 
 def _key(token: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid as uuidlib
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import timedelta
@@ -63,7 +64,9 @@ RETRY_DELAY_SECONDS = 1.0
 
 @lru_cache(maxsize=1)
 def _redis() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL)
+    # Bounded: a Redis that accepts but never answers fails a lock's command within seconds
+    # (the operation then says so) instead of holding the task for good.
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
 
 
 # Waits between tries of a database call whose connection the database dropped (seconds):
@@ -273,12 +276,19 @@ def _run_operation(
         "operation %s %s running user=%s host=%s domain=%s request=%s",
         op.pk, op.kind, op.user, op.host.name, op.domain_uuid, op.request_id,
     )  # fmt: skip
-    lock = _redis().lock(
-        lock_key(op.host_id, op.domain_uuid),
-        timeout=settings.VMPANEL_DOMAIN_LOCK_SECONDS,
-        blocking_timeout=5,
-    )
-    if not lock.acquire():
+    try:
+        lock = _domain_lock(op)
+    except redis.RedisError as exc:
+        # Claimed, nothing done yet: said so, where it stayed "running" until the recovery
+        # pass called its worker dead (killed or crashed, it said: untrue).
+        log.warning("operation %s: Redis does not answer (%s); not started", op.pk, exc)
+        _finish(
+            op,
+            OperationStatus.FAILED,
+            _("The task queue does not answer; nothing was done. Try again later."),
+        )
+        return
+    if lock is None:
         _finish(
             op,
             OperationStatus.FAILED,
@@ -330,7 +340,53 @@ def _run_operation(
         raise
     finally:
         monitor.stop()
+        _release(op, lock)
+
+
+def _domain_lock(op: Operation):
+    """The VM's Redis lock, taken for `op`; None while another operation holds it.
+
+    The lock's value names its operation. One whose operation has finished was left by a
+    release Redis never had (it did not answer as that operation ended): it is broken, where
+    it kept every later operation on the VM out ("another operation holds this VM") for up
+    to VMPANEL_DOMAIN_LOCK_SECONDS. Raises RedisError when Redis does not answer.
+    """
+    key = lock_key(op.host_id, op.domain_uuid)
+    for _attempt in range(2):
+        lock = _redis().lock(key, timeout=settings.VMPANEL_DOMAIN_LOCK_SECONDS, blocking_timeout=5)
+        if lock.acquire(token=f"{op.pk}:{uuidlib.uuid4().hex}"):
+            return lock
+        if not _break_if_left(key):
+            return None
+    return None
+
+
+# Delete the key only if it still holds the value read (nobody took it meanwhile).
+_BREAK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end"
+
+
+def _break_if_left(key: str) -> bool:
+    """Break the lock at `key` if its operation has finished; whether it is free now."""
+    holder = _redis().get(key)
+    if holder is None:
+        return True
+    pk, sep, _rest = holder.decode().partition(":")
+    if not (sep and pk.isdigit()):
+        return False  # not an operation's (a worker of an older version): wait for it
+    if not Operation.objects.filter(pk=int(pk), finished_at__isnull=False).exists():
+        return False  # its operation still runs (or waits to be checked)
+    log.warning("lock %s of finished operation %s was left behind; broken", key, pk)
+    _redis().eval(_BREAK, 1, key, holder)
+    return True
+
+
+def _release(op: Operation, lock) -> None:
+    try:
         lock.release()
+    except redis.RedisError as exc:
+        # The outcome is on record already. Left behind, the lock is broken by the next
+        # operation on this VM (`_domain_lock`).
+        log.warning("operation %s: the VM's lock was not released: %s", op.pk, exc)
 
 
 def _no_longer_allowed(op: Operation) -> str | None:
@@ -350,9 +406,6 @@ def _no_longer_allowed(op: Operation) -> str | None:
         "%(user)s may no longer do this to %(name)s (their role, or the VM's team, changed "
         "after they asked), so it was not started; nothing was done."
     ) % {"user": op.user.username, "name": op.domain.name}
-
-
-# Waits between tries of a claim that met a locked database (seconds).
 
 
 # Waits between tries of a claim that met a locked database (seconds).

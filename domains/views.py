@@ -597,6 +597,12 @@ def domain_bulk(request: HttpRequest) -> HttpResponse:
         except ActionRefused as exc:
             messages.error(request, f"{domain.name}: {exc.message}")
             continue
+        # Sent as the service's transaction committed, before it returned: a task queue
+        # that did not answer has failed it already, and "queued" was untrue.
+        op.refresh_from_db(fields=["status", "message"])
+        if op.status == OperationStatus.FAILED:
+            messages.error(request, f"{domain.name}: {op.message}")
+            continue
         messages.info(
             request,
             _("%(name)s: %(kind)s queued (operation #%(id)s).")

@@ -797,18 +797,32 @@ def approve_request(user: User, req: VMRequest, host: Host | None = None) -> VMR
             )  # fmt: skip
             req.operation = op
             req.save(update_fields=["operation"])
-            notify(
-                req.requester,
-                lambda: (
-                    _("Your request #%(pk)d for %(name)s was approved; it is being provisioned.")
-                    % {"pk": req.pk, "name": req.name}
-                ),
-                reverse("request_detail", args=[req.pk]),
-            )
     except ActionRefused as exc:
         # The approval rolled back; the refusal stays on record.
         req.refresh_from_db()
         _refuse_provision(user, host, req.team, req.name, {"request": req.pk}, exc.message)
+    # The task went to the queue as the approval committed. A queue that did not answer
+    # failed the operation there and then, before any worker had it: nothing will come of
+    # this approval, so it is undone (the request waits for a decision again, its size no
+    # longer held against the quota) and said, where it stayed "approved" for good.
+    if Operation.objects.filter(
+        pk=op.pk, status=OperationStatus.FAILED, started_at__isnull=True
+    ).exists():
+        VMRequest.objects.filter(pk=req.pk, state=RequestState.APPROVED, operation=op).update(
+            state=RequestState.SUBMITTED, host=None, decided_by=None, decided_at=None,
+            operation=None,
+        )  # fmt: skip
+        req.refresh_from_db()
+        raise ActionRefused(Operation.objects.get(pk=op.pk).message)
+    # Told only now, once the task is on its way (on commit: there is none to wait for).
+    notify(
+        req.requester,
+        lambda: (
+            _("Your request #%(pk)d for %(name)s was approved; it is being provisioned.")
+            % {"pk": req.pk, "name": req.name}
+        ),
+        reverse("request_detail", args=[req.pk]),
+    )
     return req
 
 

@@ -43,7 +43,7 @@ def _unowned_hosts() -> str:
 def readyz(request):
     checks: dict[str, str] = {}
     try:
-        redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2).ping()
+        redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2).ping()
         checks["redis"] = "ok"
     except Exception as exc:  # redis-py raises several kinds
         checks["redis"] = f"fail: {exc}"

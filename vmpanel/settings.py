@@ -246,6 +246,19 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Bounded waits on the broker (kombu waits for ever by default): an action whose task is
+# sent to a Redis that accepts but never answers held its page, and a gunicorn thread,
+# for good; now it says the task queue does not answer within a few seconds. A worker's
+# own commands fail the same way and it reconnects. Longer than the 1 s BRPOP poll.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_timeout": 2, "socket_connect_timeout": 2}
+# A send is tried again once, at once (a pooled connection that a Redis restart dropped),
+# not three times: each try may wait out the timeout above.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.2,
+}
 # A task of ours never returns anything that is not already in its Operation row.
 CELERY_TASK_IGNORE_RESULT = True
 

@@ -4,6 +4,7 @@ queueing of an operation once its transaction commits."""
 from __future__ import annotations
 
 import logging
+import time
 import uuid as uuidlib
 from collections.abc import Callable
 
@@ -302,10 +303,20 @@ def task_queue(op: Operation) -> str | None:
     return None
 
 
+# After a send the task queue did not answer, this process's sends of the next few seconds
+# fail at once, in the same words: each waits out the broker's timeouts (settings.py) when
+# Redis hangs, and a bulk action on many VMs held its page for minutes.
+QUEUE_QUIET_SECONDS = 5.0
+_queue_quiet_until: dict[str, float] = {}  # broker URL → time.monotonic()
+
+
 def send_now(op: Operation, payload: dict | None = None) -> None:
     """Hand `op` to its kind's task now; if the task queue does not answer, the operation
     fails on record (nothing ran) rather than staying queued for nobody."""
+    broker = app.conf.broker_url
     try:
+        if time.monotonic() < _queue_quiet_until.get(broker, 0.0):
+            raise ConnectionError("the task queue did not answer a moment ago")
         app.send_task(
             KINDS[op.kind].task,
             args=[op.pk],
@@ -314,6 +325,7 @@ def send_now(op: Operation, payload: dict | None = None) -> None:
             queue=task_queue(op),
         )
     except Exception as exc:  # broker down: kombu raises several kinds
+        _queue_quiet_until[broker] = time.monotonic() + QUEUE_QUIET_SECONDS
         # Never leave a queued operation that no worker will ever see: the domain would
         # stay "busy" for good.
         # Its words are the broker's, not libvirt's: in the log, not as the libvirt error.

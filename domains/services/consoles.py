@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 
+import redis
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.utils.translation import gettext as _
@@ -88,7 +89,14 @@ def open_console(user: User, domain: Domain, kind: str, session_key: str) -> dic
             # address but the host's own: no password, then.
             password = ""
     view_only = "operate" not in may
-    ticket = consoles.issue(user, domain, session_key, kind, view_only, route)
+    try:
+        ticket = consoles.issue(user, domain, session_key, kind, view_only, route)
+    except redis.RedisError:
+        # Tickets live in Redis: without it no console opens (this was a bare 500).
+        raise ActionRefused(
+            _("The task queue does not answer, so no console can be opened now. Try again later."),
+            status=503,
+        ) from None
     return {
         "ticket": ticket,
         "url": f"{console_url()}?ticket={ticket}",
