@@ -640,3 +640,22 @@ def test_an_operation_running_when_redis_hangs_ends_truthfully_and_leaves_the_vm
     assert after.status == OperationStatus.SUCCEEDED, (after.status, after.message)
     assert live(conn, op.domain_uuid).state == 5  # shut off
 
+
+# --- 3: PostgreSQL that is down or hangs, for the web side -----------------------------
+
+
+@pytest.mark.parametrize("fault", ["down", "hangs"])
+def test_a_page_says_try_again_when_the_database_does_not_answer(web, tarpit, people, fault):
+    """The database a web process connects to refuses, or accepts and never answers (a
+    frozen server, a failover half done): each page answers within the bound with the
+    "try again" page, not a 500, and not a gunicorn thread held for good."""
+    port = closed_port() if fault == "down" else tarpit.port
+    cookie = Browser("", people.olga_operator).cookies  # made on the test database
+    base = web(DATABASE_URL=f"postgres://vmpanel@127.0.0.1:{port}/vmpanel")
+    olga = Browser(base, timeout=HANG_BOUND + 20)
+    olga.cookies = cookie
+    for path in ("/domains/", "/requests/"):
+        answer = readable(olga.get(path), HANG_BOUND, 503)
+        assert "Try again in a moment" in answer.body, answer
+    health = readable(Browser(base, timeout=HANG_BOUND + 20).get("/healthz"), HANG_BOUND, 503)
+    assert '"status": "fail"' in health.body, health

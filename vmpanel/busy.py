@@ -31,8 +31,14 @@ _LOST_STATES = ("08", "57P01", "57P02", "57P03")
 _LOST_WORDS = ("the connection is closed", "server closed the connection", "connection is lost")
 
 
+# psycopg's words for a connection that could not be made: refused (the database down) or
+# not answered within connect_timeout (settings.py: one that hangs). Nothing was done.
+_UNREACHABLE_WORDS = ("connection timeout expired", "connection failed")
+
+
 def is_busy(exc: BaseException | None) -> bool:
-    return isinstance(exc, OperationalError) and any(w in str(exc).lower() for w in _BUSY_WORDS)
+    words = _BUSY_WORDS + _UNREACHABLE_WORDS
+    return isinstance(exc, OperationalError) and any(w in str(exc).lower() for w in words)
 
 
 def is_lost(exc: BaseException | None) -> bool:

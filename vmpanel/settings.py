@@ -196,6 +196,12 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A database that accepts the connection and never answers (frozen, a failover half
+    # done) held every page, and its gunicorn thread, for good: libpq waits for ever by
+    # default. Past this a page is the "try again" page (vmpanel/busy.py), and a worker or
+    # watcher tries again. `?connect_timeout=` in DATABASE_URL sets another.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The worker, the watcher and the web server write the same file. IMMEDIATE takes the
     # write lock when a transaction begins, so a writer waits for another (up to the
