@@ -30,6 +30,26 @@ def _redis() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
 
 
+# After a read Redis did not answer, the pages' reads of the next few seconds do not ask
+# it again: with a Redis that accepts and never answers, each would wait out the timeout
+# above, and every page (the banner, the navigation) took a second or more longer.
+QUIET_SECONDS = 5.0
+_quiet_until = 0.0
+_UNANSWERED = object()
+
+
+def _read(ask):
+    """`ask(client)`, or `_UNANSWERED` when Redis does not answer or did not a moment ago."""
+    global _quiet_until
+    if time.monotonic() < _quiet_until:
+        return _UNANSWERED
+    try:
+        return ask(_redis())
+    except redis.RedisError:
+        _quiet_until = time.monotonic() + QUIET_SECONDS
+        return _UNANSWERED
+
+
 def mark_worker_alive() -> None:
     """Say, for WORKER_ALIVE_SECONDS, that a worker runs (each worker, every few seconds)."""
     _redis().set(WORKER_ALIVE_KEY, time.time(), ex=WORKER_ALIVE_SECONDS)
@@ -37,10 +57,8 @@ def mark_worker_alive() -> None:
 
 def worker_alive() -> bool | None:
     """Whether a worker said lately that it runs; None when Redis does not answer."""
-    try:
-        return bool(_redis().exists(WORKER_ALIVE_KEY))
-    except redis.RedisError:
-        return None
+    alive = _read(lambda client: client.exists(WORKER_ALIVE_KEY))
+    return None if alive is _UNANSWERED else bool(alive)
 
 
 def mark_watcher_beat() -> None:
@@ -51,9 +69,8 @@ def mark_watcher_beat() -> None:
 def watcher_silent_seconds() -> float | None:
     """Seconds since the watcher's last pass; None when Redis does not answer, infinity
     when no watcher has ever run against this Redis."""
-    try:
-        beat = _redis().get(WATCHER_BEAT_KEY)
-    except redis.RedisError:
+    beat = _read(lambda client: client.get(WATCHER_BEAT_KEY))
+    if beat is _UNANSWERED:
         return None
     return float("inf") if beat is None else max(0.0, time.time() - float(beat))
 
@@ -92,10 +109,10 @@ def inventory_stale_since() -> float | None:
     seconds; 0 if no watcher ever ran): no watcher pass for longer than
     VMPANEL_WATCHER_STALE_SECONDS, or a host with no owner or no pass for longer than a
     lease (VMPANEL_LEASE_SECONDS). None too when Redis does not answer."""
-    try:
-        beat, fresh = _redis().mget(WATCHER_BEAT_KEY, INVENTORY_FRESH_KEY)
-    except redis.RedisError:
+    marks = _read(lambda client: client.mget(WATCHER_BEAT_KEY, INVENTORY_FRESH_KEY))
+    if marks is _UNANSWERED:
         return None
+    beat, fresh = marks
     if beat is None:
         return 0.0
     now = time.time()

@@ -659,3 +659,28 @@ def test_a_page_says_try_again_when_the_database_does_not_answer(web, tarpit, pe
         assert "Try again in a moment" in answer.body, answer
     health = readable(Browser(base, timeout=HANG_BOUND + 20).get("/healthz"), HANG_BOUND, 503)
     assert '"status": "fail"' in health.body, health
+
+
+def test_while_redis_hangs_the_pages_stop_asking_it_for_a_moment(tarpit, settings, monkeypatch):
+    """Every page reads the liveness marks (the banner, the navigation). Once Redis has not
+    answered, the next reads of a few seconds do not wait on it again: without that, each
+    page waited out the timeout once more. Then it is asked again."""
+    from domains import liveness
+
+    settings.REDIS_URL = f"redis://127.0.0.1:{tarpit.port}/0"
+    liveness._redis.cache_clear()
+    monkeypatch.setattr(liveness, "_quiet_until", 0.0, raising=False)
+    try:
+        assert liveness.inventory_stale_since() is None  # not known: no banner
+        wait_for(lambda: len(tarpit.held) == 1, 5, what="the first read's connection")
+        assert liveness.worker_alive() is None
+        assert liveness.watcher_silent_seconds() is None
+        assert liveness.inventory_stale_since() is None
+        time.sleep(0.3)  # time for any further connection to be accepted
+        assert len(tarpit.held) == 1, "Redis was asked again at once"
+
+        monkeypatch.setattr(liveness, "_quiet_until", 0.0, raising=False)  # the moment has passed
+        assert liveness.worker_alive() is None
+        wait_for(lambda: len(tarpit.held) == 2, 5, what="a new read after the moment")
+    finally:
+        liveness._redis.cache_clear()
