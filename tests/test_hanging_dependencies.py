@@ -197,9 +197,10 @@ def web(transactional_db, hosts):
             if proc.poll() is not None:
                 raise RuntimeError(f"gunicorn exited:\n{_log_tail(log_path)}")
             try:
-                # A static file: served before any middleware asks Redis or the database,
-                # so it says only that the worker has booted.
-                return Browser(base).get("/static/css/vmpanel.css").status == 200
+                # Any answer says the worker has booted: /healthz is 503 while the database
+                # is away. (Not a static file: a clean checkout has no collected ones, and
+                # it was a 404 there for good.)
+                return Browser(base, timeout=10).get("/healthz").status in (200, 503)
             except OSError:
                 return False
 
