@@ -186,6 +186,16 @@ def _default_language():
     translation.activate(settings.LANGUAGE_CODE)
 
 
+@pytest.fixture(autouse=True)
+def _redis_answered_lately():
+    """Every test starts with the pages' liveness reads asking Redis afresh: after one went
+    unanswered they skip it for a few seconds (`liveness.QUIET_SECONDS`), and a test that
+    ran before the session's Redis was up left the next tests without their banners."""
+    from domains import liveness
+
+    liveness._quiet_until = 0.0
+
+
 # --- libvirt hosts -------------------------------------------------------------------
 
 # libvirt prints every error to stderr by default; the tests read them from exceptions.
