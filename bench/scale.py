@@ -319,9 +319,11 @@ def main() -> None:
         django.setup()
         from django.core.management import call_command
 
-        from domains.models import Host
+        from domains.models import Domain, Host
 
         call_command("migrate", verbosity=0)
+        # A previous run's rows go first: a host's VMs keep it from being deleted.
+        Domain.objects.all().delete()
         Host.objects.all().delete()
         for name, uri in uris.items():
             Host.objects.create(name=name, uri=uri, enabled=False)
