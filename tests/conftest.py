@@ -631,6 +631,17 @@ def make_domain(libvirt_hosts, hosts, people):
     factory.cleanup()
 
 
+@pytest.fixture
+def save_dir(hosts):
+    """alpha's save folder (the daemon, as nobody, writes there); images removed after."""
+    path = RUN_DIR / "hosts" / "alpha" / "save"
+    hosts.alpha.save_dir = str(path)
+    hosts.alpha.save(update_fields=["save_dir"])
+    yield path
+    for image in path.glob("*.save"):
+        image.unlink(missing_ok=True)
+
+
 # --- the console proxy ---------------------------------------------------------------
 
 

@@ -42,7 +42,6 @@ from domains.models import (
 )
 from provisioning.models import Method, Quota, RequestState, VMRequest
 from provisioning.services import submit_request
-from tests.conftest import RUN_DIR
 from tests.helpers import client_for, fresh, live, wait_finished, wait_for
 from tests.test_provisioning_create import make_template
 
@@ -212,17 +211,6 @@ def test_a_double_click_on_take_snapshot_takes_one(
     assert sorted(r.status_code for r in responses) == [303, 409]
     refused = next(r for r in responses if r.status_code == 409)
     assert ops.get(status=OperationStatus.REFUSED).message in text(refused)
-
-
-@pytest.fixture
-def save_dir(hosts):
-    """alpha's save folder: the daemon (as nobody) writes there."""
-    path = RUN_DIR / "hosts" / "alpha" / "save"
-    hosts.alpha.save_dir = str(path)
-    hosts.alpha.save(update_fields=["save_dir"])
-    yield path
-    for image in path.glob("*.save"):
-        image.unlink(missing_ok=True)
 
 
 def test_two_vms_saved_to_one_image_name_at_once(people, make_domain, libvirt_hosts, save_dir):

@@ -14,7 +14,6 @@ from django.utils import timezone
 from domains import runner, tasks
 from domains.models import Operation, OperationKind, OperationStatus, SavedImage, State
 from domains.services import common, images, operations
-from tests.conftest import RUN_DIR
 from tests.helpers import button_service, fresh, live, wait_finished, wait_for
 
 pytestmark = [
@@ -22,17 +21,6 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.usefixtures("celery_worker"),
 ]
-
-
-@pytest.fixture
-def save_dir(hosts):
-    """alpha's save folder: the daemon (as nobody) writes there."""
-    path = RUN_DIR / "hosts" / "alpha" / "save"
-    hosts.alpha.save_dir = str(path)
-    hosts.alpha.save(update_fields=["save_dir"])
-    yield path
-    for image in path.glob("*.save"):
-        image.unlink(missing_ok=True)
 
 
 def test_save_then_restore(people, make_domain, save_dir, libvirt_hosts):

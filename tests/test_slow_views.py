@@ -8,20 +8,9 @@ import re
 import pytest
 
 from domains.models import Operation, OperationKind, OperationStatus, SavedImage
-from tests.conftest import RUN_DIR
 from tests.helpers import client_for, fresh, wait_finished
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def save_dir(hosts):
-    path = RUN_DIR / "hosts" / "alpha" / "save"
-    hosts.alpha.save_dir = str(path)
-    hosts.alpha.save(update_fields=["save_dir"])
-    yield path
-    for image in path.glob("*.save"):
-        image.unlink(missing_ok=True)
 
 
 def test_save_page_warns_as_the_guide_does(people, make_domain, save_dir):
